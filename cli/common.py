@@ -1,0 +1,89 @@
+"""What every command shares: the common options, settings loading and error handling.
+
+Every command accepts ``--config``, ``--profile``, ``--rest-url``, ``--ws-url`` and ``--store``
+(environment: ``TRADER_CONFIG``, ``TRADER_PROFILE``, ``TRADER_REST_URL``, ``TRADER_WS_URL``,
+``TRADER_STORE``). Heavy modules are imported inside commands, never here, so ``trader --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from trader.errors import TraderError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="TRADER_CONFIG", help="YAML config file (overrides the defaults).", show_default=False),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", envvar="TRADER_PROFILE", help="Exchange profile: replay, binance-spot, binance-testnet, binance-usdm.", show_default=False),
+]
+RestUrlOpt = Annotated[
+    str | None,
+    typer.Option("--rest-url", envvar="TRADER_REST_URL", help="Override the profile's REST base URL.", show_default=False),
+]
+WsUrlOpt = Annotated[
+    str | None,
+    typer.Option("--ws-url", envvar="TRADER_WS_URL", help="Override the profile's WebSocket base URL.", show_default=False),
+]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", envvar="TRADER_STORE", help="Kline store directory (default: user cache dir).", show_default=False),
+]
+
+
+def load(
+    config: Path | None,
+    profile: str | None,
+    rest_url: str | None,
+    ws_url: str | None,
+    store: Path | None,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """Load :class:`trader.config.Settings` with the common flags applied on top (highest precedence)."""
+    from trader.config import load_settings
+
+    flags: dict[str, Any] = dict(overrides or {})
+    if profile:
+        flags["profile"] = profile
+    if store is not None:
+        flags["store"] = {"path": str(store)}
+    return load_settings(config, overrides=flags, rest_url=rest_url, ws_url=ws_url)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``trader: error: <message>`` on stderr and return the Exit to raise."""
+    print(f"trader: error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn a :class:`TraderError` into one stderr line and its exit code; anything else into a
+    plain traceback (no locals: they may hold keys) and exit code 70."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TraderError as exc:
+            raise fail(str(exc) or type(exc).__name__, exc.exit_code) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except Exception:  # noqa: BLE001 - the last line of defence prints and exits 70
+            traceback.print_exc()
+            raise typer.Exit(70) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,91 @@
+"""``trader replay``: run the Binance-compatible replay exchange until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
+
+
+@handle_errors
+def replay(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1, loopback only).", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port; 0 picks a free one (default 8765).", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Directory of <SYMBOL>-<interval>.csv[.gz] files (default: bundled data).", show_default=False)] = None,
+    start: Annotated[str | None, typer.Option(help="Replay start: 'auto', epoch ms or ISO-8601 UTC.", show_default=False)] = None,
+    speed: Annotated[float | None, typer.Option(help="Replay ms per wall ms (0 freezes the clock).", show_default=False)] = None,
+    weight_limit: Annotated[int | None, typer.Option(help="Request weight per IP per minute (default 6000).", show_default=False)] = None,
+    latency_ms: Annotated[float | None, typer.Option(help="Fault: fixed latency per REST request, ms.", show_default=False)] = None,
+    jitter_ms: Annotated[float | None, typer.Option(help="Fault: extra uniform latency in [0, jitter], ms.", show_default=False)] = None,
+    error_rate: Annotated[float | None, typer.Option(help="Fault: fraction of requests answered HTTP 500.", show_default=False)] = None,
+    rate_429: Annotated[float | None, typer.Option("--rate-429", help="Fault: fraction of requests answered HTTP 429.", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fault RNG.", show_default=False)] = None,
+    preload: Annotated[bool, typer.Option(help="Parse every series before printing the URL.")] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    rest_url: RestUrlOpt = None,
+    ws_url: WsUrlOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Serve recorded Binance klines over Binance's REST API on 127.0.0.1.
+
+    The first line on stdout is the base URL (http://127.0.0.1:PORT), flushed at once.
+    """
+    replay_over: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "data_dir": str(data) if data else None,
+            "start": start,
+            "speed": speed,
+            "weight_limit": weight_limit,
+        }.items()
+        if v is not None
+    }
+    faults = {
+        k: v
+        for k, v in {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate, "rate_429": rate_429, "seed": seed}.items()
+        if v is not None
+    }
+    if faults:
+        replay_over["faults"] = faults
+    settings = load(config, profile, rest_url, ws_url, store, {"replay": replay_over} if replay_over else None)
+    from trader.exchange.replay.server import ReplayExchange
+
+    try:
+        exchange = ReplayExchange.from_config(settings.replay)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    if preload:
+        exchange.dataset.preload()
+    asyncio.run(_serve(exchange))
+
+
+async def _serve(exchange: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await exchange.start()
+    except OSError as exc:
+        raise fail(f"cannot bind {exchange.host}:{exchange.port}: {exc.strerror or exc}", 3) from None
+    sys.stdout.write(exchange.rest_url + "\n")
+    sys.stdout.flush()
+    print(
+        f"replay exchange: {len(exchange.dataset.symbols)} symbols {','.join(exchange.dataset.intervals)}, "
+        f"now={exchange.clock.now_ms()} speed={exchange.clock.speed}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await exchange.stop()

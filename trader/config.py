@@ -1,0 +1,338 @@
+"""Configuration: pydantic models of ``config/default.yaml`` and their loading.
+
+Precedence, lowest to highest (each layer overrides the one before, key by key):
+
+1. the defaults in these models (``config/default.yaml`` documents exactly these values;
+   a test keeps the two identical);
+2. a YAML file: ``--config FILE``, else ``$TRADER_CONFIG``, else ``<user config dir>/config.yaml``
+   if it exists (platformdirs; ``~/.config/trader/config.yaml`` on Linux);
+3. environment variables: ``TRADER_<SECTION>__<KEY>`` for any key (values parsed as YAML scalars,
+   e.g. ``TRADER_REPLAY__PORT=9000``), plus the documented shortcuts ``TRADER_PROFILE``,
+   ``TRADER_REST_URL``, ``TRADER_WS_URL`` and ``TRADER_STORE``;
+4. command-line flags (``--profile``, ``--rest-url``, ``--ws-url``, ``--store`` and per-command flags).
+
+Unknown keys and wrong types raise :class:`~trader.errors.ConfigError` naming the key path and,
+for file values, the file and line (``config.yaml:12: replay.port: Input should be a valid integer``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trader.errors import ConfigError
+from trader.models import parse_interval, validate_symbol
+
+__all__ = [
+    "ENV_PREFIX",
+    "FaultConfig",
+    "ProfileConfig",
+    "ReplayConfig",
+    "Settings",
+    "StoreConfig",
+    "UniverseConfig",
+    "load_settings",
+]
+
+ENV_PREFIX = "TRADER_"
+
+#: Environment shortcuts that scripts and cron jobs rely on -> the key path they set.
+ENV_SHORTCUTS: dict[str, tuple[str, ...]] = {
+    "TRADER_PROFILE": ("profile",),
+    "TRADER_STORE": ("store", "path"),
+}
+#: Variables read elsewhere (not config keys): never treated as ``TRADER_<KEY>`` overrides.
+_ENV_RESERVED = {"TRADER_CONFIG", "TRADER_REST_URL", "TRADER_WS_URL", "TRADER_API_KEY", "TRADER_API_SECRET"}
+
+
+class _Model(BaseModel):
+    """Base: unknown keys are errors, values are validated on assignment, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ProfileConfig(_Model):
+    """Where one exchange lives. Only the base URLs differ between replay and real Binance."""
+
+    rest_url: str = Field(description="REST base URL, no trailing slash, e.g. https://api.binance.com")
+    ws_url: str = Field(description="WebSocket base URL, e.g. wss://stream.binance.com:9443")
+    market: Literal["spot", "usdm"] = Field(
+        "spot", description="API family: spot (/api/v3, limit 1000, weight 2) or usdm (/fapi/v1, limit 499)"
+    )
+
+    @field_validator("rest_url", "ws_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if "://" not in value:
+            raise ValueError(f"not a URL: {value!r}")
+        return value
+
+
+def _default_profiles() -> dict[str, ProfileConfig]:
+    return {
+        "replay": ProfileConfig(rest_url="http://127.0.0.1:8765", ws_url="ws://127.0.0.1:8765"),
+        "binance-spot": ProfileConfig(rest_url="https://api.binance.com", ws_url="wss://stream.binance.com:9443"),
+        "binance-testnet": ProfileConfig(
+            rest_url="https://testnet.binance.vision", ws_url="wss://stream.testnet.binance.vision"
+        ),
+        "binance-usdm": ProfileConfig(
+            rest_url="https://fapi.binance.com", ws_url="wss://fstream.binance.com", market="usdm"
+        ),
+    }
+
+
+class StoreConfig(_Model):
+    """Where the kline store lives. ``path: null`` means the platform user cache dir."""
+
+    path: Path | None = None
+
+
+class UniverseConfig(_Model):
+    """Which symbols and intervals the commands work on by default."""
+
+    quote_asset: str = "USDT"
+    symbols: tuple[str, ...] = ()
+    intervals: tuple[str, ...] = ("1h", "4h")
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(validate_symbol(s) for s in value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("intervals")
+    @classmethod
+    def _intervals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one interval is required")
+        try:
+            return tuple(parse_interval(i) for i in value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class FaultConfig(_Model):
+    """Fault injection of the replay exchange (all off by default)."""
+
+    latency_ms: float = Field(0.0, ge=0, description="fixed delay added to every REST response, ms")
+    jitter_ms: float = Field(0.0, ge=0, description="extra uniform random delay in [0, jitter_ms], ms")
+    error_rate: float = Field(0.0, ge=0, le=1, description="fraction of REST requests answered HTTP 500 (-1001)")
+    rate_429: float = Field(0.0, ge=0, le=1, description="fraction of REST requests answered HTTP 429 (-1003)")
+    seed: int = Field(0, description="seed of the fault RNG, so a faulty run is reproducible")
+
+
+class ReplayConfig(_Model):
+    """The local Binance-compatible replay exchange."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    data_dir: Path | None = None
+    start: str | int = "auto"
+    speed: float = Field(1.0, ge=0)
+    weight_limit: int = Field(6000, gt=0)
+    ban_after_429s: int = Field(3, ge=1)
+    faults: FaultConfig = FaultConfig()
+
+
+class Settings(_Model):
+    """The whole configuration. Build with :func:`load_settings`, never mutate (frozen)."""
+
+    profile: str = "replay"
+    profiles: dict[str, ProfileConfig] = Field(default_factory=_default_profiles)
+    store: StoreConfig = StoreConfig()
+    universe: UniverseConfig = UniverseConfig()
+    replay: ReplayConfig = ReplayConfig()
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> Settings:
+        if self.profile not in self.profiles:
+            raise ValueError(f"unknown profile {self.profile!r}; known: {', '.join(sorted(self.profiles))}")
+        return self
+
+    @property
+    def exchange(self) -> ProfileConfig:
+        """The active profile (``profiles[profile]``)."""
+        return self.profiles[self.profile]
+
+    def store_path(self) -> Path:
+        """Directory of the kline store: ``store.path`` or the platform user cache dir + ``/store``."""
+        if self.store.path is not None:
+            return self.store.path.expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("trader", appauthor=False)) / "store"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _line_index(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+    """Map every key path in a composed YAML document to its 1-based line number."""
+    lines: dict[tuple[str | int, ...], int] = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            lines.update(_line_index(value_node, (*path, key)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_index(item, (*path, i)))
+    return lines
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: top level must be a mapping of keys, got {type(data).__name__}")
+    return data, _line_index(node) if node is not None else {}
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED:
+            continue
+        if name in ENV_SHORTCUTS:
+            path = ENV_SHORTCUTS[name]
+        else:
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dict, list)) and path[-1] != "symbols" and path[-1] != "intervals":
+            value = raw  # a flat variable never smuggles a structure in, except the documented lists
+        if path[-1] in ("symbols", "intervals") and isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        _set_path(tree, path, value)
+    return tree
+
+
+def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[str | int, ...], int]) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        line = None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        where = f"{source}:{line}: " if line else (f"{source}: " if source else "")
+        parts.append(f"{where}{key}: {msg}")
+    return "; ".join(parts)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    rest_url: str | None = None,
+    ws_url: str | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, file, environment and flags (in that precedence).
+
+    Args:
+        config_file: YAML file to read; None means ``$TRADER_CONFIG`` or the user config file if present.
+        environ: environment to read ``TRADER_*`` variables from (default ``os.environ``).
+        overrides: nested mapping of flag values (highest precedence), e.g. ``{"store": {"path": "/x"}}``.
+        rest_url: override of the active profile's REST base URL (``--rest-url``/``$TRADER_REST_URL``).
+        ws_url: override of the active profile's WebSocket base URL (``--ws-url``/``$TRADER_WS_URL``).
+
+    Returns:
+        A validated, frozen :class:`Settings`.
+
+    Raises:
+        ConfigError: malformed YAML, unknown keys, wrong types or unknown profile, naming key path and line.
+    """
+    env = os.environ if environ is None else environ
+    source = ""
+    lines: dict[tuple[str | int, ...], int] = {}
+    data: dict[str, Any] = {}
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file)
+    elif env.get("TRADER_CONFIG"):
+        path = Path(env["TRADER_CONFIG"])
+    else:
+        import platformdirs
+
+        candidate = Path(platformdirs.user_config_dir("trader", appauthor=False)) / "config.yaml"
+        path = candidate if candidate.is_file() else None
+    if path is not None:
+        data, lines = _read_yaml(path)
+        source = str(path)
+
+    # Profiles are merged key by key onto the built-in ones, so a file can add one or change a URL.
+    if isinstance(data.get("profiles"), dict):
+        builtin = {k: v.model_dump() for k, v in _default_profiles().items()}
+        data = dict(data)
+        data["profiles"] = _deep_merge(builtin, data["profiles"])
+    try:
+        Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, lines)) from None
+
+    merged = _deep_merge(data, _env_overrides(env))
+    if overrides:
+        merged = _deep_merge(merged, overrides)
+    rest_url = rest_url or env.get("TRADER_REST_URL") or None
+    ws_url = ws_url or env.get("TRADER_WS_URL") or None
+    try:
+        settings = Settings.model_validate(merged)
+        if rest_url or ws_url:
+            active = settings.exchange
+            patched = active.model_copy(
+                update={k: v for k, v in (("rest_url", rest_url), ("ws_url", ws_url)) if v}
+            )
+            patched = ProfileConfig.model_validate(patched.model_dump())
+            settings = settings.model_copy(update={"profiles": {**settings.profiles, settings.profile: patched}})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, "environment/flags", {})) from None
+    return settings
