@@ -180,7 +180,7 @@ class ReplayDataset:
                     stem = name[: -len(ext)]
                     if "-" in stem:
                         symbol, interval = stem.rsplit("-", 1)
-                        if interval in BINANCE_INTERVALS and BINANCE_INTERVALS[interval]:
+                        if BINANCE_INTERVALS.get(interval):
                             self._files[(symbol, interval)] = path
                     break
         if not self._files:

@@ -124,7 +124,7 @@ def forming_row(series: Series, index: int, now_ms: int) -> list[Any]:
         qty(float(v[5])),
         open_ms + series.interval_ms - 1,
         f"{float(v[7]) * f:.8f}",
-        int(math.floor(float(v[8]) * f + 1e-9)),
+        math.floor(float(v[8]) * f + 1e-9),
         qty(float(v[9])),
         f"{float(v[10]) * f:.8f}",
         "0",
@@ -477,7 +477,7 @@ class ReplayExchange:
             "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8,
             "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": True,
             "ocoAllowed": True,
             "otoAllowed": True,
@@ -568,12 +568,10 @@ class ReplayExchange:
                 askPrice=_price(last, pd),
                 askQty=f"{avg_qty:.8f}",
             )
-        else:
+        out.update(openPrice=_price(open_p, pd), highPrice=_price(high, pd), lowPrice=_price(low, pd))
+        if not full:  # MINI: lastPrice follows lowPrice (Binance docs, "24hr ticker price change statistics")
             out["lastPrice"] = _price(last, pd)
         out.update(
-            openPrice=_price(open_p, pd),
-            highPrice=_price(high, pd),
-            lowPrice=_price(low, pd),
             volume=f"{volume:.8f}",
             quoteVolume=f"{quote_volume:.8f}",
             openTime=now - _DAY_MS,
@@ -582,8 +580,6 @@ class ReplayExchange:
             lastId=last_id,
             count=count,
         )
-        if not full:  # MINI keeps Binance's key order: lastPrice comes after symbol in MINI too
-            pass
         return out
 
     async def _ticker_24hr(self, request: web.Request) -> web.Response:
