@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from cli.replay import replay
+from cli.warm import warm
 
 app = typer.Typer(
     name="trader",
@@ -21,6 +22,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("replay")(replay)
+app.command("warm")(warm)
 
 
 @app.callback()

@@ -30,6 +30,8 @@ from trader.models import parse_interval, validate_symbol
 
 __all__ = [
     "ENV_PREFIX",
+    "ClientConfig",
+    "WarmConfig",
     "FaultConfig",
     "ProfileConfig",
     "ReplayConfig",
@@ -142,6 +144,27 @@ class ReplayConfig(_Model):
     faults: FaultConfig = FaultConfig()
 
 
+class ClientConfig(_Model):
+    """The exchange REST client: timeouts, retries, circuit breaker, request-weight budget."""
+
+    timeout_s: float = Field(10.0, gt=0, description="connect/read timeout per request, s")
+    max_attempts: int = Field(5, ge=1, description="attempts per request (1 = no retry)")
+    backoff_base_s: float = Field(0.2, gt=0, description="first retry wait (jittered exponential), s")
+    backoff_max_s: float = Field(10.0, gt=0, description="cap of one retry wait, s")
+    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    breaker_cooldown_s: float = Field(30.0, gt=0, description="seconds the circuit stays open")
+    weight_limit: int | None = Field(None, gt=0, description="weight/minute; null = 6000 spot, 2400 usdm")
+    weight_margin: float = Field(0.1, ge=0, lt=1, description="fraction of the limit kept in reserve")
+    concurrency: int = Field(20, ge=1, le=256, description="requests in flight at once")
+
+
+class WarmConfig(_Model):
+    """``trader warm``."""
+
+    klines: int = Field(1000, ge=1, description="history depth per series, klines")
+    lock_timeout_s: float = Field(60.0, ge=0, description="wait for another warm's lock, s (0 = exit at once)")
+
+
 class Settings(_Model):
     """The whole configuration. Build with :func:`load_settings`, never mutate (frozen)."""
 
@@ -150,6 +173,8 @@ class Settings(_Model):
     store: StoreConfig = StoreConfig()
     universe: UniverseConfig = UniverseConfig()
     replay: ReplayConfig = ReplayConfig()
+    client: ClientConfig = ClientConfig()
+    warm: WarmConfig = WarmConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:

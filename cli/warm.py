@@ -1,0 +1,138 @@
+"""``trader warm``: fetch missing klines over REST into the store."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
+
+
+def split_list(value: str | None) -> list[str]:
+    """``"BTCUSDT, ethusdt"`` -> ``["BTCUSDT", "ethusdt"]`` (commas or spaces)."""
+    return [v for v in (value or "").replace(",", " ").split() if v]
+
+
+@handle_errors
+def warm(
+    symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.", show_default=False)] = None,
+    top: Annotated[int | None, typer.Option("--top", help="The N symbols with the largest 24h quote volume (TRADING, quote asset from config).", min=1, show_default=False)] = None,
+    intervals: Annotated[str | None, typer.Option("--intervals", "-i", help="Comma-separated intervals (default from config: 1h,4h).", show_default=False)] = None,
+    klines: Annotated[int | None, typer.Option("--klines", "-n", help="History depth per series, klines (default 1000).", min=1, show_default=False)] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="REST requests in flight (default 20).", min=1, max=256, show_default=False)] = None,
+    lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for another warm on the same store (default 60).", min=0, show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+    rest_url: RestUrlOpt = None,
+    ws_url: WsUrlOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Fetch only the missing closed klines into the store, within the exchange's weight limits.
+
+    Another warm on the same store makes this one wait (up to --lock-timeout, then exit 4).
+    """
+    from trader.models import parse_interval, validate_symbol
+
+    overrides: dict[str, Any] = {}
+    if concurrency is not None:
+        overrides["client"] = {"concurrency": concurrency}
+    warm_over = {k: v for k, v in {"klines": klines, "lock_timeout_s": lock_timeout}.items() if v is not None}
+    if warm_over:
+        overrides["warm"] = warm_over
+    settings = load(config, profile, rest_url, ws_url, store, overrides)
+    wanted = [validate_symbol(s) for s in split_list(symbols)]
+    ivs = [parse_interval(i) for i in split_list(intervals)] or list(settings.universe.intervals)
+    if not wanted and top is None and not settings.universe.symbols:
+        raise fail("no symbols: pass --symbols A,B or --top N, or set universe.symbols in the config", 2)
+    report = asyncio.run(_run(settings, wanted, top, ivs, as_json))
+    _render(report, as_json)
+    if report.errors:
+        for err in report.errors:
+            print(f"trader: error: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
+        raise typer.Exit(max(e.exit_code for e in report.errors))
+
+
+async def _run(settings: Any, wanted: list[str], top: int | None, intervals: list[str], quiet: bool) -> Any:
+    from trader.exchange.rest import BinanceClient
+    from trader.store.klines import KlineStore
+    from trader.warm import select_top, warm
+
+    with KlineStore(settings.store_path()) as store, store.writer_lock(settings.warm.lock_timeout_s):
+        async with BinanceClient(settings.exchange, settings.client) as client:
+            symbols = wanted
+            if not symbols and top is not None:
+                tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
+                symbols = select_top(tickers, info, top, settings.universe.quote_asset)
+            elif not symbols:
+                symbols = list(settings.universe.symbols)
+            with _progress(len(symbols) * len(intervals), quiet) as progress:
+                return await warm(client, store, symbols, intervals, depth=settings.warm.klines, progress=progress)
+
+
+class _progress:
+    """Rich progress bar on a TTY; a plain line every 10 % otherwise (cron logs); nothing with --json."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self._bar: Any = None
+        self._task: Any = None
+        self._next_pct = 10
+
+    def __enter__(self) -> Any:
+        if not self.quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("warm"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=self.total)
+        return self
+
+    def __call__(self, done: int, total: int, symbol: str, interval: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, description=f"{symbol} {interval}")
+        elif not self.quiet and total and done * 100 >= self._next_pct * total:
+            print(f"warm: {done}/{total} series ({done * 100 // total}%)", file=sys.stderr, flush=True)
+            while self._next_pct <= done * 100 // total:
+                self._next_pct += 10
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _render(report: Any, as_json: bool) -> None:
+    if as_json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="warm summary", show_header=False, box=None, pad_edge=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("symbols", report.symbols),
+        ("series", report.series),
+        ("series already up to date", report.up_to_date),
+        ("candles fetched", report.candles_fetched),
+        ("candles new to the store", report.candles_added),
+        ("requests (klines)", f"{report.requests} ({report.kline_requests})"),
+        ("retries / rate limited", f"{report.retries} / {report.rate_limited}"),
+        ("request weight used (1m)", report.weight_used),
+        ("gaps repaired / exchange gaps", f"{report.gaps_repaired} / {report.exchange_gaps}"),
+        ("errors", len(report.errors)),
+        ("seconds", f"{report.seconds:.2f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    Console().print(table)

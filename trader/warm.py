@@ -1,0 +1,257 @@
+"""``warm``: bring the KlineStore up to date over REST, fetching only what is missing.
+
+Plan per (symbol, interval), from the store's meta and the exchange's clock (pure,
+:func:`plan_series`):
+
+- the newest *closed* kline is the one before the kline containing the server's now; a series whose
+  newest stored kline is already that one costs **no request at all**;
+- otherwise fetch from the last stored open time + 1 interval up to it (paging by open time), and,
+  if the store holds less history than ``depth`` klines, the missing older part too (unless the
+  exchange is known to have nothing older);
+- holes inside the stored range are refetched once; holes the exchange still lacks afterwards are
+  recorded as exchange gaps (maintenance windows) and reported, never refetched again.
+
+Series run concurrently under the client's bound; one failing series (an invalid symbol) is
+reported and the others still complete. Each append is one store transaction, so a warm killed at
+any moment leaves a consistent store that the next warm completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trader.errors import TraderError
+from trader.exchange.rest import BinanceClient
+from trader.models import interval_ms
+from trader.store.klines import KlineStore, missing_ranges
+
+__all__ = ["SeriesError", "WarmReport", "last_closed_open_ms", "plan_series", "select_top", "warm"]
+
+_WEEK_OFFSET_MS = 4 * 86_400_000  # Binance weekly klines open on Monday 00:00 UTC; the epoch was a Thursday
+
+Progress = Callable[[int, int, str, str], None]
+
+
+def last_closed_open_ms(now_ms: int, interval: str) -> int:
+    """Open time of the newest kline that has closed at ``now_ms`` (the one before the forming one). Pure."""
+    step = interval_ms(interval)
+    offset = _WEEK_OFFSET_MS if interval == "1w" else 0
+    forming_open = ((now_ms - offset) // step) * step + offset
+    return forming_open - step
+
+
+def plan_series(
+    first_open_ms: int | None,
+    last_open_ms: int | None,
+    history_start_ms: int | None,
+    now_ms: int,
+    interval: str,
+    depth: int,
+) -> list[tuple[int, int]]:
+    """Open-time ranges to fetch for one series. Pure.
+
+    Args:
+        first_open_ms: oldest stored open time, or None if nothing is stored.
+        last_open_ms: newest stored open time, or None.
+        history_start_ms: oldest open time the exchange has (recorded earlier), or None if unknown.
+        now_ms: the exchange's current time, epoch ms.
+        interval: e.g. ``"1h"``.
+        depth: klines of history wanted up to the newest closed one.
+
+    Returns:
+        ``[(start_open_ms, end_open_ms), ...]`` inclusive; empty when nothing can be new.
+    """
+    step = interval_ms(interval)
+    newest = last_closed_open_ms(now_ms, interval)
+    wanted_first = newest - (depth - 1) * step
+    if history_start_ms is not None:
+        wanted_first = max(wanted_first, history_start_ms)
+    if first_open_ms is None or last_open_ms is None:
+        return [(wanted_first, newest)] if wanted_first <= newest else []
+    ranges = []
+    if first_open_ms > wanted_first:
+        ranges.append((wanted_first, first_open_ms - step))
+    if last_open_ms < newest:
+        ranges.append((last_open_ms + step, newest))
+    return ranges
+
+
+def select_top(tickers: Sequence[dict[str, Any]], exchange_info: dict[str, Any], n: int, quote_asset: str) -> list[str]:
+    """The ``n`` symbols with the largest 24h quote volume that are TRADING in ``quote_asset``. Pure."""
+    tradable = {
+        s["symbol"]
+        for s in exchange_info.get("symbols", [])
+        if s.get("status") == "TRADING" and s.get("quoteAsset") == quote_asset
+    }
+    ranked = sorted(
+        (t for t in tickers if t.get("symbol") in tradable),
+        key=lambda t: float(t.get("quoteVolume") or 0.0),
+        reverse=True,
+    )
+    return [t["symbol"] for t in ranked[:n]]
+
+
+@dataclass(frozen=True)
+class SeriesError:
+    """A series that could not be warmed, with the one-line reason."""
+
+    symbol: str
+    interval: str
+    message: str
+    exit_code: int
+
+
+@dataclass
+class WarmReport:
+    """What a warm did.
+
+    Attributes:
+        symbols, series: how many were asked for.
+        up_to_date: series that needed no request.
+        candles_fetched: closed klines received and stored.
+        candles_added: klines that were new to the store.
+        requests, kline_requests, retries, rate_limited: client counters.
+        weight_used: highest X-MBX-USED-WEIGHT-1M seen.
+        gaps_repaired: holes refilled; exchange_gaps: holes recorded as the exchange's own.
+        server_time_ms: exchange time the plan was made at.
+        seconds: wall time of the warm.
+        errors: series that failed.
+    """
+
+    symbols: int = 0
+    series: int = 0
+    up_to_date: int = 0
+    candles_fetched: int = 0
+    candles_added: int = 0
+    requests: int = 0
+    kline_requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    weight_used: int = 0
+    gaps_repaired: int = 0
+    exchange_gaps: int = 0
+    server_time_ms: int = 0
+    seconds: float = 0.0
+    errors: list[SeriesError] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``errors`` as a list of dicts)."""
+        out = dict(self.__dict__)
+        out["errors"] = [e.__dict__ for e in self.errors]
+        out["seconds"] = round(self.seconds, 4)
+        return out
+
+
+async def _warm_series(
+    client: BinanceClient,
+    store: KlineStore,
+    symbol: str,
+    interval: str,
+    now_ms: int,
+    depth: int,
+    report: WarmReport,
+) -> None:
+    step = interval_ms(interval)
+    meta = store.meta(symbol, interval)
+    ranges = plan_series(
+        meta["first_open_ms"] if meta else None,
+        meta["last_open_ms"] if meta else None,
+        meta.get("history_start_ms") if meta else None,
+        now_ms,
+        interval,
+        depth,
+    )
+    gap_ranges = store.gaps(symbol, interval) if meta else []
+    if not ranges and not gap_ranges:
+        report.up_to_date += 1
+        return
+    stored_first = meta["first_open_ms"] if meta else None
+    for start, end in ranges:
+        rows = await client.fetch_klines(symbol, interval, start, end)
+        if rows.shape[0]:
+            rows = rows[rows[:, 6] < now_ms]  # closed candles only
+        report.candles_fetched += int(rows.shape[0])
+        older = stored_first is None or end < stored_first  # a cold fetch or an older-history backfill
+        if rows.shape[0] == 0:
+            if older and stored_first is not None:  # the exchange has nothing before what we hold
+                store.record_history_start(symbol, interval, int(stored_first))
+            continue
+        report.candles_added += store.append(symbol, interval, rows)
+        if older and int(rows[0, 0]) > start:  # history starts later (listing date): not a gap
+            store.record_history_start(symbol, interval, int(rows[0, 0]))
+        holes = missing_ranges(rows[:, 0], step)
+        store.record_exchange_gaps(symbol, interval, holes)
+        report.exchange_gaps += len(holes)
+    for start, end in gap_ranges:
+        rows = await client.fetch_klines(symbol, interval, start, end)
+        report.candles_fetched += int(rows.shape[0])
+        if rows.shape[0]:
+            report.candles_added += store.append(symbol, interval, rows)
+        still = [g for g in store.gaps(symbol, interval) if g[0] <= end and g[1] >= start]
+        store.record_exchange_gaps(symbol, interval, still)
+        report.exchange_gaps += len(still)
+        report.gaps_repaired += 0 if still else 1
+
+
+async def warm(
+    client: BinanceClient,
+    store: KlineStore,
+    symbols: Sequence[str],
+    intervals: Sequence[str],
+    *,
+    depth: int = 1000,
+    progress: Progress | None = None,
+) -> WarmReport:
+    """Bring ``store`` up to date for every (symbol, interval).
+
+    Args:
+        client: an entered :class:`BinanceClient`.
+        store: the kline store (the caller holds its writer lock).
+        symbols: e.g. ``["BTCUSDT", "ETHUSDT"]``.
+        intervals: e.g. ``["1h", "4h"]``.
+        depth: klines of history per series (``--klines``).
+        progress: called as ``progress(done, total, symbol, interval)`` after each series.
+
+    Returns:
+        A :class:`WarmReport`; failed series are in ``report.errors`` (the others are warmed).
+
+    Raises:
+        TraderError: only if the exchange's clock cannot be read at all (nothing can be planned).
+    """
+    t0 = time.perf_counter()
+    report = WarmReport(symbols=len(symbols), series=len(symbols) * len(intervals))
+    local_before = time.time()
+    now_ms = await client.fetch_server_time()
+    local_ms = int((local_before + time.time()) / 2 * 1000)
+    store.set_clock(now_ms, local_ms)
+    report.server_time_ms = now_ms
+    sem = asyncio.Semaphore(client.cfg.concurrency)
+    total = report.series
+    done = 0
+
+    async def one(symbol: str, interval: str) -> None:
+        nonlocal done
+        async with sem:
+            try:
+                await _warm_series(client, store, symbol, interval, now_ms, depth, report)
+            except (TraderError, ValueError) as exc:
+                code = exc.exit_code if isinstance(exc, TraderError) else 3
+                report.errors.append(SeriesError(symbol, interval, str(exc), code))
+        done += 1
+        if progress is not None:
+            progress(done, total, symbol, interval)
+
+    await asyncio.gather(*(one(s, i) for s in symbols for i in intervals))
+    st = client.stats
+    report.requests = st.requests
+    report.kline_requests = st.kline_requests
+    report.retries = st.retries
+    report.rate_limited = st.rate_limited
+    report.weight_used = st.weight_used
+    report.seconds = time.perf_counter() - t0
+    report.errors.sort(key=lambda e: (e.symbol, e.interval))
+    return report
