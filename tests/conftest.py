@@ -3,10 +3,12 @@ on 127.0.0.1:0 with a frozen replay clock and an injected weight-window clock (n
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trader.exchange.replay.dataset import ReplayDataset, bundled_data_dir
@@ -26,6 +28,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Virtual sleep: moves this clock instead of waiting (yields to the loop once)."""
+        self.t += max(seconds, 0.0)
+        await asyncio.sleep(0)
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +56,10 @@ def bundled_rows(symbol: str, interval: str) -> list[list[str]]:
     path = bundled_data_dir() / f"{symbol}-{interval}.csv.gz"
     lines = gzip.decompress(path.read_bytes()).decode().splitlines()
     return [ln.split(",") for ln in lines[1:] if ln]
+
+
+def source_rows(dataset: ReplayDataset, symbol: str, interval: str, last_open_ms: int, n: int) -> np.ndarray:
+    """The recorded ``(n, 11)`` klines ending at ``last_open_ms`` (inclusive), for store comparisons."""
+    s = dataset.series(symbol, interval)
+    hi = int(np.searchsorted(s.open_time_ms, last_open_ms, side="right"))
+    return s.values[max(hi - n, 0) : hi]

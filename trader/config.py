@@ -31,13 +31,13 @@ from trader.models import parse_interval, validate_symbol
 __all__ = [
     "ENV_PREFIX",
     "ClientConfig",
-    "WarmConfig",
     "FaultConfig",
     "ProfileConfig",
     "ReplayConfig",
     "Settings",
     "StoreConfig",
     "UniverseConfig",
+    "WarmConfig",
     "load_settings",
 ]
 

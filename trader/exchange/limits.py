@@ -65,6 +65,7 @@ class WeightBudget:
         self.pause_until = 0.0
         self.waits = 0
         self.max_used_seen = 0
+        self._settled: list[asyncio.Future[None]] = []
 
     def _roll(self, now: float) -> None:
         window = int((now - self.skew_s) // _WINDOW_S)
@@ -91,6 +92,12 @@ class WeightBudget:
                 self.inflight += weight
                 return
             self.waits += 1
+            if self.inflight and self.used + weight <= self.capacity:
+                # blocked only by requests in flight: their responses will say what they really cost
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._settled.append(fut)
+                await fut
+                continue
             next_window = (self._window + 1) * _WINDOW_S + self.skew_s
             await self._sleep(max(next_window - now, 0.001))
 
@@ -103,6 +110,10 @@ class WeightBudget:
         else:
             self.used = max(self.used, used_header)
             self.max_used_seen = max(self.max_used_seen, used_header)
+        waiters, self._settled = self._settled, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def pause(self, seconds: float) -> None:
         """Stop every request until ``seconds`` from now (Retry-After of a 429/418)."""

@@ -258,6 +258,9 @@ class BinanceClient:
             self.budget.release(weight, None)
             self.breaker.failure()
             raise NetworkError(f"{type(exc).__name__}: {exc or 'no response'} — {where}") from None
+        except BaseException:  # cancelled: the reservation must not leak
+            self.budget.release(weight, None)
+            raise
         self.stats.requests += 1
         raw_used = resp.headers.get("X-MBX-USED-WEIGHT-1M")
         used = int(raw_used) if raw_used and raw_used.isdigit() else None

@@ -30,7 +30,7 @@ import asyncio
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,17 +139,20 @@ class ReplayStats:
         requests: requests per path (including rejected ones).
         statuses: responses per HTTP status.
         weight: total weight charged.
+        log: the last 100 000 requests as ``(weight_clock seconds, path, HTTP status)``.
     """
 
     requests: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     weight: int = 0
+    log: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def reset(self) -> None:
-        """Zero every counter."""
+        """Zero every counter and clear the log."""
         self.requests.clear()
         self.statuses.clear()
         self.weight = 0
+        self.log.clear()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -197,6 +200,7 @@ class ReplayExchange:
         self.port = port
         self.clock = ReplayClock(start_ms if start_ms is not None else default_start_ms(self.dataset), speed, wall)
         self.limiter = WeightLimiter(weight_limit, ban_after_429s, weight_clock)
+        self._weight_clock = weight_clock
         self.faults = faults or FaultConfig()
         self._rng = random.Random(self.faults.seed)
         self.stats = ReplayStats()
@@ -347,6 +351,7 @@ class ReplayExchange:
                 headers=exc.headers,
             )
         self.stats.statuses[response.status] += 1
+        self.stats.log.append((self._weight_clock(), request.path, response.status))
         return response
 
     # ------------------------------------------------------------------ parameters
