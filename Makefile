@@ -27,6 +27,7 @@ lint: $(STAMP)
 ## bench: benchmarks (not tests): replay server throughput, warm, scan
 bench: $(STAMP)
 	$(PY) bench/replay_rps.py
+	$(PY) bench/warm.py
 
 ## demo: replay exchange on a free port -> warm the bundled symbols -> scan
 demo: $(STAMP)
