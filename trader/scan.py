@@ -1,0 +1,368 @@
+"""The scanner: score every symbol of the universe from the KlineStore, with no network.
+
+Pipeline per scan: **load** the last ``lookback`` closed klines of every (symbol, interval) from the
+store (~20-45 µs each) -> drop *stale* series (newest close older than one interval + grace, judged on
+the exchange's clock recorded by the last warm, so replayed 2024 data is judged by the replay clock)
+and series with less than ``min_history`` klines -> **features** (indicators, structure) -> **score**
+(factors, multi-timeframe agreement, blend) -> :class:`ScanResult`.
+
+Strategies (same numbers, different execution; ``trader compare`` measures them):
+
+- ``vectorized`` (default): every series of every interval stacked into ``(n_series, n_klines)``
+  arrays, one pass of numpy kernels for the whole universe;
+- ``serial``: one symbol at a time, same kernels on ``(1, n_klines)`` arrays;
+- ``threads``: the serial per-symbol work on a thread pool (GIL-bound: for comparison);
+- ``processes``: the per-symbol work on a process pool created once per :class:`Scanner` and reused
+  across scans (workers initialised once with the parameters).
+
+A symbol whose computation fails or yields non-finite values is reported in ``errors``; it never
+aborts the scan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trader.features.factors import FACTORS, interval_biases, score_universe
+from trader.features.indicators import IndicatorParams, compute_all
+from trader.features.structure import structure_features
+from trader.models import interval_ms
+from trader.store.klines import KlineStore
+
+__all__ = ["STRATEGIES", "ScanParams", "ScanResult", "Scanner", "Signal"]
+
+STRATEGIES = ("vectorized", "serial", "threads", "processes")
+_COLS = (1, 2, 3, 4, 5, 7)  # open, high, low, close, volume, quote_volume rows of a stored (11, n) array
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    """Everything that decides a score (built from the ``scan`` config section).
+
+    Attributes:
+        intervals: base (fastest) interval first, e.g. ``("1h", "4h")``.
+        lookback: klines per series the features are computed on.
+        min_history: fewer klines than this and the series is reported, not scored.
+        grace_ms: staleness grace beyond one interval, ms.
+        weights: factor -> weight.
+        indicators: indicator periods.
+        swing_length: k of the swing-point definition, klines.
+        structure_window: klines the structure features look at.
+    """
+
+    intervals: tuple[str, ...] = ("1h", "4h")
+    lookback: int = 300
+    min_history: int = 200
+    grace_ms: int = 300_000
+    weights: Mapping[str, float] = field(
+        default_factory=lambda: {"trend": 0.25, "momentum": 0.2, "volume": 0.1, "volatility": 0.1, "structure": 0.15, "mtf": 0.2}
+    )
+    indicators: IndicatorParams = IndicatorParams()
+    swing_length: int = 5
+    structure_window: int = 120
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One scored symbol.
+
+    Attributes:
+        symbol: e.g. ``"BTCUSDT"``.
+        direction: ``"long"`` or ``"short"``.
+        score: 0-100.
+        factors: factor name -> score 0-100.
+        last_close: close of the newest closed base-interval kline, quote asset.
+        change_24h_pct: percent change of the close over the last 24 h (percent, not fraction).
+        close_time_ms: close time of that kline, epoch ms.
+        data_age_s: exchange now minus that close time, seconds.
+    """
+
+    symbol: str
+    direction: str
+    score: float
+    factors: dict[str, float]
+    last_close: float
+    change_24h_pct: float
+    close_time_ms: int
+    data_age_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the documented ``signals[]`` object)."""
+        return {
+            "symbol": self.symbol,
+            "direction": self.direction,
+            "score": round(self.score, 2),
+            "factors": {k: round(v, 2) for k, v in self.factors.items()},
+            "last_close": self.last_close,
+            "change_24h_pct": None if np.isnan(self.change_24h_pct) else round(self.change_24h_pct, 3),
+            "close_time_ms": self.close_time_ms,
+            "data_age_s": round(self.data_age_s, 1),
+        }
+
+
+@dataclass
+class ScanResult:
+    """The outcome of one scan.
+
+    Attributes:
+        signals: every scored symbol, best score first (filter with :meth:`passing`).
+        stale: ``(symbol, interval, newest_close_ms, age_s)`` of series too old to score.
+        insufficient: ``(symbol, interval, klines)`` of series with too little history.
+        errors: ``(symbol, message)`` of symbols whose scoring failed.
+        exchange_now_ms: the exchange time the scan was judged at, epoch ms.
+        universe: symbols asked for.
+        strategy: execution strategy used.
+        timings_ms: ``load``, ``features`` (features + score), ``total``.
+    """
+
+    signals: list[Signal]
+    stale: list[tuple[str, str, int, float]]
+    insufficient: list[tuple[str, str, int]]
+    errors: list[tuple[str, str]]
+    exchange_now_ms: int
+    universe: int
+    strategy: str
+    timings_ms: dict[str, float]
+
+    def passing(self, min_score: float) -> list[Signal]:
+        """Signals with ``score >= min_score``, best first."""
+        return [s for s in self.signals if s.score >= min_score]
+
+
+# ------------------------------------------------------------------ pure scoring of stacked data
+
+
+def score_arrays(data: Sequence[np.ndarray], params: ScanParams) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Score ``n`` symbols from stacked klines. Pure; used by every strategy.
+
+    Args:
+        data: one array per interval (base first), each ``(n, 6, L)``: open, high, low, close,
+            volume, quote_volume over the last ``L`` klines (``L`` may differ per interval).
+        params: scan parameters.
+
+    Returns:
+        ``(score (n,), direction (n,), factors {name: (n,)}, valid (n,))``.
+    """
+    p = params.indicators
+    biases = []
+    for arr in data:
+        o, h, lo, c, v, q = (arr[:, i, :] for i in range(6))
+        ind = compute_all(o, h, lo, c, v, q, p, last=50)
+        last_ind = {k: (val if k == "bb_width" else val[:, -1]) for k, val in ind.items() if not k.startswith("state_")}
+        w = min(params.structure_window, c.shape[1])
+        st = structure_features(o[:, -w:], h[:, -w:], lo[:, -w:], c[:, -w:], params.swing_length)
+        biases.append(interval_biases(last_ind, st, o[:, -1], c[:, -1]))
+    res = score_universe(biases, params.weights)
+    return res.score, res.direction, res.factors, res.valid
+
+
+def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanParams) -> list[tuple[str, Any]]:
+    """Serial per-symbol scoring of a chunk; each symbol isolated. Returns ``(symbol, result or error str)``."""
+    out: list[tuple[str, Any]] = []
+    for symbol, arrays in chunk:
+        try:
+            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params)
+            if not valid[0]:
+                out.append((symbol, "non-finite factor values (flat or degenerate prices)"))
+            else:
+                out.append((symbol, (float(score[0]), float(direction[0]), {k: float(v[0]) for k, v in factors.items()})))
+        except Exception as exc:  # noqa: BLE001 - isolate the symbol, report, go on
+            out.append((symbol, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+_WORKER_PARAMS: ScanParams | None = None
+
+
+def _init_worker(params: ScanParams) -> None:
+    global _WORKER_PARAMS
+    _WORKER_PARAMS = params
+
+
+def _worker_chunk(chunk: list[tuple[str, list[np.ndarray]]]) -> list[tuple[str, Any]]:
+    assert _WORKER_PARAMS is not None
+    return _score_chunk(chunk, _WORKER_PARAMS)
+
+
+# ------------------------------------------------------------------ the scanner
+
+
+class Scanner:
+    """Scores a universe from a :class:`KlineStore`; reusable across scans (pools live with it).
+
+    Args:
+        store: the kline store (read only).
+        params: scan parameters.
+        strategy: one of :data:`STRATEGIES`.
+        workers: pool size for ``threads`` / ``processes``.
+
+    Raises:
+        ValueError: unknown strategy.
+    """
+
+    def __init__(self, store: KlineStore, params: ScanParams, strategy: str = "vectorized", workers: int = 2) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        self.store = store
+        self.params = params
+        self.strategy = strategy
+        self.workers = workers
+        self._pool: Executor | None = None
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            if self.strategy == "processes":
+                import multiprocessing as mp
+
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=mp.get_context("forkserver"), initializer=_init_worker, initargs=(self.params,)
+                )
+            else:
+                self._pool = ThreadPoolExecutor(self.workers)
+        return self._pool
+
+    def close(self) -> None:
+        """Shut the worker pool down (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Scanner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def universe(self) -> list[str]:
+        """Symbols stored for every interval of the scan, sorted."""
+        have: dict[str, set[str]] = {}
+        for symbol, interval in self.store.series():
+            have.setdefault(symbol, set()).add(interval)
+        need = set(self.params.intervals)
+        return sorted(s for s, ivs in have.items() if need <= ivs)
+
+    def exchange_now_ms(self) -> int:
+        """The exchange's time now, from the offset the last warm recorded (local clock if none)."""
+        local = int(time.time() * 1000)
+        clock = self.store.clock()
+        return local + int(clock["offset_ms"]) if clock else local
+
+    def scan(self, symbols: Sequence[str] | None = None, now_ms: int | None = None) -> ScanResult:
+        """Score ``symbols`` (default: :meth:`universe`) at exchange time ``now_ms`` (default: :meth:`exchange_now_ms`)."""
+        t0 = time.perf_counter()
+        p = self.params
+        symbols = list(symbols) if symbols is not None else self.universe()
+        now = self.exchange_now_ms() if now_ms is None else now_ms
+        stale: list[tuple[str, str, int, float]] = []
+        short: list[tuple[str, str, int]] = []
+        loaded: list[tuple[str, list[np.ndarray]]] = []
+        for symbol in symbols:
+            arrays = []
+            ok = True
+            for interval in p.intervals:
+                raw = self.store.load(symbol, interval, limit=p.lookback)
+                n = raw.shape[1]
+                if n < p.min_history:
+                    short.append((symbol, interval, n))
+                    ok = False
+                    continue
+                step = interval_ms(interval)
+                newest_close = int(raw[6, -1])
+                if newest_close + step + p.grace_ms < now:
+                    stale.append((symbol, interval, newest_close, (now - newest_close) / 1000.0))
+                    ok = False
+                    continue
+                arrays.append(raw)
+            if ok:
+                loaded.append((symbol, arrays))
+        t1 = time.perf_counter()
+        scored, errors = self._run(loaded)
+        signals = []
+        for symbol, arrays in loaded:
+            if symbol not in scored:
+                continue
+            score, direction, factors = scored[symbol]
+            base = arrays[0]
+            close = base[4]
+            per_day = _DAY_MS // interval_ms(p.intervals[0])
+            change = (close[-1] / close[-1 - per_day] - 1.0) * 100.0 if 0 < per_day < close.shape[0] else float("nan")
+            close_time = int(base[6, -1])
+            signals.append(
+                Signal(
+                    symbol=symbol,
+                    direction="long" if direction > 0 else "short",
+                    score=score,
+                    factors={k: factors[k] for k in (*FACTORS, "ml") if k in factors},
+                    last_close=float(close[-1]),
+                    change_24h_pct=float(change),
+                    close_time_ms=close_time,
+                    data_age_s=(now - close_time) / 1000.0,
+                )
+            )
+        signals.sort(key=lambda s: (-s.score, s.symbol))
+        t2 = time.perf_counter()
+        return ScanResult(
+            signals=signals,
+            stale=stale,
+            insufficient=short,
+            errors=sorted(errors),
+            exchange_now_ms=now,
+            universe=len(symbols),
+            strategy=self.strategy,
+            timings_ms={"load": (t1 - t0) * 1e3, "features": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3},
+        )
+
+    # ------------------------------------------------------------------ strategies
+
+    def _run(self, loaded: list[tuple[str, list[np.ndarray]]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
+        if not loaded:
+            return {}, []
+        chunks: list[tuple[str, list[np.ndarray]]] = [(s, [a[list(_COLS)] for a in arrs]) for s, arrs in loaded]
+        if self.strategy == "vectorized":
+            return self._vectorized(chunks)
+        if self.strategy == "serial":
+            results = _score_chunk(chunks, self.params)
+        elif self.strategy == "threads":
+            pool = self._executor()
+            results = [r for part in pool.map(lambda c: _score_chunk([c], self.params), chunks) for r in part]
+        else:
+            pool = self._executor()
+            size = max(1, -(-len(chunks) // (self.workers * 4)))
+            parts = [chunks[i : i + size] for i in range(0, len(chunks), size)]
+            results = [r for part in pool.map(_worker_chunk, parts) for r in part]
+        return _split(results)
+
+    def _vectorized(self, chunks: list[tuple[str, list[np.ndarray]]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
+        groups: dict[tuple[int, ...], list[tuple[str, list[np.ndarray]]]] = {}
+        for item in chunks:
+            groups.setdefault(tuple(a.shape[1] for a in item[1]), []).append(item)
+        scored: dict[str, tuple[float, float, dict[str, float]]] = {}
+        errors: list[tuple[str, str]] = []
+        for group in groups.values():
+            try:
+                data = [np.stack([arrs[i] for _, arrs in group]) for i in range(len(self.params.intervals))]
+                score, direction, factors, valid = score_arrays(data, self.params)
+            except Exception:  # noqa: BLE001 - find the culprit symbol by symbol
+                part_scored, part_errors = _split(_score_chunk(group, self.params))
+                scored.update(part_scored)
+                errors += part_errors
+                continue
+            for j, (symbol, _) in enumerate(group):
+                if valid[j]:
+                    scored[symbol] = (float(score[j]), float(direction[j]), {k: float(v[j]) for k, v in factors.items()})
+                else:
+                    errors.append((symbol, "non-finite factor values (flat or degenerate prices)"))
+        return scored, errors
+
+
+def _split(results: list[tuple[str, Any]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
+    scored = {s: r for s, r in results if not isinstance(r, str)}
+    errors = [(s, r) for s, r in results if isinstance(r, str)]
+    return scored, errors
