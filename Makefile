@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_STORE ?= .store/demo
 
 .PHONY: install test lint bench demo clean
+.ONESHELL:
+SHELL := /bin/bash
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,9 +31,18 @@ bench: $(STAMP)
 	$(PY) bench/replay_rps.py
 	$(PY) bench/warm.py
 
-## demo: replay exchange on a free port -> warm the bundled symbols -> scan
+## demo: replay exchange on a free port -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
 demo: $(STAMP)
-	$(PY) bench/demo.py --store $(DEMO_STORE)
+	set -euo pipefail
+	rm -rf $(DEMO_STORE)
+	coproc REPLAY { exec $(VENV)/bin/trader replay --port 0 --speed 1; }
+	trap 'kill $$REPLAY_PID 2>/dev/null; wait $$REPLAY_PID 2>/dev/null || true' EXIT
+	read -r URL <&"$${REPLAY[0]}"
+	echo "== replay exchange serving real Binance klines at $$URL"
+	echo "== trader warm --top 96 (1h and 4h, 1000 klines each, into $(DEMO_STORE))"
+	$(VENV)/bin/trader warm --top 96 --rest-url "$$URL" --store $(DEMO_STORE)
+	echo "== trader scan --min-score 75"
+	$(VENV)/bin/trader scan --min-score 75 --store $(DEMO_STORE) || [ $$? -eq 1 ]
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .store

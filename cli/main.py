@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from cli.replay import replay
+from cli.scan import scan
 from cli.warm import warm
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.command("replay")(replay)
 app.command("warm")(warm)
+app.command("scan")(scan)
 
 
 @app.callback()

@@ -31,6 +31,7 @@ from trader.models import parse_interval, validate_symbol
 __all__ = [
     "ENV_PREFIX",
     "ClientConfig",
+    "ScanConfig",
     "FaultConfig",
     "ProfileConfig",
     "ReplayConfig",
@@ -165,6 +166,57 @@ class WarmConfig(_Model):
     lock_timeout_s: float = Field(60.0, ge=0, description="wait for another warm's lock, s (0 = exit at once)")
 
 
+class IndicatorConfig(_Model):
+    """Indicator periods, klines (see trader.features.indicators)."""
+
+    rsi: int = Field(14, ge=2)
+    ema_fast: int = Field(20, ge=2)
+    ema_slow: int = Field(50, ge=2)
+    macd_fast: int = Field(12, ge=2)
+    macd_slow: int = Field(26, ge=2)
+    macd_signal: int = Field(9, ge=2)
+    atr: int = Field(14, ge=2)
+    bb: int = Field(20, ge=2)
+    bb_k: float = Field(2.0, gt=0)
+    adx: int = Field(14, ge=2)
+    volume: int = Field(20, ge=2)
+    obv: int = Field(20, ge=2)
+    vwap: int = Field(24, ge=2)
+
+
+class WeightsConfig(_Model):
+    """Weights of the factor scores in the blended score (any non-negative numbers; normalised)."""
+
+    trend: float = Field(0.25, ge=0)
+    momentum: float = Field(0.2, ge=0)
+    volume: float = Field(0.1, ge=0)
+    volatility: float = Field(0.1, ge=0)
+    structure: float = Field(0.15, ge=0)
+    mtf: float = Field(0.2, ge=0)
+    ml: float = Field(0.0, ge=0)
+
+
+class ScanConfig(_Model):
+    """``trader scan``."""
+
+    min_score: float = Field(75.0, ge=0, le=100)
+    lookback: int = Field(300, ge=60, le=5000)
+    min_history: int = Field(200, ge=60)
+    grace_s: float = Field(300.0, ge=0)
+    strategy: Literal["vectorized", "serial", "threads", "processes"] = "vectorized"
+    workers: int = Field(2, ge=1, le=64)
+    swing_length: int = Field(5, ge=1)
+    structure_window: int = Field(120, ge=20)
+    weights: WeightsConfig = WeightsConfig()
+    indicators: IndicatorConfig = IndicatorConfig()
+
+    @model_validator(mode="after")
+    def _history(self) -> ScanConfig:
+        if self.min_history > self.lookback:
+            raise ValueError("min_history must not exceed lookback")
+        return self
+
+
 class Settings(_Model):
     """The whole configuration. Build with :func:`load_settings`, never mutate (frozen)."""
 
@@ -175,6 +227,7 @@ class Settings(_Model):
     replay: ReplayConfig = ReplayConfig()
     client: ClientConfig = ClientConfig()
     warm: WarmConfig = WarmConfig()
+    scan: ScanConfig = ScanConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:

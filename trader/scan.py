@@ -68,6 +68,21 @@ class ScanParams:
     swing_length: int = 5
     structure_window: int = 120
 
+    @classmethod
+    def from_settings(cls, settings: Any, intervals: Sequence[str] | None = None) -> ScanParams:
+        """Build from :class:`trader.config.Settings` (``scan`` section, ``universe.intervals``)."""
+        sc = settings.scan
+        return cls(
+            intervals=tuple(intervals or settings.universe.intervals),
+            lookback=sc.lookback,
+            min_history=sc.min_history,
+            grace_ms=int(sc.grace_s * 1000),
+            weights=sc.weights.model_dump(),
+            indicators=IndicatorParams(**sc.indicators.model_dump()),
+            swing_length=sc.swing_length,
+            structure_window=sc.structure_window,
+        )
+
 
 @dataclass(frozen=True)
 class Signal:

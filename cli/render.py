@@ -1,0 +1,137 @@
+"""Rendering of scan results: rich table on a TTY (plain text otherwise), JSON, NDJSON, CSV.
+
+JSON document (``--format json``; stable, versioned by ``schema``)::
+
+    {
+      "schema": "trader.scan/1",
+      "exchange_time_ms": 1728921600000,      # the exchange time the scan was judged at
+      "min_score": 75.0,
+      "intervals": ["1h", "4h"],
+      "strategy": "vectorized",
+      "universe": 96,                          # symbols asked for
+      "scored": 96,                            # symbols scored
+      "signals": [                             # score >= min_score, best first (--top N keeps N)
+        {"symbol": "ETHUSDT", "direction": "long", "score": 79.61,
+         "factors": {"trend": .., "momentum": .., "volume": .., "volatility": .., "structure": .., "mtf": ..},
+         "last_close": 2631.3, "change_24h_pct": 2.113, "close_time_ms": 1728921599999, "data_age_s": 0.0}
+      ],
+      "stale": [{"symbol": .., "interval": .., "newest_close_ms": .., "age_s": ..}],
+      "insufficient_history": [{"symbol": .., "interval": .., "klines": ..}],
+      "errors": [{"symbol": .., "message": ..}],
+      "timings_ms": {"load": .., "features": .., "total": ..}
+    }
+
+NDJSON prints one ``signals[]`` object per line; CSV one row per signal with the factors as columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from typing import Any
+
+import orjson
+
+from trader.features.factors import FACTORS
+
+SCHEMA = "trader.scan/1"
+
+
+def scan_document(result: Any, signals: list[Any], min_score: float, intervals: list[str]) -> dict[str, Any]:
+    """The documented JSON document of one scan."""
+    return {
+        "schema": SCHEMA,
+        "exchange_time_ms": result.exchange_now_ms,
+        "min_score": min_score,
+        "intervals": intervals,
+        "strategy": result.strategy,
+        "universe": result.universe,
+        "scored": len(result.signals),
+        "signals": [s.as_dict() for s in signals],
+        "stale": [{"symbol": s, "interval": i, "newest_close_ms": c, "age_s": round(a, 1)} for s, i, c, a in result.stale],
+        "insufficient_history": [{"symbol": s, "interval": i, "klines": n} for s, i, n in result.insufficient],
+        "errors": [{"symbol": s, "message": m} for s, m in result.errors],
+        "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
+    }
+
+
+def render_scan(result: Any, signals: list[Any], fmt: str, min_score: float, intervals: list[str]) -> None:
+    """Write one scan's output to stdout in ``fmt`` (table, json, ndjson, csv)."""
+    if fmt == "json":
+        sys.stdout.write(orjson.dumps(scan_document(result, signals, min_score, intervals)).decode() + "\n")
+    elif fmt == "ndjson":
+        for s in signals:
+            sys.stdout.write(orjson.dumps(s.as_dict()).decode() + "\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["symbol", "direction", "score", *FACTORS, "last_close", "change_24h_pct", "close_time_ms", "data_age_s"])
+        for s in signals:
+            d = s.as_dict()
+            w.writerow([d["symbol"], d["direction"], d["score"], *(d["factors"].get(f, "") for f in FACTORS),
+                        d["last_close"], d["change_24h_pct"], d["close_time_ms"], d["data_age_s"]])
+        sys.stdout.write(buf.getvalue())
+    else:
+        _table(result, signals, min_score, intervals)
+    sys.stdout.flush()
+
+
+def _fmt_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _table(result: Any, signals: list[Any], min_score: float, intervals: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    tty = console.is_terminal
+    if not tty:  # cron logs: never squeeze the table into 80 columns
+        console = Console(width=160, no_color=True, highlight=False)
+    table = Table(
+        title=f"{len(signals)} of {len(result.signals)} symbols score ≥ {min_score:g} ({'/'.join(intervals)}, exchange time "
+        f"{_iso(result.exchange_now_ms)})",
+        header_style="bold" if tty else None,
+    )
+    for name, justify in (("symbol", "left"), ("dir", "left"), ("score", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for f in FACTORS:
+        table.add_column(f[:6], justify="right")
+    table.add_column("last close", justify="right")
+    table.add_column("24h %", justify="right")
+    table.add_column("age", justify="right")
+    for s in signals:
+        colour = ("green" if s.direction == "long" else "red") if tty else ""
+        change = "" if s.change_24h_pct != s.change_24h_pct else f"{s.change_24h_pct:+.2f}"
+        table.add_row(
+            s.symbol,
+            f"[{colour}]{s.direction}[/]" if colour else s.direction,
+            f"[bold]{s.score:.1f}[/]" if tty else f"{s.score:.1f}",
+            *(f"{s.factors.get(f, float('nan')):.0f}" for f in FACTORS),
+            f"{s.last_close:g}",
+            change,
+            _fmt_age(s.data_age_s),
+        )
+    console.print(table)
+    notes = []
+    if result.stale:
+        notes.append(f"{len(result.stale)} stale series not scored (run 'trader warm' or 'scan --refresh'): "
+                     + ", ".join(f"{s} {i}" for s, i, _, _ in result.stale[:8]) + (" …" if len(result.stale) > 8 else ""))
+    if result.insufficient:
+        notes.append(f"{len(result.insufficient)} series with too little history: "
+                     + ", ".join(f"{s} {i} ({n})" for s, i, n in result.insufficient[:8]))
+    for s, m in result.errors:
+        notes.append(f"{s}: {m}")
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
