@@ -30,6 +30,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/replay_rps.py
 	$(PY) bench/warm.py
+	$(PY) bench/scan.py
+	$(PY) bench/calibrate.py
 
 ## demo: replay exchange on a free port -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
 demo: $(STAMP)

@@ -63,3 +63,27 @@ def source_rows(dataset: ReplayDataset, symbol: str, interval: str, last_open_ms
     s = dataset.series(symbol, interval)
     hi = int(np.searchsorted(s.open_time_ms, last_open_ms, side="right"))
     return s.values[max(hi - n, 0) : hi]
+
+
+SCAN_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT", "PEOPLEUSDT", "FILUSDT", "BCHUSDT"]
+
+
+@pytest.fixture(scope="session")
+def warmed_store(dataset: ReplayDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A store warmed through the replay exchange (10 symbols x 1h, 4h x 400 klines) and the replay now."""
+    from trader.config import ClientConfig, ProfileConfig
+    from trader.exchange.rest import BinanceClient
+    from trader.store.klines import KlineStore
+    from trader.warm import warm
+
+    path = tmp_path_factory.mktemp("warmed") / "store"
+
+    async def run() -> int:
+        async with ReplayExchange(dataset, port=0, speed=0) as ex:
+            async with BinanceClient(ProfileConfig(rest_url=ex.rest_url, ws_url=ex.ws_url), ClientConfig()) as client:
+                with KlineStore(path) as store:
+                    report = await warm(client, store, SCAN_SYMBOLS, ["1h", "4h"], depth=400)
+                    assert not report.errors
+            return ex.clock.now_ms()
+
+    return path, asyncio.run(run())

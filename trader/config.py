@@ -31,10 +31,10 @@ from trader.models import parse_interval, validate_symbol
 __all__ = [
     "ENV_PREFIX",
     "ClientConfig",
-    "ScanConfig",
     "FaultConfig",
     "ProfileConfig",
     "ReplayConfig",
+    "ScanConfig",
     "Settings",
     "StoreConfig",
     "UniverseConfig",

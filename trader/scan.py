@@ -64,7 +64,7 @@ class ScanParams:
     weights: Mapping[str, float] = field(
         default_factory=lambda: {"trend": 0.25, "momentum": 0.2, "volume": 0.1, "volatility": 0.1, "structure": 0.15, "mtf": 0.2}
     )
-    indicators: IndicatorParams = IndicatorParams()
+    indicators: IndicatorParams = field(default_factory=IndicatorParams)
     swing_length: int = 5
     structure_window: int = 120
 
@@ -166,14 +166,22 @@ def score_arrays(data: Sequence[np.ndarray], params: ScanParams) -> tuple[np.nda
         ``(score (n,), direction (n,), factors {name: (n,)}, valid (n,))``.
     """
     p = params.indicators
-    biases = []
-    for arr in data:
-        o, h, lo, c, v, q = (arr[:, i, :] for i in range(6))
+    # intervals with the same number of klines are stacked into one pass of every kernel
+    by_len: dict[int, list[int]] = {}
+    for i, arr in enumerate(data):
+        by_len.setdefault(arr.shape[2], []).append(i)
+    biases: list[dict[str, np.ndarray]] = [{} for _ in data]
+    for idxs in by_len.values():
+        stacked = np.concatenate([data[i] for i in idxs]) if len(idxs) > 1 else data[idxs[0]]
+        o, h, lo, c, v, q = (stacked[:, j, :] for j in range(6))
         ind = compute_all(o, h, lo, c, v, q, p, last=50)
         last_ind = {k: (val if k == "bb_width" else val[:, -1]) for k, val in ind.items() if not k.startswith("state_")}
         w = min(params.structure_window, c.shape[1])
         st = structure_features(o[:, -w:], h[:, -w:], lo[:, -w:], c[:, -w:], params.swing_length)
-        biases.append(interval_biases(last_ind, st, o[:, -1], c[:, -1]))
+        b = interval_biases(last_ind, st, o[:, -1], c[:, -1])
+        n = data[idxs[0]].shape[0]
+        for j, i in enumerate(idxs):
+            biases[i] = {k: val[j * n : (j + 1) * n] for k, val in b.items()}
     res = score_universe(biases, params.weights)
     return res.score, res.direction, res.factors, res.valid
 

@@ -37,7 +37,8 @@ FACTORS = ("trend", "momentum", "volume", "volatility", "structure", "mtf")
 
 
 def _clip(x: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
-    return np.clip(x, lo, hi)
+    out: np.ndarray = np.clip(x, lo, hi)
+    return out
 
 
 def interval_biases(ind: Mapping[str, np.ndarray], st: Mapping[str, np.ndarray], last_open: np.ndarray, last_close: np.ndarray) -> dict[str, np.ndarray]:
@@ -99,7 +100,8 @@ SHARPNESS = 3.5
 
 def _agree(direction: np.ndarray, bias: np.ndarray, gamma: float) -> np.ndarray:
     a = direction * bias
-    return 50.0 + 50.0 * np.sign(a) * np.abs(a) ** gamma
+    out: np.ndarray = 50.0 + 50.0 * np.sign(a) * np.abs(a) ** gamma
+    return out
 
 
 def score_universe(

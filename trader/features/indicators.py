@@ -106,7 +106,7 @@ def linear_recurrence(specs: list[Recurrence]) -> list[np.ndarray]:
             else:
                 A[sl] = s.a
             b = s.b if np.isscalar(s.b) else np.asarray(s.b).T[s.start + 1 :]
-            BX[s.start + 1 :, sl] = b * s.x.T[s.start + 1 :]
+            np.multiply(s.x.T[s.start + 1 :], b, out=BX[s.start + 1 :, sl])
             BX[s.start, sl] = s.seed
         t0 = min(t0, s.start)
         col += w
@@ -118,9 +118,8 @@ def linear_recurrence(specs: list[Recurrence]) -> list[np.ndarray]:
     results = []
     col = 0
     for s, w in zip(specs, widths, strict=True):
-        r = out[:, col : col + w].T.copy()
-        r[:, : min(s.start, T)] = np.nan
-        results.append(r)
+        out[: min(s.start, T), col : col + w] = np.nan
+        results.append(out[:, col : col + w].T)  # a view: no (T, m) copy; callers slice what they keep
         col += w
     return results
 
@@ -130,7 +129,8 @@ def linear_recurrence(specs: list[Recurrence]) -> list[np.ndarray]:
 
 def _sma_at(x: np.ndarray, start: int, n: int) -> np.ndarray:
     """Mean of ``x[:, start-n+1 : start+1]`` — a seed value per row."""
-    return x[:, start - n + 1 : start + 1].mean(axis=1)
+    seed: np.ndarray = x[:, start - n + 1 : start + 1].mean(axis=1)
+    return seed
 
 
 def _rolling(x: np.ndarray, n: int) -> np.ndarray:
@@ -290,7 +290,8 @@ def obv_slope(close: np.ndarray, volume: np.ndarray, n: int = 20) -> np.ndarray:
     """LINEARREG_SLOPE(OBV, n) / SMA(volume, n): OBV change per kline in average volumes. NaN before ``n - 1``."""
     mean_v = _pad(_rolling(volume, n).mean(axis=-1), volume.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _slope(obv(close, volume), n) / mean_v
+        out: np.ndarray = _slope(obv(close, volume), n) / mean_v
+    return out
 
 
 def vwap_distance(close: np.ndarray, volume: np.ndarray, quote_volume: np.ndarray, n: int = 24) -> np.ndarray:
@@ -336,7 +337,7 @@ def compute_all(
     close: np.ndarray,
     volume: np.ndarray,
     quote_volume: np.ndarray,
-    p: IndicatorParams = IndicatorParams(),  # noqa: B008 - frozen dataclass, immutable default
+    p: IndicatorParams = IndicatorParams(),
     last: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Every indicator for every series with two passes over time (all recursions share them).
@@ -444,7 +445,7 @@ class IndicatorState:
         close: np.ndarray,
         volume: np.ndarray,
         quote_volume: np.ndarray,
-        p: IndicatorParams = IndicatorParams(),  # noqa: B008
+        p: IndicatorParams = IndicatorParams(),
     ) -> IndicatorState:
         """Initialise from ``(n, T)`` history (``T`` > warm-up) with one batch pass."""
         self = cls(p, close.shape[0])

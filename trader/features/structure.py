@@ -53,12 +53,6 @@ def swing_points(high: np.ndarray, low: np.ndarray, k: int) -> tuple[np.ndarray,
     sh[:, c] = (ch > left_h) & (ch >= right_h)
     sl[:, c] = (cl < left_l) & (cl <= right_l)
     return sh, sl
-    wh = sliding_window_view(high, 2 * k + 1, axis=1)  # (n, T-2k, 2k+1), centre at k
-    wl = sliding_window_view(low, 2 * k + 1, axis=1)
-    ch, cl = wh[..., k], wl[..., k]
-    sh[:, k : T - k] = (ch > wh[..., :k].max(axis=-1)) & (ch >= wh[..., k + 1 :].max(axis=-1))
-    sl[:, k : T - k] = (cl < wl[..., :k].min(axis=-1)) & (cl <= wl[..., k + 1 :].min(axis=-1))
-    return sh, sl
 
 
 def _last_index(mask: np.ndarray) -> np.ndarray:
@@ -98,9 +92,9 @@ def _first_breaks(
         cross = (close > level) if above else (close < level)
     cs = np.cumsum(cross, axis=1)
     before_seg = np.where(seg > 0, cs[rows, np.maximum(seg - 1, 0)], 0)
-    count = cs - before_seg  # crosses so far inside this segment, including t
+    count: np.ndarray = cs - before_seg  # crosses so far inside this segment, including t
     bos = cross & (count == 1)
-    active = (count - cross) == 0  # no break yet before t in this segment
+    active: np.ndarray = (count - cross) == 0  # no break yet before t in this segment
     return bos, active & (seg >= 0), level
 
 

@@ -11,6 +11,9 @@ Layout (all keys in one diskcache ``Cache``, i.e. one SQLite database in WAL mod
   ~60 µs per set and ~20 µs per get here, against ~510 µs per set for separate files.
 - ``m/<symbol>/<interval>`` -> meta dict: chunk ids and row counts, first/last open time, gaps the
   exchange really has (maintenance), and where the exchange's history starts.
+- ``t/<symbol>/<interval>`` -> the newest :data:`TAIL_ROWS` klines in the chunk format, rewritten in
+  the same transaction as every append: a scan's ``load(limit <= 512)`` is then one read (~20 µs)
+  instead of a meta read plus one or two chunk reads.
 - ``index`` -> set of ``(symbol, interval)``; ``clock`` -> the exchange clock offset of the last warm.
 
 Consistency: every :meth:`KlineStore.append` writes its chunks and the meta in one SQLite
@@ -39,9 +42,10 @@ import numpy as np
 from trader.errors import StoreCorruptError, StoreError, StoreLockedError
 from trader.models import interval_ms
 
-__all__ = ["CHUNK_ROWS", "N_COLUMNS", "KlineStore", "SeriesStats", "missing_ranges"]
+__all__ = ["CHUNK_ROWS", "N_COLUMNS", "TAIL_ROWS", "KlineStore", "SeriesStats", "missing_ranges"]
 
 CHUNK_ROWS = 1024
+TAIL_ROWS = 512
 N_COLUMNS = 11
 _ROW_BYTES = N_COLUMNS * 8
 
@@ -191,6 +195,18 @@ class KlineStore:
     def _chunk_key(symbol: str, interval: str, chunk_id: int) -> str:
         return f"c/{symbol}/{interval}/{chunk_id}"
 
+    @staticmethod
+    def _tail_key(symbol: str, interval: str) -> str:
+        return f"t/{symbol}/{interval}"
+
+    def _tail(self, symbol: str, interval: str) -> np.ndarray | None:
+        raw = self._cache.get(self._tail_key(symbol, interval))
+        if raw is None:
+            return None
+        if not isinstance(raw, bytes) or len(raw) % _ROW_BYTES:
+            raise StoreCorruptError(f"store at {self.path}: the tail of {symbol} {interval} has a bad size")
+        return np.frombuffer(raw, dtype=np.float64).reshape(N_COLUMNS, -1)
+
     def _meta(self, symbol: str, interval: str) -> dict[str, Any] | None:
         meta: dict[str, Any] | None = self._cache.get(self._meta_key(symbol, interval))
         return meta
@@ -247,6 +263,10 @@ class KlineStore:
             StoreCorruptError: a chunk is missing or malformed.
         """
         with self._guard():
+            if limit is not None and limit <= TAIL_ROWS and start_ms is None and end_ms is None:
+                tail = self._tail(symbol, interval)  # the hot path of every scan: one read
+                if tail is not None:
+                    return tail[:, max(tail.shape[1] - limit, 0) :]
             meta = self._meta(symbol, interval)
             if meta is None:
                 return _empty()
@@ -377,6 +397,10 @@ class KlineStore:
                     meta["chunks"] = sorted([*meta["chunks"], cid])
                 self._cache.set(self._chunk_key(symbol, interval, cid), np.ascontiguousarray(merged).tobytes())
                 meta["chunk_rows"][cid] = int(merged.shape[1])
+            old_tail = self._tail(symbol, interval)
+            tail = cols if old_tail is None else _dedupe_last(np.concatenate([old_tail, cols], axis=1))
+            tail = np.ascontiguousarray(tail[:, -TAIL_ROWS:])
+            self._cache.set(self._tail_key(symbol, interval), tail.tobytes())
             first, last = int(cols[0, 0]), int(cols[0, -1])
             meta["first_open_ms"] = first if meta["first_open_ms"] is None else min(first, meta["first_open_ms"])
             meta["last_open_ms"] = last if meta["last_open_ms"] is None else max(last, meta["last_open_ms"])
