@@ -132,6 +132,22 @@ class FaultConfig(_Model):
     seed: int = Field(0, description="seed of the fault RNG, so a faulty run is reproducible")
 
 
+class WsReplayConfig(_Model):
+    """WebSocket streams of the replay exchange (Binance's rules by default) and their faults."""
+
+    update_ms: int = Field(2000, gt=0, description="replay ms between forming-kline updates")
+    ping_interval_s: float = Field(20.0, gt=0)
+    pong_timeout_s: float = Field(60.0, gt=0)
+    max_incoming_per_s: int = Field(5, ge=1)
+    max_streams: int = Field(1024, ge=1)
+    lifetime_s: float = Field(86_400.0, gt=0)
+    latency_ms: float = Field(0.0, ge=0)
+    drop_every_s: float = Field(0.0, ge=0)
+    drop_every_messages: int = Field(0, ge=0)
+    malformed_rate: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+
+
 class ReplayConfig(_Model):
     """The local Binance-compatible replay exchange."""
 
@@ -143,6 +159,7 @@ class ReplayConfig(_Model):
     weight_limit: int = Field(6000, gt=0)
     ban_after_429s: int = Field(3, ge=1)
     faults: FaultConfig = FaultConfig()
+    ws: WsReplayConfig = WsReplayConfig()
 
 
 class ClientConfig(_Model):

@@ -34,6 +34,8 @@ class ReplayClock:
         self._wall_start = wall()
         self._base_ms = int(start_ms)
         self.speed = float(speed)
+        #: callables run after every explicit step/set (the stream hub wakes on them)
+        self.listeners: list[Callable[[], None]] = []
 
     def now_ms(self) -> int:
         """Current replay time, epoch ms."""
@@ -46,6 +48,8 @@ class ReplayClock:
         if ms < 0:
             raise ValueError("the replay clock never goes backwards")
         self._base_ms += int(ms)
+        for listener in self.listeners:
+            listener()
         return self.now_ms()
 
     def set(self, now_ms: int) -> int:

@@ -43,6 +43,7 @@ from trader.config import FaultConfig, ReplayConfig
 from trader.exchange.replay.clock import ReplayClock
 from trader.exchange.replay.dataset import ReplayDataset, Series, split_symbol
 from trader.exchange.replay.limits import WeightLimiter
+from trader.exchange.replay.streams import StreamHub, WsConfig
 from trader.models import BINANCE_INTERVALS
 
 __all__ = ["ReplayExchange", "ReplayStats", "default_start_ms", "forming_row"]
@@ -176,6 +177,7 @@ class ReplayExchange:
         weight_limit: request weight per IP per minute.
         ban_after_429s: requests tolerated during a 429 back-off before an IP ban.
         faults: latency / 5xx / forced-429 injection.
+        ws: WebSocket stream behaviour and faults.
         wall: monotonic clock of the replay clock (seconds).
         weight_clock: epoch-seconds clock of the weight windows (injectable for tests).
     """
@@ -191,6 +193,7 @@ class ReplayExchange:
         weight_limit: int = 6000,
         ban_after_429s: int = 3,
         faults: FaultConfig | None = None,
+        ws: WsConfig | None = None,
         wall: Callable[[], float] = time.monotonic,
         weight_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -204,6 +207,7 @@ class ReplayExchange:
         self.faults = faults or FaultConfig()
         self._rng = random.Random(self.faults.seed)
         self.stats = ReplayStats()
+        self.hub = StreamHub(self.dataset, self.clock, ws)
         self._runner: web.AppRunner | None = None
 
     @classmethod
@@ -229,6 +233,7 @@ class ReplayExchange:
             weight_limit=cfg.weight_limit,
             ban_after_429s=cfg.ban_after_429s,
             faults=cfg.faults,
+            ws=WsConfig(**cfg.ws.model_dump()),
             **kwargs,
         )
 
@@ -252,6 +257,9 @@ class ReplayExchange:
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
         app.router.add_get("/api/v3/ticker/24hr", self._ticker_24hr)
         app.router.add_get("/api/v3/klines", self._klines)
+        app.router.add_get("/ws", self.hub.handle)
+        app.router.add_get("/ws/{streams:.*}", self.hub.handle)
+        app.router.add_get("/stream", self.hub.handle)
         app.router.add_get("/replay/clock", self._clock_get)
         app.router.add_post("/replay/clock", self._clock_post)
         return app
@@ -263,9 +271,11 @@ class ReplayExchange:
         site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+        self.hub.start()
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""
+        await self.hub.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -296,7 +306,7 @@ class ReplayExchange:
                     return 2
                 return 2 if n <= 20 else 40 if n <= 100 else 80
             return 80
-        if path.startswith("/replay/"):
+        if path.startswith("/replay/") or path.startswith("/ws") or path.startswith("/stream"):
             return 0
         return 1
 

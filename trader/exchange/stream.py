@@ -1,0 +1,275 @@
+"""WebSocket kline streams (websockets): combined connections, batched subscriptions, reconnects.
+
+Rules followed (Binance spot "WebSocket Streams", general WSS information and limits):
+
+- one combined-stream connection (``/stream``) per at most ``max_streams`` streams (Binance: 1024);
+- ``SUBSCRIBE`` in batches of ``batch`` streams, at most ``control_per_s`` control messages per
+  second (aiolimiter; Binance disconnects above 5 incoming messages per second, pongs included);
+- pings are answered with pongs by websockets; the client sends no pings of its own;
+- silence longer than ``silence_s`` (default 60 s; kline streams update every 2 s) means a dead
+  connection: close and reconnect;
+- reconnects back off exponentially with full jitter up to ``backoff_max_s``;
+- before the server's 24 h cut (``rotate_after_s``), or on a ``serverShutdown`` event, a new
+  connection is opened and subscribed; the old one is drained and closed only once the new one
+  answers — no event is lost in the switch (duplicates are harmless: closed klines dedupe by open time);
+- after every reconnect the handler's ``on_reconnect`` runs (REST backfill of missed closed klines).
+
+Malformed frames are counted (``stats.malformed``) and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import websockets
+from aiolimiter import AsyncLimiter
+
+__all__ = ["KlineHandler", "KlineStream", "StreamConfig", "StreamStats", "parse_kline_message"]
+
+KlineHandler = Callable[[str, str, np.ndarray, bool, int], None]
+ReconnectHandler = Callable[[list[tuple[str, str]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Client stream settings (``stream`` in the config).
+
+    Attributes:
+        max_streams: streams per connection (Binance allows 1024).
+        batch: streams per SUBSCRIBE message.
+        control_per_s: control messages per second (Binance disconnects above 5).
+        silence_s: seconds without any message before the connection is declared dead.
+        backoff_base_s, backoff_max_s: reconnect backoff (full jitter), seconds.
+        rotate_after_s: open a replacement connection after this many seconds (Binance cuts at 24 h).
+        open_timeout_s: connect + subscribe timeout, seconds.
+    """
+
+    max_streams: int = 1024
+    batch: int = 200
+    control_per_s: float = 4.0
+    silence_s: float = 60.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    rotate_after_s: float = 23.5 * 3600
+    open_timeout_s: float = 10.0
+
+
+@dataclass
+class StreamStats:
+    """Counters of a :class:`KlineStream`."""
+
+    connections: int = 0
+    reconnects: int = 0
+    rotations: int = 0
+    messages: int = 0
+    kline_events: int = 0
+    closed_events: int = 0
+    malformed: int = 0
+    control_messages: int = 0
+    control_times: list[float] = field(default_factory=list)
+
+
+def parse_kline_message(raw: str | bytes) -> tuple[str, str, np.ndarray, bool, int] | dict[str, object] | None:
+    """Parse one frame. Pure.
+
+    Returns:
+        ``(symbol, interval, row (11,), closed, event_ms)`` for a kline event (raw or combined), the
+        decoded dict for anything else that is valid JSON (control replies, ``serverShutdown``),
+        or None if the frame is malformed.
+    """
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    data = msg.get("data", msg) if "stream" in msg else msg
+    if not isinstance(data, dict):
+        return None
+    if data.get("e") != "kline":
+        return data
+    try:
+        k = data["k"]
+        row = np.array(
+            (k["t"], float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]), k["T"],
+             float(k["q"]), k["n"], float(k["V"]), float(k["Q"])),
+            dtype=np.float64,
+        )
+        return str(k["s"]), str(k["i"]), row, bool(k["x"]), int(data["E"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class KlineStream:
+    """Kline streams for many (symbol, interval) pairs over as few connections as allowed.
+
+    Args:
+        ws_url: WebSocket base URL (``wss://stream.binance.com:9443`` or the replay's ``ws://...``).
+        series: ``[(symbol, interval), ...]``.
+        on_kline: called for every kline event as ``on_kline(symbol, interval, row, closed, event_ms)``.
+        on_reconnect: awaited after every reconnect with the series of that connection (backfill).
+        cfg: stream settings.
+    """
+
+    def __init__(
+        self,
+        ws_url: str,
+        series: Sequence[tuple[str, str]],
+        on_kline: KlineHandler,
+        on_reconnect: ReconnectHandler | None = None,
+        cfg: StreamConfig | None = None,
+    ) -> None:
+        self.ws_url = ws_url.rstrip("/")
+        self.series = list(series)
+        self.on_kline = on_kline
+        self.on_reconnect = on_reconnect
+        self.cfg = cfg or StreamConfig()
+        self.stats = StreamStats()
+        self._stop = asyncio.Event()
+        self._limiter = AsyncLimiter(self.cfg.control_per_s, 1.0)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._next_id = 0
+        self.ready = asyncio.Event()
+        self._ready_chunks = 0
+
+    @staticmethod
+    def stream_name(symbol: str, interval: str) -> str:
+        """Binance stream name, e.g. ``btcusdt@kline_1h``."""
+        return f"{symbol.lower()}@kline_{interval}"
+
+    def chunks(self) -> list[list[tuple[str, str]]]:
+        """Series split into connections of at most ``max_streams``."""
+        n = self.cfg.max_streams
+        return [self.series[i : i + n] for i in range(0, len(self.series), n)]
+
+    async def start(self) -> None:
+        """Start one task per connection; returns at once (``ready`` is set when all are subscribed)."""
+        for chunk in self.chunks():
+            self._tasks.append(asyncio.create_task(self._run_chunk(chunk)))
+
+    async def stop(self) -> None:
+        """Close every connection and wait for the tasks."""
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    # ------------------------------------------------------------------ one connection's life
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2**attempt))
+
+    async def _open(self, chunk: list[tuple[str, str]]) -> websockets.ClientConnection:
+        ws = await asyncio.wait_for(
+            websockets.connect(f"{self.ws_url}/stream", ping_interval=None, max_size=2**22, open_timeout=self.cfg.open_timeout_s),
+            self.cfg.open_timeout_s,
+        )
+        self.stats.connections += 1
+        names = [self.stream_name(s, i) for s, i in chunk]
+        pending: set[int] = set()
+        for i in range(0, len(names), self.cfg.batch):
+            async with self._limiter:
+                self._next_id += 1
+                pending.add(self._next_id)
+                self.stats.control_messages += 1
+                self.stats.control_times.append(time.monotonic())
+                await ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": names[i : i + self.cfg.batch], "id": self._next_id}).decode())
+        deadline = time.monotonic() + self.cfg.open_timeout_s
+        while pending:  # wait for every ack; events arriving meanwhile are delivered
+            raw = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.001))
+            msg = self._dispatch(raw)
+            if isinstance(msg, dict) and "id" in msg:
+                pending.discard(msg["id"])  # type: ignore[arg-type]
+        return ws
+
+    def _dispatch(self, raw: str | bytes) -> dict[str, object] | None:
+        self.stats.messages += 1
+        parsed = parse_kline_message(raw)
+        if parsed is None:
+            self.stats.malformed += 1
+            return None
+        if isinstance(parsed, tuple):
+            symbol, interval, row, closed, event_ms = parsed
+            self.stats.kline_events += 1
+            if closed:
+                self.stats.closed_events += 1
+            self.on_kline(symbol, interval, row, closed, event_ms)
+            return None
+        return parsed
+
+    async def _pump(self, ws: websockets.ClientConnection, rotate_at: float) -> str:
+        """Read until rotation time ("rotate"), a serverShutdown ("rotate"), silence or close ("lost")."""
+        while not self._stop.is_set():
+            timeout = min(self.cfg.silence_s, max(rotate_at - time.monotonic(), 0.0))
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+            except TimeoutError:
+                return "rotate" if time.monotonic() >= rotate_at else "lost"
+            except websockets.ConnectionClosed:
+                return "lost"
+            msg = self._dispatch(raw)
+            if msg is not None and msg.get("e") == "serverShutdown":
+                return "rotate"
+        return "stop"
+
+    async def _drain_and_close(self, ws: websockets.ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            while True:  # deliver what the old connection already received, then close it
+                raw = await asyncio.wait_for(ws.recv(), 0.05)
+                self._dispatch(raw)
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    async def _run_chunk(self, chunk: list[tuple[str, str]]) -> None:
+        attempt = 0
+        first = True
+        ws: websockets.ClientConnection | None = None
+        while not self._stop.is_set():
+            if ws is None:
+                try:
+                    ws = await self._open(chunk)
+                except (OSError, TimeoutError, websockets.WebSocketException):
+                    await asyncio.sleep(self._backoff(attempt))
+                    attempt += 1
+                    continue
+                if first:
+                    first = False
+                    self._ready_chunks += 1
+                    if self._ready_chunks == len(self.chunks()):
+                        self.ready.set()
+                else:
+                    self.stats.reconnects += 1
+                    if self.on_reconnect is not None:
+                        await self.on_reconnect(chunk)
+                attempt = 0
+                opened = time.monotonic()
+            reason = await self._pump(ws, opened + self.cfg.rotate_after_s)
+            if reason == "rotate":
+                try:
+                    new = await self._open(chunk)  # subscribed and acked: it is receiving
+                except (OSError, TimeoutError, websockets.WebSocketException):
+                    continue  # keep the old one until it really dies
+                self.stats.rotations += 1
+                await self._drain_and_close(ws)
+                ws, opened = new, time.monotonic()
+                continue
+            with contextlib.suppress(Exception):
+                await ws.close()
+            ws = None
+            if reason == "stop":
+                break
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()

@@ -1,0 +1,240 @@
+"""LiveFeed: a REST-initialised, WebSocket-fed kline cache that never misses a closed kline.
+
+Start: an incremental REST warm brings the store up to date, the :class:`LiveCache` is seeded
+from it, then one :class:`KlineStream` subscribes every series. From then on:
+
+- a closed kline (``x: true``) is appended to its ring in O(1) and to the per-series indicator
+  state (O(1), :class:`~trader.features.indicators.IndicatorState`); a forming one only replaces
+  the ring's ``forming`` row — it never reaches the store;
+- a closed kline that would leave a hole (events missed while a socket was down or a frame was
+  lost) is held back while the missing klines are fetched over REST, then everything is applied
+  in open-time order — the same happens for every series of a connection after a reconnect;
+- every ``snapshot_s`` (and at stop) the closed klines not yet persisted are appended to the
+  :class:`KlineStore` (one transaction per series).
+
+The scanner reads the cache through :meth:`LiveFeed.load`, the :meth:`KlineStore.load` signature,
+with zero REST calls per scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from trader.exchange.rest import BinanceClient
+from trader.exchange.stream import KlineStream, StreamConfig
+from trader.features.indicators import IndicatorParams, IndicatorState
+from trader.models import interval_ms
+from trader.store.klines import KlineStore
+from trader.store.live import APPENDED, GAP, LiveCache
+from trader.warm import last_closed_open_ms, warm
+
+__all__ = ["FeedStats", "LiveFeed"]
+
+CloseCallback = Callable[[str, str, int], None]
+
+
+@dataclass
+class FeedStats:
+    """Counters of a feed: closed klines applied, backfills (and klines they fetched), snapshots."""
+
+    closed_applied: int = 0
+    forming_updates: int = 0
+    backfills: int = 0
+    backfilled_klines: int = 0
+    snapshots: int = 0
+    persisted_klines: int = 0
+
+
+class LiveFeed:
+    """Keep a live cache (and the store) current from the stream, with REST backfill.
+
+    Args:
+        client: an entered REST client (warm and backfill).
+        store: the kline store (the caller holds its writer lock when persisting).
+        symbols, intervals: the series to follow.
+        capacity: klines kept per series in memory.
+        stream_cfg: WebSocket client settings.
+        snapshot_s: seconds between persists to the store (0 = only at stop).
+        indicators: keep O(1) indicator state per series (None = do not).
+        on_close: called as ``on_close(symbol, interval, open_time_ms)`` after each closed kline is applied.
+        depth: klines of history the initial warm ensures.
+    """
+
+    def __init__(
+        self,
+        client: BinanceClient,
+        store: KlineStore,
+        symbols: Sequence[str],
+        intervals: Sequence[str],
+        *,
+        capacity: int = 300,
+        stream_cfg: StreamConfig | None = None,
+        snapshot_s: float = 60.0,
+        indicators: IndicatorParams | None = None,
+        on_close: CloseCallback | None = None,
+        depth: int = 1000,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.symbols = list(symbols)
+        self.intervals = list(intervals)
+        self.cache = LiveCache(capacity)
+        self.stream_cfg = stream_cfg or StreamConfig()
+        self.snapshot_s = snapshot_s
+        self.params = indicators
+        self.on_close = on_close
+        self.depth = depth
+        self.stats = FeedStats()
+        self.states: dict[tuple[str, str], IndicatorState] = {}
+        self.stream: KlineStream | None = None
+        self._held: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._backfilling: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._persisted: dict[tuple[str, str], int] = {}
+        self._snap_task: asyncio.Task[None] | None = None
+        self.last_event_latency_ns: list[int] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, ws_url: str) -> None:
+        """Warm over REST, seed the cache, subscribe; returns once every connection is subscribed."""
+        report = await warm(self.client, self.store, self.symbols, self.intervals, depth=self.depth)
+        self.warm_report = report
+        failed = {(e.symbol, e.interval) for e in report.errors}
+        series = [(s, i) for s in self.symbols for i in self.intervals if (s, i) not in failed]
+        for key in series:
+            cols = self.store.load(*key, limit=self.cache.capacity)
+            self.cache.seed(*key, cols)
+            if cols.shape[1]:
+                self._persisted[key] = int(cols[0, -1])
+            self._reset_state(key)
+        self.stream = KlineStream(ws_url, series, self._on_kline, self._on_reconnect, self.stream_cfg)
+        await self.stream.start()
+        await self.stream.ready.wait()
+        # klines that closed between the warm and the subscription
+        await asyncio.gather(*(self.backfill(*key) for key in series))
+        if self.snapshot_s > 0:
+            self._snap_task = asyncio.create_task(self._snapshot_loop())
+
+    async def stop(self) -> None:
+        """Unsubscribe, finish backfills, persist what is left."""
+        if self._snap_task is not None:
+            self._snap_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snap_task
+        if self.stream is not None:
+            await self.stream.stop()
+        for task in list(self._backfilling.values()):
+            with contextlib.suppress(Exception):
+                await task
+        self.snapshot()
+
+    # ------------------------------------------------------------------ reads
+
+    def load(self, symbol: str, interval: str, limit: int | None = None) -> np.ndarray:
+        """Newest closed klines ``(11, n)`` from memory (the :meth:`KlineStore.load` layout)."""
+        return self.cache.load(symbol, interval, limit)
+
+    # ------------------------------------------------------------------ events
+
+    def _reset_state(self, key: tuple[str, str]) -> None:
+        if self.params is None:
+            return
+        v = self.cache.load(*key)
+        if v.shape[1] > self.params.warmup + 1:
+            self.states[key] = IndicatorState.from_history(
+                v[1][None], v[2][None], v[3][None], v[4][None], v[5][None], v[7][None], self.params
+            )
+        else:
+            self.states.pop(key, None)
+
+    def _apply_closed(self, key: tuple[str, str], row: np.ndarray) -> str:
+        ring = self.cache.ring(*key)
+        status = ring.append(row)
+        if status == APPENDED:
+            self.stats.closed_applied += 1
+            state = self.states.get(key)
+            if state is not None:
+                state.update(row[2:3], row[3:4], row[4:5], row[5:6], row[7:8])
+            if self.on_close is not None:
+                self.on_close(key[0], key[1], int(row[0]))
+        return status
+
+    def _on_kline(self, symbol: str, interval: str, row: np.ndarray, closed: bool, event_ms: int) -> None:
+        key = (symbol, interval)
+        if not closed:
+            self.cache.ring(*key).set_forming(row)
+            self.stats.forming_updates += 1
+            return
+        if key in self._backfilling:
+            self._held.setdefault(key, []).append(row)
+            return
+        if self._apply_closed(key, row) == GAP:
+            self._held.setdefault(key, []).append(row)
+            self._backfilling[key] = asyncio.create_task(self._backfill_task(key))
+
+    async def _on_reconnect(self, series: list[tuple[str, str]]) -> None:
+        await asyncio.gather(*(self.backfill(s, i) for s, i in series))
+
+    async def _backfill_task(self, key: tuple[str, str]) -> None:
+        try:
+            await self.backfill(*key)
+        finally:
+            self._backfilling.pop(key, None)
+
+    async def backfill(self, symbol: str, interval: str) -> int:
+        """Fetch over REST the closed klines the ring misses up to the exchange's now, apply them and
+        any held stream events in open-time order. Returns klines fetched."""
+        key = (symbol, interval)
+        ring = self.cache.ring(*key)
+        last = ring.last_open_ms
+        now = await self.client.fetch_server_time()
+        newest = last_closed_open_ms(now, interval)
+        fetched = 0
+        if last is not None and last < newest:
+            rows = await self.client.fetch_klines(symbol, interval, last + interval_ms(interval), newest)
+            rows = rows[rows[:, 6] < now] if rows.shape[0] else rows
+            fetched = int(rows.shape[0])
+            for r in rows:
+                self._apply_closed(key, r)
+            self.stats.backfills += 1
+            self.stats.backfilled_klines += fetched
+        held = sorted(self._held.pop(key, []), key=lambda r: r[0])
+        gap_left = False
+        for r in held:
+            if self._apply_closed(key, r) == GAP:
+                gap_left = True
+        if gap_left:  # the exchange itself lacks klines there: rebuild indicator state, go on from the newest
+            self._reset_state(key)
+        return fetched
+
+    # ------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> int:
+        """Append every closed kline not yet persisted to the store; returns how many."""
+        total = 0
+        for key, ring in self.cache.rings.items():
+            v = ring.view()
+            if v.shape[1] == 0:
+                continue
+            done = self._persisted.get(key, -1)
+            new = v[:, v[0] > done]
+            if new.shape[1]:
+                self.store.append(key[0], key[1], np.ascontiguousarray(new.T))
+                self._persisted[key] = int(new[0, -1])
+                total += int(new.shape[1])
+        self.stats.snapshots += 1
+        self.stats.persisted_klines += total
+        return total
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.snapshot_s)
+            t = time.perf_counter()
+            self.snapshot()
+            _ = time.perf_counter() - t
