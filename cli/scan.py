@@ -26,6 +26,9 @@ def scan(
     strategy: Annotated[str | None, typer.Option("--strategy", help="vectorized | serial | threads | processes.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size for threads/processes.", min=1, show_default=False)] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Run an incremental warm first (one cron line does both).")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Warm once, subscribe over WebSocket, rescan on every base-interval close; zero REST per scan.")] = False,
+    every: Annotated[float | None, typer.Option("--every", help="With --live: also rescan every this many seconds.", min=0.1, show_default=False)] = None,
+    max_scans: Annotated[int | None, typer.Option("--max-scans", help="With --live: stop after N scans.", min=1, show_default=False)] = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     rest_url: RestUrlOpt = None,
@@ -46,6 +49,11 @@ def scan(
     ivs = [parse_interval(i) for i in split_list(intervals)] or list(settings.universe.intervals)
     path = settings.store_path()
 
+    if live:
+        import asyncio
+
+        asyncio.run(_live(settings, wanted, ivs, fmt, top, every, max_scans))
+        return
     if refresh:
         import asyncio
 
@@ -91,3 +99,51 @@ async def _refresh(settings: Any, wanted: list[str] | None, intervals: list[str]
             report = await warm(client, store, symbols, intervals, depth=settings.warm.klines)
     for err in report.errors:
         print(f"trader: warning: refresh {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
+
+
+async def _live(settings: Any, wanted: list[str] | None, intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None) -> None:
+    """``scan --live``: rescan from the live cache on every base-interval close (and/or every N s)."""
+    import asyncio
+    import sys
+
+    from cli.live import live_feed, stop_on_signals
+    from cli.render import render_scan
+    from trader.scan import Scanner, ScanParams
+    from trader.store.klines import KlineStore
+
+    stop = stop_on_signals()
+    if wanted is None:
+        with KlineStore(settings.store_path()) as s:
+            wanted = sorted({sym for sym, _ in s.series()}) or list(settings.universe.symbols)
+    if not wanted:
+        raise fail("--live: no symbols: pass --symbols, or warm the store first", 2)
+    trigger = asyncio.Event()
+    base = intervals[0]
+    closed_at: dict[int, int] = {}
+
+    def on_close(symbol: str, interval: str, open_ms: int) -> None:
+        if interval == base:
+            closed_at[open_ms] = closed_at.get(open_ms, 0) + 1
+            if closed_at[open_ms] == len(wanted):  # every symbol's kline closed: one scan per close
+                trigger.set()
+
+    params = ScanParams.from_settings(settings, intervals)
+    line_fmt = "table" if sys.stdout.isatty() and fmt == "table" else ("ndjson" if fmt == "table" else fmt)
+    scans = 0
+    async with live_feed(settings, wanted, intervals, on_close=on_close) as feed:
+        with Scanner(feed.store, params, settings.scan.strategy, settings.scan.workers, loader=feed.load) as scanner:
+            trigger.set()  # a first scan right away
+            while not stop.is_set():
+                waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                if stop.is_set():
+                    break
+                trigger.clear()
+                result = scanner.scan(wanted)
+                passing = result.passing(settings.scan.min_score)[: top or None]
+                render_scan(result, passing, line_fmt, settings.scan.min_score, intervals)
+                scans += 1
+                if max_scans is not None and scans >= max_scans:
+                    break

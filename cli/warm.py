@@ -25,6 +25,7 @@ def warm(
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="REST requests in flight (default 20).", min=1, max=256, show_default=False)] = None,
     lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for another warm on the same store (default 60).", min=0, show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Then keep the store live over WebSocket until SIGINT/SIGTERM.")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     rest_url: RestUrlOpt = None,
@@ -48,6 +49,9 @@ def warm(
     ivs = [parse_interval(i) for i in split_list(intervals)] or list(settings.universe.intervals)
     if not wanted and top is None and not settings.universe.symbols:
         raise fail("no symbols: pass --symbols A,B or --top N, or set universe.symbols in the config", 2)
+    if follow:
+        asyncio.run(_follow(settings, wanted, top, ivs, as_json))
+        return
     report = asyncio.run(_run(settings, wanted, top, ivs, as_json))
     _render(report, as_json)
     if report.errors:
@@ -71,6 +75,36 @@ async def _run(settings: Any, wanted: list[str], top: int | None, intervals: lis
                 symbols = list(settings.universe.symbols)
             with _progress(len(symbols) * len(intervals), quiet) as progress:
                 return await warm(client, store, symbols, intervals, depth=settings.warm.klines, progress=progress)
+
+
+async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: list[str], as_json: bool) -> None:
+    """``--follow``: warm, then stream closed klines into the store until SIGINT/SIGTERM."""
+    from cli.live import live_feed, stop_on_signals
+
+    stop = stop_on_signals()
+    symbols = wanted or list(settings.universe.symbols)
+    if not symbols and top is not None:
+        from trader.exchange.rest import BinanceClient
+        from trader.warm import select_top
+
+        async with BinanceClient(settings.exchange, settings.client) as client:
+            tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
+        symbols = select_top(tickers, info, top, settings.universe.quote_asset)
+    async with live_feed(settings, symbols, intervals) as feed:
+        _render(feed.warm_report, as_json)
+        print(f"follow: {len(symbols) * len(intervals)} streams live; SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 60.0)
+            except TimeoutError:
+                st, fs = feed.stream.stats, feed.stats
+                print(
+                    f"follow: closed klines {fs.closed_applied}, backfilled {fs.backfilled_klines}, "
+                    f"persisted {fs.persisted_klines}, reconnects {st.reconnects}, malformed {st.malformed}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(f"follow: stopped; persisted {feed.stats.persisted_klines} closed klines", file=sys.stderr, flush=True)
 
 
 class _progress:

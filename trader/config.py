@@ -176,6 +176,20 @@ class ClientConfig(_Model):
     concurrency: int = Field(20, ge=1, le=256, description="requests in flight at once")
 
 
+class StreamClientConfig(_Model):
+    """WebSocket client and live cache (``warm --follow``, ``scan --live``)."""
+
+    max_streams: int = Field(1024, ge=1, le=1024, description="streams per connection")
+    batch: int = Field(200, ge=1, description="streams per SUBSCRIBE message")
+    control_per_s: float = Field(4.0, gt=0, le=5, description="control messages per second")
+    silence_s: float = Field(60.0, gt=0, description="silence before a connection is declared dead, s")
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    rotate_after_s: float = Field(84_600.0, gt=0, description="replace a connection after this, s (Binance cuts at 24 h)")
+    snapshot_s: float = Field(60.0, ge=0, description="seconds between persists of the live cache to the store")
+    capacity: int = Field(300, ge=60, description="klines kept in memory per series")
+
+
 class WarmConfig(_Model):
     """``trader warm``."""
 
@@ -245,6 +259,7 @@ class Settings(_Model):
     client: ClientConfig = ClientConfig()
     warm: WarmConfig = WarmConfig()
     scan: ScanConfig = ScanConfig()
+    stream: StreamClientConfig = StreamClientConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:

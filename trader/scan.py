@@ -22,7 +22,7 @@ aborts the scan.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,18 +225,28 @@ class Scanner:
         params: scan parameters.
         strategy: one of :data:`STRATEGIES`.
         workers: pool size for ``threads`` / ``processes``.
+        loader: ``loader(symbol, interval, limit) -> (11, n)``; default ``store.load`` (a live cache
+            passes its own, e.g. :meth:`trader.live.LiveFeed.load`).
 
     Raises:
         ValueError: unknown strategy.
     """
 
-    def __init__(self, store: KlineStore, params: ScanParams, strategy: str = "vectorized", workers: int = 2) -> None:
+    def __init__(
+        self,
+        store: KlineStore,
+        params: ScanParams,
+        strategy: str = "vectorized",
+        workers: int = 2,
+        loader: Callable[[str, str, int], np.ndarray] | None = None,
+    ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         self.store = store
         self.params = params
         self.strategy = strategy
         self.workers = workers
+        self._load = loader or (lambda symbol, interval, limit: store.load(symbol, interval, limit=limit))
         self._pool: Executor | None = None
 
     def _executor(self) -> Executor:
@@ -290,7 +300,7 @@ class Scanner:
             arrays = []
             ok = True
             for interval in p.intervals:
-                raw = self.store.load(symbol, interval, limit=p.lookback)
+                raw = self._load(symbol, interval, p.lookback)
                 n = raw.shape[1]
                 if n < p.min_history:
                     short.append((symbol, interval, n))
