@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.compare import compare
 from cli.replay import replay
 from cli.scan import scan
 from cli.warm import warm
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.command("replay")(replay)
 app.command("warm")(warm)
 app.command("scan")(scan)
+app.command("compare")(compare)
 
 
 @app.callback()
