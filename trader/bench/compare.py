@@ -232,7 +232,11 @@ def scoring(symbols: Sequence[str], repeat: int) -> Comparison:
             for strategy in ("serial", "threads", "processes", "vectorized"):
                 with Scanner(store, ScanParams(), strategy, workers=2) as sc:
                     sc.scan(symbols, now_ms=now)
-                    walls[strategy] = _median(lambda sc=sc: sc.scan(symbols, now_ms=now), repeat)
+
+                    def one(sc: Scanner = sc) -> None:
+                        sc.scan(symbols, now_ms=now)
+
+                    walls[strategy] = _median(one, repeat)
     return Comparison(
         "scoring",
         f"scoring strategies ({n} symbols x 1h, 4h, lookback 300, 2 workers)",
@@ -255,7 +259,8 @@ def incremental(symbols: Sequence[str], repeat: int) -> Comparison:
     o, h, lo, c, v, q = (a[:, :-1] for a in arrays)
     new = [a[:, -1] for a in arrays]
     state = IndicatorState.from_history(o, h, lo, c, v, q)
-    full = _median(lambda: compute_all(*(a[:, 1:] for a in arrays)), repeat)
+    o1, h1, l1, c1, v1, q1 = (a[:, 1:] for a in arrays)
+    full = _median(lambda: compute_all(o1, h1, l1, c1, v1, q1), repeat)
 
     def step() -> None:
         state.update(new[1], new[2], new[3], new[4], new[5])

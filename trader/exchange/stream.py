@@ -133,7 +133,9 @@ class KlineStream:
         self.cfg = cfg or StreamConfig()
         self.stats = StreamStats()
         self._stop = asyncio.Event()
-        self._limiter = AsyncLimiter(self.cfg.control_per_s, 1.0)
+        # capacity 1, one token every 1/rate s: no 1-second window ever holds more than `rate` messages
+        # (a bucket of `rate` tokens would allow a burst plus the rate: up to 2x in one second)
+        self._limiter = AsyncLimiter(1, 1.0 / self.cfg.control_per_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._next_id = 0
         self.ready = asyncio.Event()

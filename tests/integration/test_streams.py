@@ -1,0 +1,201 @@
+"""WebSocket streams end to end: the replay exchange's streams, the stream client, the live feed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import orjson
+import pytest
+import websockets
+
+from tests.conftest import bundled_rows
+from trader.config import ClientConfig, ProfileConfig
+from trader.exchange.replay.dataset import ReplayDataset
+from trader.exchange.replay.server import ReplayExchange
+from trader.exchange.replay.streams import WsConfig
+from trader.exchange.rest import BinanceClient
+from trader.exchange.stream import KlineStream, StreamConfig
+from trader.features.indicators import IndicatorParams, compute_all
+from trader.live import LiveFeed
+from trader.store.klines import KlineStore
+from trader.warm import last_closed_open_ms
+
+HOUR = 3_600_000
+SYMS = ["BTCUSDT", "ETHUSDT"]
+
+
+async def recv_json(ws: websockets.ClientConnection, timeout: float = 5.0) -> dict:  # type: ignore[type-arg]
+    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def test_raw_and_combined_streams_driven_by_the_clock(dataset: ReplayDataset) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        now = ex.clock.now_ms()
+        async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@kline_1h") as raw, websockets.connect(
+            f"{ex.ws_url}/stream?streams=btcusdt@kline_1h/ethusdt@kline_4h"
+        ) as comb:
+            ex.clock.step(2000)  # one forming update per stream
+            ev = await recv_json(raw)
+            assert set(ev) == {"e", "E", "s", "k"} and ev["e"] == "kline" and ev["E"] == now + 2000
+            k = ev["k"]
+            assert set(k) == set("tTsifLochlvnxqVQB") and k["x"] is False and k["i"] == "1h"
+            assert all(isinstance(k[f], str) for f in "ochlvqVQB") and all(isinstance(k[f], int) for f in "tTfLn")
+            wrapped = [await recv_json(comb), await recv_json(comb)]
+            assert {w["stream"] for w in wrapped} == {"btcusdt@kline_1h", "ethusdt@kline_4h"}
+            ex.clock.step(HOUR)  # the 1h kline closes: x true with the recorded values, then a forming update
+            closed = await recv_json(raw)
+            assert closed["k"]["x"] is True and closed["k"]["t"] == now and closed["E"] == now + HOUR
+            rec = {int(r[0]): r for r in bundled_rows("BTCUSDT", "1h")}[now]
+            assert float(closed["k"]["c"]) == float(rec[4]) and float(closed["k"]["v"]) == float(rec[5])
+            assert closed["k"]["n"] == int(rec[8]) and closed["k"]["L"] - closed["k"]["f"] + 1 == int(rec[8])
+            nxt = await recv_json(raw)
+            assert nxt["k"]["x"] is False and nxt["k"]["t"] == now + HOUR
+
+
+async def test_control_messages(dataset: ReplayDataset) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex, websockets.connect(f"{ex.ws_url}/ws") as ws:
+        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@kline_1h", "ethusdt@kline_1h"], "id": 1}))
+        assert await recv_json(ws) == {"result": None, "id": 1}
+        await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["ethusdt@kline_1h"], "id": 2}))
+        assert await recv_json(ws) == {"result": None, "id": 2}
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 3}))
+        assert await recv_json(ws) == {"result": ["btcusdt@kline_1h"], "id": 3}
+        await ws.send(json.dumps({"method": "GET_PROPERTY", "params": ["combined"], "id": 4}))
+        assert await recv_json(ws) == {"result": False, "id": 4}
+        await asyncio.sleep(1.1)  # stay under 5 messages per second (Binance's limit)
+        await ws.send(json.dumps({"method": "NOPE", "id": 5}))
+        err = await recv_json(ws)
+        assert err["code"] == 2 and err["id"] == 5 and "unknown variant" in err["msg"]
+        await ws.send("{not json")
+        assert (await recv_json(ws))["code"] == 3
+
+
+async def test_too_many_messages_or_streams_disconnect(dataset: ReplayDataset) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        async with websockets.connect(f"{ex.ws_url}/ws") as ws:
+            for i in range(7):
+                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+            with pytest.raises(websockets.ConnectionClosed):
+                for _ in range(10):
+                    await recv_json(ws)
+        async with websockets.connect(f"{ex.ws_url}/ws") as ws:
+            names = [f"s{i}usdt@kline_1h" for i in range(1025)]
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": names, "id": 1}))
+            with pytest.raises(websockets.ConnectionClosed):
+                await recv_json(ws)
+
+
+async def test_ping_pong_and_lifetime(dataset: ReplayDataset) -> None:
+    cfg = WsConfig(ping_interval_s=0.25, pong_timeout_s=0.6, lifetime_s=600)  # pongs count: stay under 5/s
+    async with ReplayExchange(dataset, port=0, speed=0, ws=cfg) as ex:
+        async with aiohttp.ClientSession() as session:
+            # a client that never answers pings is dropped after the pong timeout
+            mute = await session.ws_connect(f"{ex.ws_url}/ws/btcusdt@kline_1h", autoping=False)
+            pings = 0
+            while True:
+                msg = await asyncio.wait_for(mute.receive(), 5)
+                if msg.type == aiohttp.WSMsgType.PING:
+                    pings += 1
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    break
+            assert pings >= 1
+            await mute.close()
+        # a client that answers (websockets does) stays connected across several pings
+        async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@kline_1h") as ws:
+            await asyncio.sleep(1.2)  # > pong timeout: would have been dropped without pongs
+            ex.clock.step(2000)
+            assert (await recv_json(ws))["e"] == "kline"
+    async with ReplayExchange(dataset, port=0, speed=0, ws=WsConfig(lifetime_s=0.2)) as ex:
+        async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@kline_1h") as ws:
+            assert (await recv_json(ws))["e"] == "serverShutdown"
+            with pytest.raises(websockets.ConnectionClosed):
+                await recv_json(ws)
+
+
+async def test_subscription_batching_stays_under_5_per_second(dataset: ReplayDataset) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        series = [(s, i) for s in dataset.symbols for i in ("1h", "4h")]  # 192 streams
+        stream = KlineStream(ex.ws_url, series, lambda *a: None, cfg=StreamConfig(batch=20, control_per_s=4))
+        await stream.start()
+        await asyncio.wait_for(stream.ready.wait(), 30)
+        await stream.stop()
+        times = stream.stats.control_times
+        assert stream.stats.control_messages == 10 and ex.hub.dropped == 0
+        assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 4
+
+
+async def run_feed(ex: ReplayExchange, store: KlineStore, steps: list[int], cfg: StreamConfig | None = None,
+                   params: IndicatorParams | None = None) -> LiveFeed:
+    async with BinanceClient(ProfileConfig(rest_url=ex.rest_url, ws_url=ex.ws_url), ClientConfig()) as client:
+        feed = LiveFeed(client, store, SYMS, ["1h", "4h"], snapshot_s=0, depth=300, indicators=params,
+                        stream_cfg=cfg or StreamConfig(backoff_base_s=0.01, backoff_max_s=0.05))
+        await feed.start(ex.ws_url)
+        for ms in steps:
+            ex.clock.step(ms)
+            for _ in range(200):  # let the events flow (no timing asserted)
+                await asyncio.sleep(0.005)
+                if not feed._backfilling and all(
+                    (feed.cache.ring(s, "1h").last_open_ms or 0) >= last_closed_open_ms(ex.clock.now_ms(), "1h") for s in SYMS
+                ):
+                    break
+        await asyncio.sleep(0.1)
+        await feed.stop()
+        return feed
+
+
+def assert_store_is_source(store: KlineStore, ds: ReplayDataset, now: int) -> None:
+    for s in SYMS:
+        for iv in ("1h", "4h"):
+            got = store.load(s, iv).T
+            ser = ds.series(s, iv)
+            hi = int((ser.open_time_ms <= last_closed_open_ms(now, iv)).sum())
+            assert got.shape[0] >= 300
+            assert np.array_equal(got, ser.values[hi - got.shape[0] : hi]), (s, iv)  # nothing lost, doubled or forming
+            assert (got[:, 6] < now).all()
+
+
+async def test_killed_mid_candle_loses_and_duplicates_nothing(dataset: ReplayDataset, tmp_path: Path) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0, ws=WsConfig(drop_every_messages=5)) as ex:
+        with KlineStore(tmp_path) as store:
+            feed = await run_feed(ex, store, [HOUR // 2] * 14)  # 7 hours in half-hour steps: kills mid-candle
+            assert feed.stream is not None and feed.stream.stats.reconnects >= 2
+            assert_store_is_source(store, dataset, ex.clock.now_ms())
+
+
+async def test_backfill_after_long_outage(dataset: ReplayDataset, tmp_path: Path) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0, ws=WsConfig(drop_every_messages=1)) as ex:
+        with KlineStore(tmp_path) as store:
+            feed = await run_feed(ex, store, [12 * HOUR])  # half a day while the socket keeps dying
+            assert feed.stats.backfilled_klines >= 10
+            assert_store_is_source(store, dataset, ex.clock.now_ms())
+
+
+async def test_rotation_with_overlap_and_malformed_frames(dataset: ReplayDataset, tmp_path: Path) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0, ws=WsConfig(malformed_rate=0.3, seed=4)) as ex:
+        with KlineStore(tmp_path) as store:
+            cfg = StreamConfig(rotate_after_s=0.05, backoff_base_s=0.01, backoff_max_s=0.05)
+            feed = await run_feed(ex, store, [HOUR // 4] * 16, cfg)
+            st = feed.stream.stats  # type: ignore[union-attr]
+            assert st.rotations >= 1 and st.malformed >= 1 and st.reconnects == 0
+            assert_store_is_source(store, dataset, ex.clock.now_ms())
+
+
+async def test_forming_never_stored_and_indicators_match_batch(dataset: ReplayDataset, tmp_path: Path) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        with KlineStore(tmp_path) as store:
+            params = IndicatorParams()
+            feed = await run_feed(ex, store, [HOUR // 3] * 8, params=params)  # 2h40m: ends inside a forming kline
+            now = ex.clock.now_ms()
+            assert all(feed.cache.ring(s, "1h").has_forming for s in SYMS)
+            assert_store_is_source(store, dataset, now)
+            for s in SYMS:
+                v = store.load(s, "1h")[:, -(300 + 2) :]  # the history the state has seen: 300 seeded + 2 closed live
+                batch = compute_all(v[1][None], v[2][None], v[3][None], v[4][None], v[5][None], v[7][None], params, last=1)
+                state = feed.states[(s, "1h")].values
+                for k, val in state.items():
+                    ref = batch[k][0, -1]
+                    assert abs(val[0] - ref) <= 1e-9 * max(abs(ref), 1e-9 * v[4, -1]), (s, k)
