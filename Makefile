@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(PY) bench/warm.py
 	$(PY) bench/scan.py
 	$(PY) bench/calibrate.py
+	$(PY) bench/live.py
+	$(VENV)/bin/trader compare --full
 
 ## demo: replay exchange on a free port -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
 demo: $(STAMP)

@@ -197,7 +197,7 @@ class StreamHub:
             out.append(orjson.dumps(kline_event(series, idx, now, closed=False)))
         return out
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
         now = self.clock.now_ms()
         for name, conns in list(self.subs.items()):
             if not conns:
@@ -206,12 +206,13 @@ class StreamHub:
                 for conn in list(conns):
                     conn.push(name, ev)
                     self.events_sent += 1
+            await asyncio.sleep(0)  # let the connections send this stream's events before building the next
 
     async def run(self) -> None:
         """Emit events as the replay clock moves, until cancelled."""
         while True:
-            self._tick()
-            self._wake.clear()
+            self._wake.clear()  # before the tick: a step during the tick wakes the next one
+            await self._tick()
             speed = self.clock.speed
             timeout = None if speed == 0 else max(self.cfg.update_ms / speed / 1000.0 / 4, 0.005)
             with contextlib.suppress(TimeoutError):
