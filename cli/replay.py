@@ -26,6 +26,10 @@ def replay(
     error_rate: Annotated[float | None, typer.Option(help="Fault: fraction of requests answered HTTP 500.", show_default=False)] = None,
     rate_429: Annotated[float | None, typer.Option("--rate-429", help="Fault: fraction of requests answered HTTP 429.", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault RNG.", show_default=False)] = None,
+    ws_latency_ms: Annotated[float | None, typer.Option(help="Stream fault: delay of every outgoing message, ms.", show_default=False)] = None,
+    ws_drop_every_s: Annotated[float | None, typer.Option(help="Stream fault: abort every connection after N seconds.", show_default=False)] = None,
+    ws_drop_every_messages: Annotated[int | None, typer.Option(help="Stream fault: abort a connection after N events.", show_default=False)] = None,
+    ws_malformed_rate: Annotated[float | None, typer.Option(help="Stream fault: probability of a malformed frame after an event.", show_default=False)] = None,
     preload: Annotated[bool, typer.Option(help="Parse every series before printing the URL.")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
@@ -33,7 +37,7 @@ def replay(
     ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Serve recorded Binance klines over Binance's REST API on 127.0.0.1.
+    """Serve recorded Binance klines over Binance's REST API and WebSocket streams on 127.0.0.1.
 
     The first line on stdout is the base URL (http://127.0.0.1:PORT), flushed at once.
     """
@@ -56,6 +60,14 @@ def replay(
     }
     if faults:
         replay_over["faults"] = faults
+    ws = {
+        k: v
+        for k, v in {"latency_ms": ws_latency_ms, "drop_every_s": ws_drop_every_s, "drop_every_messages": ws_drop_every_messages,
+                     "malformed_rate": ws_malformed_rate}.items()
+        if v is not None
+    }
+    if ws:
+        replay_over["ws"] = ws
     settings = load(config, profile, rest_url, ws_url, store, {"replay": replay_over} if replay_over else None)
     from trader.exchange.replay.server import ReplayExchange
 
