@@ -56,11 +56,11 @@ def ingest(ds: ReplayDataset, symbols: list[str], indicators: bool) -> dict[str,
     feed = LiveFeed(None, None, symbols, INTERVALS, indicators=IndicatorParams() if indicators else None)  # type: ignore[arg-type]
     for key, cols in seeds.items():
         feed.cache.seed(*key, cols)
-        feed._reset_state(key)  # noqa: SLF001
-    stream = KlineStream("ws://unused", [], feed._on_kline)  # noqa: SLF001 - the real frame path, no socket
+        feed._reset_state(key)
+    stream = KlineStream("ws://unused", [], feed._on_kline)
     t = time.perf_counter()
     for raw in frames:
-        stream._dispatch(raw)  # noqa: SLF001
+        stream._dispatch(raw)
     wall = time.perf_counter() - t
     assert stream.stats.malformed == 0 and feed.stats.closed_applied == len(frames) // 30
     return {"events": len(frames), "seconds": round(wall, 3), "events_per_s": round(len(frames) / wall)}
@@ -91,7 +91,7 @@ async def latency(n_streams: int, ticks: int) -> dict[str, float]:
         series = [(s, "1h") for s in ds_symbols]
         arrivals: list[int] = []
         feed = LiveFeed(None, None, ds_symbols, ["1h"])  # type: ignore[arg-type]
-        handler = feed._on_kline  # noqa: SLF001
+        handler = feed._on_kline
 
         def on_kline(symbol: str, interval: str, row: np.ndarray, closed: bool, event_ms: int) -> None:
             handler(symbol, interval, row, closed, event_ms)
