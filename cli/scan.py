@@ -58,13 +58,12 @@ def scan(
         import asyncio
 
         asyncio.run(_refresh(settings, wanted, ivs))
-    if not path.is_dir():
-        from trader.errors import StoreError
+    from trader.errors import StoreError
 
+    if not path.is_dir():
         raise StoreError(f"no kline store at {path}; run 'trader warm' first (or pass --refresh)")
 
     from cli.render import render_scan
-    from trader.errors import StoreError
     from trader.scan import Scanner, ScanParams
     from trader.store.klines import KlineStore
 
