@@ -214,7 +214,8 @@ class KlineStream:
         while not self._stop.is_set():
             timeout = min(self.cfg.silence_s, max(rotate_at - time.monotonic(), 0.0))
             try:
-                raw = await asyncio.wait_for(ws.recv(), timeout)
+                async with asyncio.timeout(timeout):  # no task per message, unlike wait_for
+                    raw = await ws.recv()
             except TimeoutError:
                 return "rotate" if time.monotonic() >= rotate_at else "lost"
             except websockets.ConnectionClosed:
