@@ -199,14 +199,15 @@ class StreamHub:
 
     async def _tick(self) -> None:
         now = self.clock.now_ms()
-        for name, conns in list(self.subs.items()):
+        for k, (name, conns) in enumerate(list(self.subs.items())):
             if not conns:
                 continue
             for ev in self.advance(name, now):
                 for conn in list(conns):
                     conn.push(name, ev)
                     self.events_sent += 1
-            await asyncio.sleep(0)  # let the connections send this stream's events before building the next
+            if k % 32 == 31:
+                await asyncio.sleep(0)  # let the connections send what is built so far
 
     async def run(self) -> None:
         """Emit events as the replay clock moves, until cancelled."""
