@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from trader.exchange.replay.dataset import ReplayDataset
+from trader.replay.dataset import ReplayDataset
 from trader.scan import ScanParams, score_arrays
 
 _COLS = [1, 2, 3, 4, 5, 7]

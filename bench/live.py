@@ -21,8 +21,8 @@ import time
 import numpy as np
 import orjson
 
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.streams import kline_event
+from trader.replay.dataset import ReplayDataset
+from trader.replay.streams import kline_event
 from trader.exchange.stream import KlineStream, StreamConfig
 from trader.features.indicators import IndicatorParams
 from trader.live import LiveFeed

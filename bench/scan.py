@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.server import default_start_ms
+from trader.replay.dataset import ReplayDataset
+from trader.replay.server import default_start_ms
 from trader.scan import STRATEGIES, Scanner, ScanParams
 from trader.store.klines import KlineStore
 from trader.warm import last_closed_open_ms

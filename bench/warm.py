@@ -19,8 +19,8 @@ import tempfile
 import time
 
 from trader.config import ClientConfig, FaultConfig, ProfileConfig
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.server import ReplayExchange
+from trader.replay.dataset import ReplayDataset
+from trader.replay.server import ReplayExchange
 from trader.exchange.rest import BinanceClient
 from trader.store.klines import KlineStore
 from trader.warm import warm

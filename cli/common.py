@@ -8,7 +8,9 @@ stays fast.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from trader.errors import TraderError
+from trader.errors import NoResultError, TraderError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,6 +64,40 @@ def load(
     return load_settings(config, overrides=flags, rest_url=rest_url, ws_url=ws_url)
 
 
+def split_list(value: str | None) -> list[str]:
+    """``"BTCUSDT, ethusdt"`` -> ``["BTCUSDT", "ethusdt"]`` (commas or spaces)."""
+    return [v for v in (value or "").replace(",", " ").split() if v]
+
+
+def symbols_and_intervals(settings: Any, symbols: str | None, intervals: str | None) -> tuple[list[str], list[str]]:
+    """Validated ``--symbols`` (possibly empty) and ``--intervals`` (default ``universe.intervals``).
+
+    Raises:
+        ConfigError: an invalid symbol or interval.
+    """
+    from trader.models import parse_interval, validate_symbol
+
+    wanted = [validate_symbol(s) for s in split_list(symbols)]
+    ivs = [parse_interval(i) for i in split_list(intervals)] or list(settings.universe.intervals)
+    return wanted, ivs
+
+
+def client(settings: Any) -> Any:
+    """The REST client of the active profile (enter it with ``async with``)."""
+    from trader.exchange.rest import BinanceClient
+
+    return BinanceClient(settings.exchange, settings.client)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (clean shutdown instead of a traceback)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def fail(message: str, code: int) -> typer.Exit:
     """Print ``trader: error: <message>`` on stderr and return the Exit to raise."""
     print(f"trader: error: {message}", file=sys.stderr, flush=True)
@@ -76,6 +112,9 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except NoResultError as exc:  # not an error: "ran fine, nothing to report" (exit 1, like grep)
+            print(f"trader: {exc}", file=sys.stderr, flush=True)
+            raise typer.Exit(exc.exit_code) from None
         except TraderError as exc:
             raise fail(str(exc) or type(exc).__name__, exc.exit_code) from None
         except (typer.Exit, typer.Abort, SystemExit):

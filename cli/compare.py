@@ -1,11 +1,14 @@
 """``trader compare``: reproduce each speed-up against its baseline on this machine and data.
 
-JSON (``--json``; schema ``trader.compare/1``)::
+JSON (``--json``; schema ``trader.compare/2``)::
 
-    {"schema": "trader.compare/1", "mode": "quick", "latency_ms": 100.0, "symbols": 20,
+    {"schema": "trader.compare/2", "mode": "quick", "latency_ms": 100.0, "symbols": 20, "runs": 3,
      "comparisons": [{"name": "rest_vs_ws", "title": "...", "reference": "17x ...", "note": "...",
-                      "baseline": {"label", "wall_s", "api_calls", "weight", "symbols_per_s"},
-                      "contenders": [{...same keys...}], "ratios": {"<contender label>": 45.3}}]}
+                      "baseline": {"label", "wall_s", "wall_min_s", "wall_max_s", "runs", "api_calls",
+                                   "weight", "symbols_per_s"},
+                      "contenders": [{...same keys...}],
+                      "ratios": {"<contender label>": 45.3},            # baseline median / contender median
+                      "verdicts": {"<contender label>": "faster"}}]}    # faster | slower | no difference
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fa
 MENU = {
     "quick": ("all comparisons, 20 symbols", True, None),
     "full": ("all comparisons, every bundled symbol", False, None),
-    "rest-vs-ws": ("REST per scan vs WebSocket cache, 20 symbols", True, ["rest_vs_ws"]),
-    "serial-vs-concurrent": ("serial vs concurrent REST fetching, 20 symbols", True, ["serial_vs_concurrent"]),
+    "rest-vs-ws": ("REST per scan vs WebSocket cache (100 ms and 0 ms latency), 20 symbols", True, ["rest_vs_ws", "rest_vs_ws_0ms"]),
+    "serial-vs-concurrent": ("serial vs concurrent REST fetching (and ccxt), 20 symbols", True, ["serial_vs_concurrent"]),
+    "scoring": ("serial TA-Lib loop vs trader's scan core, 20 symbols", True, ["scoring"]),
     "all": ("all comparisons, every bundled symbol", False, None),
 }
 
@@ -31,8 +35,9 @@ MENU = {
 @handle_errors
 def compare(
     quick: Annotated[bool | None, typer.Option("--quick/--full", help="20 symbols (quick) or every bundled symbol (full).", show_default=False)] = None,
-    only: Annotated[str | None, typer.Option("--only", help="Comma-separated: rest_vs_ws, serial_vs_concurrent, scoring, incremental, process_pool.", show_default=False)] = None,
-    latency_ms: Annotated[float, typer.Option("--latency-ms", help="REST latency injected into the replay exchange, ms.", min=0)] = 100.0,
+    only: Annotated[str | None, typer.Option("--only", help="Comma-separated: rest_vs_ws, rest_vs_ws_0ms, serial_vs_concurrent, scoring, incremental, process_pool.", show_default=False)] = None,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="REST latency injected into the replay exchange, ms.", min=0, max=10000)] = 100.0,
+    runs: Annotated[int | None, typer.Option("--runs", help="Timed runs per side (default 3 quick, 5 full; at least 3).", min=3, max=100, show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write a bar chart PNG (needs matplotlib).", show_default=False)] = None,
     config: ConfigOpt = None,
@@ -46,7 +51,7 @@ def compare(
     With no arguments on a terminal, offers a menu. Always runs on the bundled data through a
     local replay exchange on 127.0.0.1 (its own, on a free port), never on a real exchange.
     """
-    from trader.bench.compare import COMPARISONS, run_compare
+    from trader.compare import COMPARISONS, run_compare
 
     load(config, profile, rest_url, ws_url, store)  # validates the common options
     which = [w.strip() for w in (only or "").split(",") if w.strip()] or None
@@ -59,15 +64,13 @@ def compare(
         _, quick, which = MENU[choice]
     quick = True if quick is None else quick
     which = which or list(COMPARISONS)
-    try:
-        results = run_compare(which, quick=quick, latency_ms=latency_ms)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
+    results = run_compare(which, quick=quick, latency_ms=latency_ms, runs=runs)
     doc = {
-        "schema": "trader.compare/1",
+        "schema": "trader.compare/2",
         "mode": "quick" if quick else "full",
         "latency_ms": latency_ms,
         "symbols": 20 if quick else 96,
+        "runs": results[0].baseline.runs if results else 0,
         "comparisons": [c.as_dict() for c in results],
     }
     if plot is not None:
@@ -89,16 +92,23 @@ def _render(results: list[Any], doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=160, no_color=True, highlight=False)
-    table = Table(title=f"trader compare ({doc['mode']}, {doc['symbols']} symbols, REST latency {doc['latency_ms']:g} ms)")
-    for col, j in (("comparison", "left"), ("side", "left"), ("wall / scan", "right"), ("API calls", "right"),
-                   ("weight", "right"), ("symbols/s", "right"), ("ratio", "right"), ("reference", "left")):
+    table = Table(
+        title=f"trader compare ({doc['mode']}, {doc['symbols']} symbols, REST latency {doc['latency_ms']:g} ms, "
+        f"median of {doc['runs']} runs [min-max])"
+    )
+    for col, j in (("comparison", "left"), ("side", "left"), ("wall / scan", "right"), ("min-max", "right"), ("API calls", "right"),
+                   ("weight", "right"), ("symbols/s", "right"), ("ratio", "right"), ("verdict", "left"), ("reference", "left")):
         table.add_column(col, justify=j)  # type: ignore[arg-type]
     for c in results:
         b = c.baseline
-        table.add_row(c.name, b.label, _fmt_s(b.wall_s), f"{b.api_calls:g}", f"{b.weight:g}", f"{b.symbols_per_s:,.0f}", "1.00x", c.reference)
+        spread = f"{_fmt_s(b.wall_min_s)}-{_fmt_s(b.wall_max_s)}"
+        table.add_row(c.name, b.label, _fmt_s(b.wall_s), spread, f"{b.api_calls:g}", f"{b.weight:g}", f"{b.symbols_per_s:,.0f}",
+                      "1.00x", "baseline", c.reference)
         for s in c.contenders:
-            table.add_row("", s.label, _fmt_s(s.wall_s), f"{s.api_calls:g}", f"{s.weight:g}", f"{s.symbols_per_s:,.0f}",
-                          f"[bold]{c.ratios[s.label]:.2f}x[/]" if console.is_terminal else f"{c.ratios[s.label]:.2f}x", "")
+            ratio = f"{c.ratios[s.label]:.2f}x"
+            verdict = c.verdicts[s.label] if c.verdicts[s.label] != "slower" else "SLOWER than baseline"
+            table.add_row("", s.label, _fmt_s(s.wall_s), f"{_fmt_s(s.wall_min_s)}-{_fmt_s(s.wall_max_s)}", f"{s.api_calls:g}",
+                          f"{s.weight:g}", f"{s.symbols_per_s:,.0f}", f"[bold]{ratio}[/]" if console.is_terminal else ratio, verdict, "")
     console.print(table)
     console.print("speed-up over the baseline (log scale, | = 1x):")
     width = 50

@@ -36,6 +36,9 @@ def _root() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from trader.runtime import tune_allocator
+
+    tune_allocator()  # keep numpy temporaries on the heap: no page faults per scan (trader/runtime.py)
     app()
 
 

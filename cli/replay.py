@@ -20,6 +20,9 @@ def replay(
     data: Annotated[Path | None, typer.Option("--data", help="Directory of <SYMBOL>-<interval>.csv[.gz] files (default: bundled data).", show_default=False)] = None,
     start: Annotated[str | None, typer.Option(help="Replay start: 'auto', epoch ms or ISO-8601 UTC.", show_default=False)] = None,
     speed: Annotated[float | None, typer.Option(help="Replay ms per wall ms (0 freezes the clock).", show_default=False)] = None,
+    clock: Annotated[str | None, typer.Option("--clock", help="replay (recorded time from --start) or wall (recording shifted so now = wall clock).", show_default=False)] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="Serve https:// and wss:// with a self-signed certificate (path printed on stderr).")] = False,
+    spread_bps: Annotated[float | None, typer.Option("--spread-bps", help="Synthetic bid/ask spread, basis points (default 2).", show_default=False)] = None,
     weight_limit: Annotated[int | None, typer.Option(help="Request weight per IP per minute (default 6000).", show_default=False)] = None,
     latency_ms: Annotated[float | None, typer.Option(help="Fault: fixed latency per REST request, ms.", show_default=False)] = None,
     jitter_ms: Annotated[float | None, typer.Option(help="Fault: extra uniform latency in [0, jitter], ms.", show_default=False)] = None,
@@ -30,7 +33,7 @@ def replay(
     ws_drop_every_s: Annotated[float | None, typer.Option(help="Stream fault: abort every connection after N seconds.", show_default=False)] = None,
     ws_drop_every_messages: Annotated[int | None, typer.Option(help="Stream fault: abort a connection after N events.", show_default=False)] = None,
     ws_malformed_rate: Annotated[float | None, typer.Option(help="Stream fault: probability of a malformed frame after an event.", show_default=False)] = None,
-    preload: Annotated[bool, typer.Option(help="Parse every series before printing the URL.")] = False,
+    preload: Annotated[bool, typer.Option(help="Parse and render every series before printing the URL (default: in the background after).")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     rest_url: RestUrlOpt = None,
@@ -49,6 +52,9 @@ def replay(
             "data_dir": str(data) if data else None,
             "start": start,
             "speed": speed,
+            "clock": clock,
+            "tls": tls or None,
+            "spread_bps": spread_bps,
             "weight_limit": weight_limit,
         }.items()
         if v is not None
@@ -69,14 +75,11 @@ def replay(
     if ws:
         replay_over["ws"] = ws
     settings = load(config, profile, rest_url, ws_url, store, {"replay": replay_over} if replay_over else None)
-    from trader.exchange.replay.server import ReplayExchange
+    from trader.replay.server import ReplayExchange
 
-    try:
-        exchange = ReplayExchange.from_config(settings.replay)
-    except (FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc), 2) from None
+    exchange = ReplayExchange.from_config(settings.replay, background_load=not preload)
     if preload:
-        exchange.dataset.preload()
+        exchange.load_all(render=True)
     asyncio.run(_serve(exchange))
 
 
@@ -93,10 +96,13 @@ async def _serve(exchange: Any) -> None:
     sys.stdout.flush()
     print(
         f"replay exchange: {len(exchange.dataset.symbols)} symbols {','.join(exchange.dataset.intervals)}, "
-        f"now={exchange.clock.now_ms()} speed={exchange.clock.speed}",
+        f"now={exchange.clock.now_ms()} speed={exchange.clock.speed}"
+        + (f", shift={exchange.dataset.shift_ms} ms (clock follows the wall clock)" if exchange.dataset.shift_ms else ""),
         file=sys.stderr,
         flush=True,
     )
+    if exchange.cert_path is not None:
+        print(f"replay exchange: TLS certificate (trust it as a CA): {exchange.cert_path}", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:

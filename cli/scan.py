@@ -10,8 +10,19 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
-from cli.warm import split_list
+from cli.common import (
+    ConfigOpt,
+    ProfileOpt,
+    RestUrlOpt,
+    StoreOpt,
+    WsUrlOpt,
+    client,
+    fail,
+    handle_errors,
+    load,
+    stop_on_signals,
+    symbols_and_intervals,
+)
 
 FORMATS = ("table", "json", "csv", "ndjson")
 
@@ -41,12 +52,9 @@ def scan(
     """
     if fmt not in FORMATS:
         raise fail(f"invalid --format {fmt!r}; expected one of {', '.join(FORMATS)}", 2)
-    from trader.models import parse_interval, validate_symbol
-
     scan_over: dict[str, Any] = {k: v for k, v in {"min_score": min_score, "strategy": strategy, "workers": workers}.items() if v is not None}
     settings = load(config, profile, rest_url, ws_url, store, {"scan": scan_over} if scan_over else None)
-    wanted = [validate_symbol(s) for s in split_list(symbols)] or None
-    ivs = [parse_interval(i) for i in split_list(intervals)] or list(settings.universe.intervals)
+    wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     path = settings.store_path()
 
     if live:
@@ -58,18 +66,17 @@ def scan(
         import asyncio
 
         asyncio.run(_refresh(settings, wanted, ivs))
-    from trader.errors import StoreError
+    from trader.errors import NoResultError, StoreError
 
     if not path.is_dir():
         raise StoreError(f"no kline store at {path}; run 'trader warm' first (or pass --refresh)")
 
     from cli.render import render_scan
-    from trader.scan import Scanner, ScanParams
+    from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
-    params = ScanParams.from_settings(settings, ivs)
-    with KlineStore(path) as kstore, Scanner(kstore, params, settings.scan.strategy, settings.scan.workers) as scanner:
-        universe = wanted if wanted is not None else scanner.universe()
+    with KlineStore(path) as kstore, Scanner(kstore, settings.scan, ivs) as scanner:
+        universe = wanted or scanner.universe()
         if not universe:
             raise StoreError(f"the store at {path} has no symbol with {', '.join(ivs)} klines; run 'trader warm' first")
         result = scanner.scan(universe)
@@ -79,70 +86,63 @@ def scan(
         passing = passing[:top]
     render_scan(result, passing, fmt, threshold, ivs)
     if not passing:
-        raise typer.Exit(1)
+        raise NoResultError(f"no symbol scores {threshold:g} or more ({len(result.signals)} scored)")
 
 
-async def _refresh(settings: Any, wanted: list[str] | None, intervals: list[str]) -> None:
+async def _refresh(settings: Any, wanted: list[str], intervals: list[str]) -> None:
     """Incremental warm of the scan universe (stored symbols, or --symbols) before scoring."""
     import sys
 
-    from trader.exchange.rest import BinanceClient
     from trader.store.klines import KlineStore
     from trader.warm import warm
 
-    with KlineStore(settings.store_path()) as store, store.writer_lock(settings.warm.lock_timeout_s):
-        symbols = wanted or sorted({s for s, _ in store.series()}) or list(settings.universe.symbols)
-        if not symbols:
-            raise fail("--refresh: the store is empty and no symbols are configured; run 'trader warm --top N' once", 2)
-        async with BinanceClient(settings.exchange, settings.client) as client:
-            report = await warm(client, store, symbols, intervals, depth=settings.warm.klines)
+    with KlineStore(settings.store_path()) as store:
+        async with store.writer_lock_async(settings.warm.lock_timeout_s):
+            symbols = wanted or sorted({s for s, _ in store.series()}) or list(settings.universe.symbols)
+            if not symbols:
+                raise fail("--refresh: the store is empty and no symbols are configured; run 'trader warm --top N' once", 2)
+            async with client(settings) as rest:
+                report = await warm(rest, store, symbols, intervals, depth=settings.warm.klines, deadline_s=settings.warm.deadline_s)
     for err in report.errors:
         print(f"trader: warning: refresh {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
 
 
-async def _live(settings: Any, wanted: list[str] | None, intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None) -> None:
+async def _live(settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None) -> None:
     """``scan --live``: rescan from the live cache on every base-interval close (and/or every N s)."""
-    import asyncio
     import sys
 
-    from cli.live import live_feed, stop_on_signals
     from cli.render import render_scan
-    from trader.scan import Scanner, ScanParams
+    from trader.live import LiveFeed
+    from trader.loop import CloseBarrier, live_scans
+    from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
     stop = stop_on_signals()
-    if wanted is None:
-        with KlineStore(settings.store_path()) as s:
-            wanted = sorted({sym for sym, _ in s.series()}) or list(settings.universe.symbols)
-    if not wanted:
-        raise fail("--live: no symbols: pass --symbols, or warm the store first", 2)
-    trigger = asyncio.Event()
-    base = intervals[0]
-    closed_at: dict[int, int] = {}
-
-    def on_close(symbol: str, interval: str, open_ms: int) -> None:
-        if interval == base:
-            closed_at[open_ms] = closed_at.get(open_ms, 0) + 1
-            if closed_at[open_ms] == len(wanted):  # every symbol's kline closed: one scan per close
-                trigger.set()
-
-    params = ScanParams.from_settings(settings, intervals)
+    sc = settings.scan
     line_fmt = "table" if sys.stdout.isatty() and fmt == "table" else ("ndjson" if fmt == "table" else fmt)
-    scans = 0
-    async with live_feed(settings, wanted, intervals, on_close=on_close) as feed:
-        with Scanner(feed.store, params, settings.scan.strategy, settings.scan.workers, loader=feed.load) as scanner:
-            trigger.set()  # a first scan right away
-            while not stop.is_set():
-                waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waiters, timeout=every, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters:
-                    w.cancel()
-                if stop.is_set():
-                    break
-                trigger.clear()
-                result = scanner.scan(wanted)
-                passing = result.passing(settings.scan.min_score)[: top or None]
-                render_scan(result, passing, line_fmt, settings.scan.min_score, intervals)
-                scans += 1
-                if max_scans is not None and scans >= max_scans:
-                    break
+    with KlineStore(settings.store_path()) as store:
+        symbols = wanted or sorted({sym for sym, _ in store.series()}) or list(settings.universe.symbols)
+        if not symbols:
+            raise fail("--live: no symbols: pass --symbols, or warm the store first", 2)
+        async with store.writer_lock_async(settings.warm.lock_timeout_s), client(settings) as rest:
+            barrier = CloseBarrier((), intervals[0], sc.live_wait_s)
+            feed = LiveFeed(
+                rest,
+                store,
+                symbols,
+                intervals,
+                settings.exchange.ws_url,
+                stream_cfg=settings.stream,
+                capacity=max(settings.stream.capacity, sc.lookback),
+                on_close=barrier.on_close,
+                depth=settings.warm.klines,
+                deadline_s=settings.warm.deadline_s,
+            )
+            async with feed:
+                for err in feed.warm_report.errors:
+                    print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
+                barrier.expected = {s for s, i in feed.live if i == intervals[0]}
+                with Scanner(store, sc, intervals, loader=feed.load) as scanner:
+                    async for result in live_scans(feed, scanner, barrier, stop, every_s=every, max_scans=max_scans):
+                        passing = result.passing(sc.min_score)[: top or None]
+                        render_scan(result, passing, line_fmt, sc.min_score, intervals)

@@ -1,4 +1,4 @@
-"""``trader warm``: fetch missing klines over REST into the store."""
+"""``trader warm``: fetch missing klines over REST into the store (``--follow``: then keep it live)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
-
-
-def split_list(value: str | None) -> list[str]:
-    """``"BTCUSDT, ethusdt"`` -> ``["BTCUSDT", "ethusdt"]`` (commas or spaces)."""
-    return [v for v in (value or "").replace(",", " ").split() if v]
+from cli.common import (
+    ConfigOpt,
+    ProfileOpt,
+    RestUrlOpt,
+    StoreOpt,
+    WsUrlOpt,
+    client,
+    handle_errors,
+    load,
+    stop_on_signals,
+    symbols_and_intervals,
+)
 
 
 @handle_errors
@@ -24,6 +30,7 @@ def warm(
     klines: Annotated[int | None, typer.Option("--klines", "-n", help="History depth per series, klines (default 1000).", min=1, show_default=False)] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="REST requests in flight (default 20).", min=1, max=256, show_default=False)] = None,
     lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for another warm on the same store (default 60).", min=0, show_default=False)] = None,
+    deadline: Annotated[float | None, typer.Option("--deadline", help="Overall deadline of the warm, s (default 900); waits for a recovering exchange count.", min=1, show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Then keep the store live over WebSocket until SIGINT/SIGTERM.")] = False,
     config: ConfigOpt = None,
@@ -34,21 +41,17 @@ def warm(
 ) -> None:
     """Fetch only the missing closed klines into the store, within the exchange's weight limits.
 
-    Another warm on the same store makes this one wait (up to --lock-timeout, then exit 4).
+    Symbols: --symbols, else --top N, else universe.symbols. Another warm on the same store makes
+    this one wait (up to --lock-timeout, then exit 4).
     """
-    from trader.models import parse_interval, validate_symbol
-
     overrides: dict[str, Any] = {}
     if concurrency is not None:
         overrides["client"] = {"concurrency": concurrency}
-    warm_over = {k: v for k, v in {"klines": klines, "lock_timeout_s": lock_timeout}.items() if v is not None}
+    warm_over = {k: v for k, v in {"klines": klines, "lock_timeout_s": lock_timeout, "deadline_s": deadline}.items() if v is not None}
     if warm_over:
         overrides["warm"] = warm_over
     settings = load(config, profile, rest_url, ws_url, store, overrides)
-    wanted = [validate_symbol(s) for s in split_list(symbols)]
-    ivs = [parse_interval(i) for i in split_list(intervals)] or list(settings.universe.intervals)
-    if not wanted and top is None and not settings.universe.symbols:
-        raise fail("no symbols: pass --symbols A,B or --top N, or set universe.symbols in the config", 2)
+    wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     if follow:
         asyncio.run(_follow(settings, wanted, top, ivs, as_json))
         return
@@ -61,49 +64,40 @@ def warm(
 
 
 async def _run(settings: Any, wanted: list[str], top: int | None, intervals: list[str], quiet: bool) -> Any:
-    from trader.exchange.rest import BinanceClient
     from trader.store.klines import KlineStore
-    from trader.warm import select_top, warm
+    from trader.warm import resolve_symbols, warm
 
-    with KlineStore(settings.store_path()) as store, store.writer_lock(settings.warm.lock_timeout_s):
-        async with BinanceClient(settings.exchange, settings.client) as client:
-            symbols = wanted
-            if not symbols and top is not None:
-                tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
-                symbols = select_top(tickers, info, top, settings.universe.quote_asset)
-            elif not symbols:
-                symbols = list(settings.universe.symbols)
+    w = settings.warm
+    with KlineStore(settings.store_path()) as store:
+        async with store.writer_lock_async(w.lock_timeout_s), client(settings) as rest:
+            symbols = await resolve_symbols(
+                rest, symbols=wanted, top=top, configured=settings.universe.symbols, quote_asset=settings.universe.quote_asset
+            )
             with _progress(len(symbols) * len(intervals), quiet) as progress:
-                return await warm(client, store, symbols, intervals, depth=settings.warm.klines, progress=progress)
+                return await warm(rest, store, symbols, intervals, depth=w.klines, deadline_s=w.deadline_s, progress=progress)
 
 
 async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: list[str], as_json: bool) -> None:
     """``--follow``: warm, then stream closed klines into the store until SIGINT/SIGTERM."""
-    from cli.live import live_feed, stop_on_signals
+    from trader.live import LiveFeed
+    from trader.loop import follow
+    from trader.store.klines import KlineStore
+    from trader.warm import resolve_symbols
 
     stop = stop_on_signals()
-    symbols = wanted or list(settings.universe.symbols)
-    if not symbols and top is not None:
-        from trader.exchange.rest import BinanceClient
-        from trader.warm import select_top
-
-        async with BinanceClient(settings.exchange, settings.client) as client:
-            tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
-        symbols = select_top(tickers, info, top, settings.universe.quote_asset)
-    async with live_feed(settings, symbols, intervals) as feed:
-        _render(feed.warm_report, as_json)
-        print(f"follow: {len(symbols) * len(intervals)} streams live; SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), 60.0)
-            except TimeoutError:
-                st, fs = feed.stream.stats, feed.stats
-                print(
-                    f"follow: closed klines {fs.closed_applied}, backfilled {fs.backfilled_klines}, "
-                    f"persisted {fs.persisted_klines}, reconnects {st.reconnects}, malformed {st.malformed}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    w = settings.warm
+    with KlineStore(settings.store_path()) as store:
+        async with store.writer_lock_async(w.lock_timeout_s), client(settings) as rest:
+            symbols = await resolve_symbols(
+                rest, symbols=wanted, top=top, configured=settings.universe.symbols, quote_asset=settings.universe.quote_asset
+            )
+            feed = LiveFeed(rest, store, symbols, intervals, settings.exchange.ws_url, stream_cfg=settings.stream, depth=w.klines, deadline_s=w.deadline_s)
+            async with feed:
+                _render(feed.warm_report, as_json)
+                for err in feed.warm_report.errors:
+                    print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
+                print(f"follow: {len(feed.live)} streams live; SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
+                await follow(feed, stop, lambda st: print(st.line(), file=sys.stderr, flush=True))
     print(f"follow: stopped; persisted {feed.stats.persisted_klines} closed klines", file=sys.stderr, flush=True)
 
 
@@ -162,6 +156,7 @@ def _render(report: Any, as_json: bool) -> None:
         ("candles new to the store", report.candles_added),
         ("requests (klines)", f"{report.requests} ({report.kline_requests})"),
         ("retries / rate limited", f"{report.retries} / {report.rate_limited}"),
+        ("waits for a recovering exchange", report.breaker_waits),
         ("request weight used (1m)", report.weight_used),
         ("gaps repaired / exchange gaps", f"{report.gaps_repaired} / {report.exchange_gaps}"),
         ("errors", len(report.errors)),

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trader.exchange.replay.dataset import ReplayDataset, bundled_data_dir
-from trader.exchange.replay.server import ReplayExchange
+from trader.replay.dataset import ReplayDataset, bundled_data_dir
+from trader.replay.server import ReplayExchange
 
 DATA = Path(__file__).parent / "data"
 

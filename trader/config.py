@@ -36,8 +36,12 @@ __all__ = [
     "ReplayConfig",
     "ScanConfig",
     "Settings",
+    "IndicatorConfig",
     "StoreConfig",
+    "StreamConfig",
     "UniverseConfig",
+    "WeightsConfig",
+    "WsReplayConfig",
     "WarmConfig",
     "load_settings",
 ]
@@ -133,19 +137,22 @@ class FaultConfig(_Model):
 
 
 class WsReplayConfig(_Model):
-    """WebSocket streams of the replay exchange (Binance's rules by default) and their faults."""
+    """WebSocket streams of the replay exchange (Binance's rules by default) and their faults.
 
-    update_ms: int = Field(2000, gt=0, description="replay ms between forming-kline updates")
-    ping_interval_s: float = Field(20.0, gt=0)
-    pong_timeout_s: float = Field(60.0, gt=0)
-    max_incoming_per_s: int = Field(5, ge=1)
-    max_streams: int = Field(1024, ge=1)
-    lifetime_s: float = Field(86_400.0, gt=0)
-    latency_ms: float = Field(0.0, ge=0)
-    drop_every_s: float = Field(0.0, ge=0)
-    drop_every_messages: int = Field(0, ge=0)
-    malformed_rate: float = Field(0.0, ge=0, le=1)
-    seed: int = 0
+    Taken as is by :class:`trader.replay.streams.StreamHub`.
+    """
+
+    update_ms: int = Field(2000, gt=0, description="replay ms between forming-kline / ticker updates (Binance: 2000 / 1000)")
+    ping_interval_s: float = Field(20.0, gt=0, description="server ping every this many wall seconds")
+    pong_timeout_s: float = Field(60.0, gt=0, description="disconnect a client without a pong within this, s")
+    max_incoming_per_s: int = Field(5, ge=1, description="incoming messages per second before disconnection")
+    max_streams: int = Field(1024, ge=1, description="streams per connection before disconnection")
+    lifetime_s: float = Field(86_400.0, gt=0, description="connection lifetime, s; ends with serverShutdown")
+    latency_ms: float = Field(0.0, ge=0, description="fault: delay of every outgoing message, ms")
+    drop_every_s: float = Field(0.0, ge=0, description="fault: abort every connection after this many s (0 = never)")
+    drop_every_messages: int = Field(0, ge=0, description="fault: abort a connection after this many events (0 = never)")
+    malformed_rate: float = Field(0.0, ge=0, le=1, description="fault: probability of an extra malformed frame")
+    seed: int = Field(0, description="seed of the stream fault RNG")
 
 
 class ReplayConfig(_Model):
@@ -155,7 +162,12 @@ class ReplayConfig(_Model):
     port: int = Field(8765, ge=0, le=65535)
     data_dir: Path | None = None
     start: str | int = "auto"
-    speed: float = Field(1.0, ge=0)
+    speed: float = Field(1.0, ge=0, le=1e6)
+    clock: Literal["replay", "wall"] = Field(
+        "replay", description="replay: recorded time from `start` at `speed`; wall: the recording shifted so now = wall clock"
+    )
+    tls: bool = Field(False, description="serve https:// and wss:// with a self-signed certificate")
+    spread_bps: float = Field(2.0, ge=0, le=1000, description="synthetic bid/ask spread around the path price, basis points")
     weight_limit: int = Field(6000, gt=0)
     ban_after_429s: int = Field(3, ge=1)
     faults: FaultConfig = FaultConfig()
@@ -174,18 +186,23 @@ class ClientConfig(_Model):
     weight_limit: int | None = Field(None, gt=0, description="weight/minute; null = 6000 spot, 2400 usdm")
     weight_margin: float = Field(0.1, ge=0, lt=1, description="fraction of the limit kept in reserve")
     concurrency: int = Field(20, ge=1, le=256, description="requests in flight at once")
+    transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="HTTP transport under httpx's API: aiohttp (httpx-aiohttp, fast) or httpx's own"
+    )
 
 
-class StreamClientConfig(_Model):
-    """WebSocket client and live cache (``warm --follow``, ``scan --live``)."""
+class StreamConfig(_Model):
+    """WebSocket client and live cache (``warm --follow``, ``scan --live``); taken as is by
+    :class:`trader.exchange.stream.KlineStream` and :class:`trader.live.LiveFeed`."""
 
     max_streams: int = Field(1024, ge=1, le=1024, description="streams per connection")
     batch: int = Field(200, ge=1, description="streams per SUBSCRIBE message")
     control_per_s: float = Field(4.0, gt=0, le=5, description="control messages per second")
     silence_s: float = Field(60.0, gt=0, description="silence before a connection is declared dead, s")
-    backoff_base_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
+    backoff_base_s: float = Field(0.5, gt=0, description="first reconnect wait ceiling, s (full jitter, doubling)")
+    backoff_max_s: float = Field(30.0, gt=0, description="reconnect wait cap, s")
     rotate_after_s: float = Field(84_600.0, gt=0, description="replace a connection after this, s (Binance cuts at 24 h)")
+    open_timeout_s: float = Field(10.0, gt=0, description="connect + subscribe timeout of one attempt, s")
     snapshot_s: float = Field(60.0, ge=0, description="seconds between persists of the live cache to the store")
     capacity: int = Field(300, ge=60, description="klines kept in memory per series")
 
@@ -195,10 +212,11 @@ class WarmConfig(_Model):
 
     klines: int = Field(1000, ge=1, description="history depth per series, klines")
     lock_timeout_s: float = Field(60.0, ge=0, description="wait for another warm's lock, s (0 = exit at once)")
+    deadline_s: float = Field(900.0, gt=0, description="overall deadline of one warm (waits for an open breaker included), s")
 
 
 class IndicatorConfig(_Model):
-    """Indicator periods, klines (see trader.features.indicators)."""
+    """Indicator periods, klines (see :mod:`trader.features.indicators`, which takes this model as is)."""
 
     rsi: int = Field(14, ge=2)
     ema_fast: int = Field(20, ge=2)
@@ -214,6 +232,11 @@ class IndicatorConfig(_Model):
     obv: int = Field(20, ge=2)
     vwap: int = Field(24, ge=2)
 
+    @property
+    def warmup(self) -> int:
+        """Klines before every indicator has a value."""
+        return max(self.ema_slow, self.macd_slow + self.macd_signal - 1, 2 * self.adx, self.bb, self.vwap, self.rsi + 1)
+
 
 class WeightsConfig(_Model):
     """Weights of the factor scores in the blended score (any non-negative numbers; normalised)."""
@@ -226,6 +249,12 @@ class WeightsConfig(_Model):
     mtf: float = Field(0.2, ge=0)
     ml: float = Field(0.0, ge=0)
 
+    @model_validator(mode="after")
+    def _some_weight(self) -> WeightsConfig:
+        if not any(v > 0 for k, v in self.model_dump().items() if k != "ml"):
+            raise ValueError("at least one factor weight other than ml must be > 0")
+        return self
+
 
 class ScanConfig(_Model):
     """``trader scan``."""
@@ -236,6 +265,8 @@ class ScanConfig(_Model):
     grace_s: float = Field(300.0, ge=0)
     strategy: Literal["vectorized", "serial", "threads", "processes"] = "vectorized"
     workers: int = Field(2, ge=1, le=64)
+    block_symbols: int = Field(256, ge=1, description="symbols scored per block (bounds memory at large universes)")
+    live_wait_s: float = Field(5.0, ge=0, description="scan --live: after the first close, wait this long for the rest, s")
     swing_length: int = Field(5, ge=1)
     structure_window: int = Field(120, ge=20)
     weights: WeightsConfig = WeightsConfig()
@@ -259,7 +290,7 @@ class Settings(_Model):
     client: ClientConfig = ClientConfig()
     warm: WarmConfig = WarmConfig()
     scan: ScanConfig = ScanConfig()
-    stream: StreamClientConfig = StreamClientConfig()
+    stream: StreamConfig = StreamConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:

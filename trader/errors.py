@@ -5,7 +5,8 @@ TraderError                      exit 70 unless a subclass says otherwise
 ├── ConfigError                  exit 2   bad flag, bad YAML, unknown key, wrong type
 ├── ExchangeError                exit 3   the exchange answered with an error (HTTP status + Binance code)
 │   ├── ExchangeServerError      exit 3   HTTP 5xx: execution status unknown; retryable for reads
-│   └── RateLimited              exit 3   HTTP 429 / 418 with Retry-After; retryable after the wait
+│   ├── RateLimited              exit 3   HTTP 429 / 418 with Retry-After; retryable after the wait
+│   └── InvalidKlinesError       exit 3   klines that break Binance's invariants (malformed payload)
 ├── NetworkError                 exit 3   connect/read failure or timeout; retryable
 │   └── CircuitOpenError         exit 3   too many consecutive failures; fails fast until the cool-down
 ├── StoreError                   exit 4   the kline store cannot be read or written
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ExchangeError",
     "ExchangeServerError",
+    "InvalidKlinesError",
     "ModelError",
     "NetworkError",
     "NoResultError",
@@ -112,6 +114,11 @@ class RateLimited(ExchangeError):
         self.banned = banned
 
 
+class InvalidKlinesError(ExchangeError):
+    """Klines that are not a valid kline block: malformed payload, ``close_time`` not
+    ``open_time + interval - 1``, unsorted or off-boundary open times, non-finite values."""
+
+
 class NetworkError(TraderError):
     """The request did not complete (connection refused, reset, timeout). Retryable."""
 
@@ -120,7 +127,7 @@ class NetworkError(TraderError):
 
 
 class CircuitOpenError(NetworkError):
-    """The circuit breaker is open after repeated failures; calls fail fast until it half-opens."""
+    """The circuit breaker stayed open past the caller's deadline (repeated failures of distinct requests)."""
 
     retryable = False
 

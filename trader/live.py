@@ -13,7 +13,8 @@ from it, then one :class:`KlineStream` subscribes every series. From then on:
   :class:`KlineStore` (one transaction per series).
 
 The scanner reads the cache through :meth:`LiveFeed.load`, the :meth:`KlineStore.load` signature,
-with zero REST calls per scan.
+with zero REST calls per scan. Use it as ``async with LiveFeed(...) as feed`` (started on entry,
+stopped and persisted on exit); the loops that drive it live in :mod:`trader.loop`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trader.config import IndicatorConfig, StreamConfig
 from trader.exchange.rest import BinanceClient
-from trader.exchange.stream import KlineStream, StreamConfig
-from trader.features.indicators import IndicatorParams, IndicatorState
-from trader.models import interval_ms
+from trader.exchange.stream import KlineStream
+from trader.features.indicators import IndicatorState
+from trader.models import CLOSE_TIME, HIGH, LOW, OHLCVQ, OPEN_TIME, QUOTE_VOLUME, VOLUME, CLOSE, check_klines, interval_ms
 from trader.store.klines import KlineStore
 from trader.store.live import APPENDED, GAP, LiveCache
-from trader.warm import last_closed_open_ms, warm
+from trader.warm import WarmReport, last_closed_open_ms, warm
 
 __all__ = ["FeedStats", "LiveFeed"]
 
@@ -57,12 +59,18 @@ class LiveFeed:
         client: an entered REST client (warm and backfill).
         store: the kline store (the caller holds its writer lock when persisting).
         symbols, intervals: the series to follow.
-        capacity: klines kept per series in memory.
-        stream_cfg: WebSocket client settings.
-        snapshot_s: seconds between persists to the store (0 = only at stop).
+        ws_url: WebSocket base URL (the profile's ``ws_url``).
+        stream_cfg: the ``stream`` config section (connections, cache capacity, persist period).
+        capacity: klines kept per series in memory (default ``stream_cfg.capacity``; a live scan
+            passes at least its lookback).
         indicators: keep O(1) indicator state per series (None = do not).
         on_close: called as ``on_close(symbol, interval, open_time_ms)`` after each closed kline is applied.
         depth: klines of history the initial warm ensures.
+        deadline_s: deadline of the initial warm, s.
+
+    Attributes:
+        warm_report: what the initial warm did (after entry).
+        live: the series subscribed (those whose warm succeeded).
     """
 
     def __init__(
@@ -71,24 +79,29 @@ class LiveFeed:
         store: KlineStore,
         symbols: Sequence[str],
         intervals: Sequence[str],
+        ws_url: str = "",
         *,
-        capacity: int = 300,
         stream_cfg: StreamConfig | None = None,
-        snapshot_s: float = 60.0,
-        indicators: IndicatorParams | None = None,
+        capacity: int | None = None,
+        indicators: IndicatorConfig | None = None,
         on_close: CloseCallback | None = None,
         depth: int = 1000,
+        deadline_s: float | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.symbols = list(symbols)
         self.intervals = list(intervals)
-        self.cache = LiveCache(capacity)
+        self.ws_url = ws_url
         self.stream_cfg = stream_cfg or StreamConfig()
-        self.snapshot_s = snapshot_s
+        self.cache = LiveCache(capacity or self.stream_cfg.capacity)
+        self.snapshot_s = self.stream_cfg.snapshot_s
         self.params = indicators
         self.on_close = on_close
         self.depth = depth
+        self.deadline_s = deadline_s
+        self.warm_report = WarmReport()
+        self.live: list[tuple[str, str]] = []
         self.stats = FeedStats()
         self.states: dict[tuple[str, str], IndicatorState] = {}
         self.stream: KlineStream | None = None
@@ -99,19 +112,27 @@ class LiveFeed:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, ws_url: str) -> None:
+    async def __aenter__(self) -> LiveFeed:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, ws_url: str | None = None) -> None:
         """Warm over REST, seed the cache, subscribe; returns once every connection is subscribed."""
-        report = await warm(self.client, self.store, self.symbols, self.intervals, depth=self.depth)
+        report = await warm(self.client, self.store, self.symbols, self.intervals, depth=self.depth, deadline_s=self.deadline_s)
         self.warm_report = report
         failed = {(e.symbol, e.interval) for e in report.errors}
         series = [(s, i) for s in self.symbols for i in self.intervals if (s, i) not in failed]
+        self.live = series
         for key in series:
             cols = self.store.load(*key, limit=self.cache.capacity)
             self.cache.seed(*key, cols)
             if cols.shape[1]:
-                self._persisted[key] = int(cols[0, -1])
+                self._persisted[key] = int(cols[OPEN_TIME, -1])
             self._reset_state(key)
-        self.stream = KlineStream(ws_url, series, self._on_kline, self._on_reconnect, self.stream_cfg)
+        self.stream = KlineStream(ws_url or self.ws_url, series, self._on_kline, self._on_reconnect, self.stream_cfg)
         await self.stream.start()
         await self.stream.ready.wait()
         # klines that closed between the warm and the subscription
@@ -145,9 +166,7 @@ class LiveFeed:
             return
         v = self.cache.load(*key)
         if v.shape[1] > self.params.warmup + 1:
-            self.states[key] = IndicatorState.from_history(
-                v[1][None], v[2][None], v[3][None], v[4][None], v[5][None], v[7][None], self.params
-            )
+            self.states[key] = IndicatorState.from_history(*(v[r][None] for r in OHLCVQ), self.params)
         else:
             self.states.pop(key, None)
 
@@ -158,9 +177,9 @@ class LiveFeed:
             self.stats.closed_applied += 1
             state = self.states.get(key)
             if state is not None:
-                state.update(row[2:3], row[3:4], row[4:5], row[5:6], row[7:8])
+                state.update(*(row[r : r + 1] for r in (HIGH, LOW, CLOSE, VOLUME, QUOTE_VOLUME)))
             if self.on_close is not None:
-                self.on_close(key[0], key[1], int(row[0]))
+                self.on_close(key[0], key[1], int(row[OPEN_TIME]))
         return status
 
     def _on_kline(self, symbol: str, interval: str, row: np.ndarray, closed: bool, event_ms: int) -> None:
@@ -195,14 +214,15 @@ class LiveFeed:
         newest = last_closed_open_ms(now, interval)
         fetched = 0
         if last is not None and last < newest:
-            rows = await self.client.fetch_klines(symbol, interval, last + interval_ms(interval), newest)
-            rows = rows[rows[:, 6] < now] if rows.shape[0] else rows
-            fetched = int(rows.shape[0])
-            for r in rows:
-                self._apply_closed(key, r)
+            block = await self.client.fetch_klines(symbol, interval, last + interval_ms(interval), newest)
+            block = block[:, block[CLOSE_TIME] < now]
+            check_klines(block, interval, f"{symbol} {interval}")
+            fetched = int(block.shape[1])
+            for j in range(fetched):
+                self._apply_closed(key, block[:, j])
             self.stats.backfills += 1
             self.stats.backfilled_klines += fetched
-        held = sorted(self._held.pop(key, []), key=lambda r: r[0])
+        held = sorted(self._held.pop(key, []), key=lambda r: r[OPEN_TIME])
         gap_left = False
         for r in held:
             if self._apply_closed(key, r) == GAP:
@@ -221,10 +241,10 @@ class LiveFeed:
             if v.shape[1] == 0:
                 continue
             done = self._persisted.get(key, -1)
-            new = v[:, v[0] > done]
+            new = v[:, v[OPEN_TIME] > done]
             if new.shape[1]:
-                self.store.append(key[0], key[1], np.ascontiguousarray(new.T))
-                self._persisted[key] = int(new[0, -1])
+                self.store.append(key[0], key[1], new)
+                self._persisted[key] = int(new[OPEN_TIME, -1])
                 total += int(new.shape[1])
         self.stats.snapshots += 1
         self.stats.persisted_klines += total

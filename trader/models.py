@@ -1,8 +1,16 @@
-"""Core value types shared by every layer: intervals, kline columns, symbols.
+"""Core value types shared by every layer: the kline block layout, intervals, symbols.
 
-Kline columns follow Binance's `/api/v3/klines` array order (Binance spot REST API,
-"Market Data endpoints" — "Kline/Candlestick data"), in their standard long names.
-Times are integer epoch milliseconds (UTC) named ``*_ms``.
+**One kline shape.** Everywhere in `trader` (REST parsing, the store, live rings, features,
+benchmarks, the replay venue) a run of klines is a *kline block*: a C-contiguous ``(11, n)``
+float64 array whose rows are the fields below, in Binance's ``/api/v3/klines`` array order (Binance
+spot REST API, "Market Data endpoints" — "Kline/Candlestick data"; the 12th field, "ignore", is
+dropped), oldest kline first. One kline on its own is the ``(11,)`` column of a block. Rows are
+addressed by the named constants of this module, never by bare numbers::
+
+    close = block[CLOSE]            # (n,) quote-asset prices
+    ohlcvq = block[list(OHLCVQ)]    # (6, n): what the features read
+
+Times are integer epoch milliseconds (UTC), named ``*_ms``; they are exact in float64 (below 2**53).
 """
 
 from __future__ import annotations
@@ -10,18 +18,36 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from trader.errors import ConfigError
+import numpy as np
+
+from trader.errors import ConfigError, InvalidKlinesError
 
 __all__ = [
     "BINANCE_INTERVALS",
+    "CLOSE",
+    "CLOSE_TIME",
+    "HIGH",
     "KLINE_COLUMNS",
     "KLINE_FIELDS",
+    "LOW",
+    "N_FIELDS",
+    "OHLCVQ",
+    "OPEN",
+    "OPEN_TIME",
+    "QUOTE_VOLUME",
+    "TAKER_BUY_BASE_VOLUME",
+    "TAKER_BUY_QUOTE_VOLUME",
+    "TRADES",
+    "VOLUME",
+    "check_klines",
+    "empty_klines",
     "interval_ms",
+    "kline_open_ms",
     "parse_interval",
     "validate_symbol",
 ]
 
-#: Column order of a stored kline row and of Binance's kline array (the 12th, "ignore", dropped).
+#: Row order of a kline block and of Binance's kline array (the 12th, "ignore", dropped).
 KLINE_COLUMNS: Final[tuple[str, ...]] = (
     "open_time",
     "open",
@@ -35,12 +61,31 @@ KLINE_COLUMNS: Final[tuple[str, ...]] = (
     "taker_buy_base_volume",
     "taker_buy_quote_volume",
 )
-#: Column name -> index into a kline row.
+#: Field name -> row index of a kline block.
 KLINE_FIELDS: Final[dict[str, int]] = {name: i for i, name in enumerate(KLINE_COLUMNS)}
+#: Number of rows of a kline block.
+N_FIELDS: Final[int] = len(KLINE_COLUMNS)
+
+OPEN_TIME: Final[int] = 0  #: open time, epoch ms
+OPEN: Final[int] = 1  #: open price, quote asset
+HIGH: Final[int] = 2  #: high price, quote asset
+LOW: Final[int] = 3  #: low price, quote asset
+CLOSE: Final[int] = 4  #: close price, quote asset
+VOLUME: Final[int] = 5  #: base-asset volume
+CLOSE_TIME: Final[int] = 6  #: close time, epoch ms (= open_time + interval - 1)
+QUOTE_VOLUME: Final[int] = 7  #: quote-asset volume
+TRADES: Final[int] = 8  #: number of trades
+TAKER_BUY_BASE_VOLUME: Final[int] = 9  #: taker-buy base-asset volume
+TAKER_BUY_QUOTE_VOLUME: Final[int] = 10  #: taker-buy quote-asset volume
+
+#: The rows the features read, in this order: open, high, low, close, volume, quote_volume.
+OHLCVQ: Final[tuple[int, ...]] = (OPEN, HIGH, LOW, CLOSE, VOLUME, QUOTE_VOLUME)
 
 _MINUTE = 60_000
 _HOUR = 60 * _MINUTE
 _DAY = 24 * _HOUR
+#: Binance weekly klines open on Monday 00:00 UTC; 1970-01-01 was a Thursday, so weeks start 4 days in.
+WEEK_OFFSET_MS: Final[int] = 4 * _DAY
 
 #: Every kline interval Binance spot accepts, with its length in ms. "1M" (calendar month)
 #: has no fixed length and is accepted by the exchange but not by the store.
@@ -65,6 +110,11 @@ BINANCE_INTERVALS: Final[dict[str, int | None]] = {
 }
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
+
+
+def empty_klines() -> np.ndarray:
+    """An empty kline block, ``(11, 0)`` float64."""
+    return np.empty((N_FIELDS, 0), dtype=np.float64)
 
 
 def parse_interval(value: str) -> str:
@@ -95,6 +145,44 @@ def interval_ms(interval: str) -> int:
     ms = BINANCE_INTERVALS.get(parse_interval(interval))
     assert ms is not None
     return ms
+
+
+def kline_open_ms(t_ms: int, interval: str) -> int:
+    """Open time of the ``interval`` kline that contains ``t_ms`` (epoch ms). Pure.
+
+    Boundaries are UTC multiples of the interval since the epoch, except ``1w``, which opens on
+    Monday 00:00 UTC (Binance's weekly klines). ``3d`` is taken as epoch-aligned too.
+    """
+    step = interval_ms(interval)
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    return ((int(t_ms) - offset) // step) * step + offset
+
+
+def check_klines(block: np.ndarray, interval: str, where: str = "") -> None:
+    """Raise unless ``block`` is a well-formed kline block of ``interval``. Pure.
+
+    Checks: shape ``(11, n)`` float64; open times strictly increasing and on ``interval``
+    boundaries; ``close_time = open_time + interval - 1`` (Binance's definition); every value finite.
+
+    Raises:
+        InvalidKlinesError: naming ``where`` (e.g. ``"BTCUSDT 1h"``) and the first violation.
+    """
+    prefix = f"{where}: " if where else ""
+    if block.ndim != 2 or block.shape[0] != N_FIELDS or block.dtype != np.float64:
+        raise InvalidKlinesError(f"{prefix}expected a ({N_FIELDS}, n) float64 kline block, got {block.dtype} {block.shape}")
+    if block.shape[1] == 0:
+        return
+    step = interval_ms(interval)
+    if not np.isfinite(block).all():
+        raise InvalidKlinesError(f"{prefix}klines contain non-finite values")
+    ot = block[OPEN_TIME]
+    if not np.array_equal(block[CLOSE_TIME] - ot, np.full(ot.shape[0], step - 1.0)):
+        raise InvalidKlinesError(f"{prefix}close_time must equal open_time + {step - 1} ms")
+    offset = WEEK_OFFSET_MS if interval == "1w" else 0
+    if ((ot - offset) % step).any():
+        raise InvalidKlinesError(f"{prefix}open_time is not on a {interval} boundary")
+    if ot.shape[0] > 1 and not bool(np.all(ot[1:] > ot[:-1])):
+        raise InvalidKlinesError(f"{prefix}open times are not strictly increasing")
 
 
 def validate_symbol(value: str) -> str:

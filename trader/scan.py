@@ -1,10 +1,12 @@
 """The scanner: score every symbol of the universe from the KlineStore, with no network.
 
-Pipeline per scan: **load** the last ``lookback`` closed klines of every (symbol, interval) from the
-store (~20-45 µs each) -> drop *stale* series (newest close older than one interval + grace, judged on
-the exchange's clock recorded by the last warm, so replayed 2024 data is judged by the replay clock)
-and series with less than ``min_history`` klines -> **features** (indicators, structure) -> **score**
-(factors, multi-timeframe agreement, blend) -> :class:`ScanResult`.
+Pipeline per scan, one block of ``scan.block_symbols`` symbols at a time (so memory stays bounded
+at any universe size): **load** the last ``lookback`` closed klines of every (symbol, interval) from
+the store (one read each) -> drop *stale* series (newest close older than one interval + grace,
+judged on the exchange's clock recorded by the last warm, so replayed 2024 data is judged by the
+replay clock) and series with less than ``min_history`` klines -> **features** (the indicators' last
+values, :func:`~trader.features.indicators.compute_last`; structure) -> **score** (factors,
+multi-timeframe agreement, blend) -> :class:`ScanResult`.
 
 Strategies (same numbers, different execution; ``trader compare`` measures them):
 
@@ -29,59 +31,19 @@ from typing import Any
 
 import numpy as np
 
+from trader.config import ScanConfig
+from trader.errors import ConfigError
 from trader.features.factors import FACTORS, interval_biases, score_universe
-from trader.features.indicators import IndicatorParams, compute_all
+from trader.features.indicators import compute_last
 from trader.features.structure import structure_features
-from trader.models import interval_ms
+from trader.models import CLOSE, CLOSE_TIME, OHLCVQ, interval_ms
 from trader.store.klines import KlineStore
 
-__all__ = ["STRATEGIES", "ScanParams", "ScanResult", "Scanner", "Signal"]
+__all__ = ["STRATEGIES", "ScanResult", "Scanner", "Signal", "score_arrays"]
 
 STRATEGIES = ("vectorized", "serial", "threads", "processes")
-_COLS = (1, 2, 3, 4, 5, 7)  # open, high, low, close, volume, quote_volume rows of a stored (11, n) array
+_FEATURE_ROWS = list(OHLCVQ)  # the kline-block rows the features read
 _DAY_MS = 86_400_000
-
-
-@dataclass(frozen=True)
-class ScanParams:
-    """Everything that decides a score (built from the ``scan`` config section).
-
-    Attributes:
-        intervals: base (fastest) interval first, e.g. ``("1h", "4h")``.
-        lookback: klines per series the features are computed on.
-        min_history: fewer klines than this and the series is reported, not scored.
-        grace_ms: staleness grace beyond one interval, ms.
-        weights: factor -> weight.
-        indicators: indicator periods.
-        swing_length: k of the swing-point definition, klines.
-        structure_window: klines the structure features look at.
-    """
-
-    intervals: tuple[str, ...] = ("1h", "4h")
-    lookback: int = 300
-    min_history: int = 200
-    grace_ms: int = 300_000
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: {"trend": 0.25, "momentum": 0.2, "volume": 0.1, "volatility": 0.1, "structure": 0.15, "mtf": 0.2}
-    )
-    indicators: IndicatorParams = field(default_factory=IndicatorParams)
-    swing_length: int = 5
-    structure_window: int = 120
-
-    @classmethod
-    def from_settings(cls, settings: Any, intervals: Sequence[str] | None = None) -> ScanParams:
-        """Build from :class:`trader.config.Settings` (``scan`` section, ``universe.intervals``)."""
-        sc = settings.scan
-        return cls(
-            intervals=tuple(intervals or settings.universe.intervals),
-            lookback=sc.lookback,
-            min_history=sc.min_history,
-            grace_ms=int(sc.grace_s * 1000),
-            weights=sc.weights.model_dump(),
-            indicators=IndicatorParams(**sc.indicators.model_dump()),
-            swing_length=sc.swing_length,
-            structure_window=sc.structure_window,
-        )
 
 
 @dataclass(frozen=True)
@@ -154,18 +116,19 @@ class ScanResult:
 # ------------------------------------------------------------------ pure scoring of stacked data
 
 
-def score_arrays(data: Sequence[np.ndarray], params: ScanParams) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+def score_arrays(data: Sequence[np.ndarray], cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Score ``n`` symbols from stacked klines. Pure; used by every strategy.
 
     Args:
-        data: one array per interval (base first), each ``(n, 6, L)``: open, high, low, close,
-            volume, quote_volume over the last ``L`` klines (``L`` may differ per interval).
-        params: scan parameters.
+        data: one array per interval (base first), each ``(n, 6, L)``: the :data:`~trader.models.OHLCVQ`
+            rows (open, high, low, close, volume, quote_volume) of the last ``L`` klines (``L`` may
+            differ per interval).
+        cfg: the ``scan`` config section (indicator periods, structure settings, weights).
 
     Returns:
         ``(score (n,), direction (n,), factors {name: (n,)}, valid (n,))``.
     """
-    p = params.indicators
+    p = cfg.indicators
     # intervals with the same number of klines are stacked into one pass of every kernel
     by_len: dict[int, list[int]] = {}
     for i, arr in enumerate(data):
@@ -173,20 +136,19 @@ def score_arrays(data: Sequence[np.ndarray], params: ScanParams) -> tuple[np.nda
     biases: list[dict[str, np.ndarray]] = [{} for _ in data]
     for idxs in by_len.values():
         stacked = np.concatenate([data[i] for i in idxs]) if len(idxs) > 1 else data[idxs[0]]
-        o, h, lo, c, v, q = (stacked[:, j, :] for j in range(6))
-        ind = compute_all(o, h, lo, c, v, q, p, last=50)
-        last_ind = {k: (val if k == "bb_width" else val[:, -1]) for k, val in ind.items() if not k.startswith("state_")}
-        w = min(params.structure_window, c.shape[1])
-        st = structure_features(o[:, -w:], h[:, -w:], lo[:, -w:], c[:, -w:], params.swing_length)
-        b = interval_biases(last_ind, st, o[:, -1], c[:, -1])
+        o, h, lo, c, v, q = (np.ascontiguousarray(stacked[:, j, :]) for j in range(6))
+        ind = compute_last(o, h, lo, c, v, q, p, window=50)
+        w = min(cfg.structure_window, c.shape[1])
+        st = structure_features(o[:, -w:], h[:, -w:], lo[:, -w:], c[:, -w:], cfg.swing_length)
+        b = interval_biases(ind, st, o[:, -1], c[:, -1])
         n = data[idxs[0]].shape[0]
         for j, i in enumerate(idxs):
             biases[i] = {k: val[j * n : (j + 1) * n] for k, val in b.items()}
-    res = score_universe(biases, params.weights)
+    res = score_universe(biases, cfg.weights.model_dump())
     return res.score, res.direction, res.factors, res.valid
 
 
-def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanParams) -> list[tuple[str, Any]]:
+def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanConfig) -> list[tuple[str, Any]]:
     """Serial per-symbol scoring of a chunk; each symbol isolated. Returns ``(symbol, result or error str)``."""
     out: list[tuple[str, Any]] = []
     for symbol, arrays in chunk:
@@ -201,10 +163,10 @@ def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanParams) 
     return out
 
 
-_WORKER_PARAMS: ScanParams | None = None
+_WORKER_PARAMS: ScanConfig | None = None
 
 
-def _init_worker(params: ScanParams) -> None:
+def _init_worker(params: ScanConfig) -> None:
     global _WORKER_PARAMS
     _WORKER_PARAMS = params
 
@@ -222,30 +184,31 @@ class Scanner:
 
     Args:
         store: the kline store (read only).
-        params: scan parameters.
-        strategy: one of :data:`STRATEGIES`.
-        workers: pool size for ``threads`` / ``processes``.
-        loader: ``loader(symbol, interval, limit) -> (11, n)``; default ``store.load`` (a live cache
-            passes its own, e.g. :meth:`trader.live.LiveFeed.load`).
+        cfg: the ``scan`` config section (strategy, workers, lookback, weights, periods, ...).
+        intervals: base (fastest) interval first, e.g. ``("1h", "4h")``.
+        loader: ``loader(symbol, interval, limit) -> kline block (11, n)``; default ``store.load``
+            (a live cache passes its own, e.g. :meth:`trader.live.LiveFeed.load`).
 
     Raises:
-        ValueError: unknown strategy.
+        ConfigError: unknown strategy, or no interval.
     """
 
     def __init__(
         self,
         store: KlineStore,
-        params: ScanParams,
-        strategy: str = "vectorized",
-        workers: int = 2,
+        cfg: ScanConfig,
+        intervals: Sequence[str],
         loader: Callable[[str, str, int], np.ndarray] | None = None,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if cfg.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {cfg.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        if not intervals:
+            raise ConfigError("a scan needs at least one interval")
         self.store = store
-        self.params = params
-        self.strategy = strategy
-        self.workers = workers
+        self.params = cfg
+        self.intervals = tuple(intervals)
+        self.strategy = cfg.strategy
+        self.workers = cfg.workers
         self._load = loader or (lambda symbol, interval, limit: store.load(symbol, interval, limit=limit))
         self._pool: Executor | None = None
 
@@ -278,7 +241,7 @@ class Scanner:
         have: dict[str, set[str]] = {}
         for symbol, interval in self.store.series():
             have.setdefault(symbol, set()).add(interval)
-        need = set(self.params.intervals)
+        need = set(self.intervals)
         return sorted(s for s, ivs in have.items() if need <= ivs)
 
     def exchange_now_ms(self) -> int:
@@ -288,46 +251,77 @@ class Scanner:
         return local + int(clock["offset_ms"]) if clock else local
 
     def scan(self, symbols: Sequence[str] | None = None, now_ms: int | None = None) -> ScanResult:
-        """Score ``symbols`` (default: :meth:`universe`) at exchange time ``now_ms`` (default: :meth:`exchange_now_ms`)."""
+        """Score ``symbols`` (default: :meth:`universe`) at exchange time ``now_ms`` (default: :meth:`exchange_now_ms`).
+
+        Symbols are processed in blocks of ``scan.block_symbols``: only one block's klines and
+        features are in memory at a time.
+        """
         t0 = time.perf_counter()
-        p = self.params
         symbols = list(symbols) if symbols is not None else self.universe()
         now = self.exchange_now_ms() if now_ms is None else now_ms
         stale: list[tuple[str, str, int, float]] = []
         short: list[tuple[str, str, int]] = []
+        errors: list[tuple[str, str]] = []
+        signals: list[Signal] = []
+        load_s = 0.0
+        size = self.params.block_symbols
+        for b in range(0, len(symbols), size):
+            tb = time.perf_counter()
+            loaded = self._load_block(symbols[b : b + size], now, stale, short)
+            load_s += time.perf_counter() - tb
+            scored, errs = self._run(loaded)
+            errors += errs
+            signals += self._signals(loaded, scored, now)
+        signals.sort(key=lambda s: (-s.score, s.symbol))
+        t2 = time.perf_counter()
+        return ScanResult(
+            signals=signals,
+            stale=stale,
+            insufficient=short,
+            errors=sorted(errors),
+            exchange_now_ms=now,
+            universe=len(symbols),
+            strategy=self.strategy,
+            timings_ms={"load": load_s * 1e3, "features": (t2 - t0 - load_s) * 1e3, "total": (t2 - t0) * 1e3},
+        )
+
+    def _load_block(
+        self, symbols: Sequence[str], now: int, stale: list[tuple[str, str, int, float]], short: list[tuple[str, str, int]]
+    ) -> list[tuple[str, list[np.ndarray]]]:
+        p = self.params
         loaded: list[tuple[str, list[np.ndarray]]] = []
         for symbol in symbols:
             arrays = []
             ok = True
-            for interval in p.intervals:
+            for interval in self.intervals:
                 raw = self._load(symbol, interval, p.lookback)
                 n = raw.shape[1]
                 if n < p.min_history:
                     short.append((symbol, interval, n))
                     ok = False
                     continue
-                step = interval_ms(interval)
-                newest_close = int(raw[6, -1])
-                if newest_close + step + p.grace_ms < now:
+                newest_close = int(raw[CLOSE_TIME, -1])
+                if newest_close + interval_ms(interval) + p.grace_s * 1000 < now:
                     stale.append((symbol, interval, newest_close, (now - newest_close) / 1000.0))
                     ok = False
                     continue
                 arrays.append(raw)
             if ok:
                 loaded.append((symbol, arrays))
-        t1 = time.perf_counter()
-        scored, errors = self._run(loaded)
-        signals = []
+        return loaded
+
+    def _signals(self, loaded: list[tuple[str, list[np.ndarray]]], scored: dict[str, tuple[float, float, dict[str, float]]], now: int) -> list[Signal]:
+        out = []
+        per_day = _DAY_MS // interval_ms(self.intervals[0])
         for symbol, arrays in loaded:
             if symbol not in scored:
                 continue
             score, direction, factors = scored[symbol]
             base = arrays[0]
-            close = base[4]
-            per_day = _DAY_MS // interval_ms(p.intervals[0])
+            close = base[CLOSE]
             change = (close[-1] / close[-1 - per_day] - 1.0) * 100.0 if 0 < per_day < close.shape[0] else float("nan")
-            close_time = int(base[6, -1])
-            signals.append(
+            close_time = int(base[CLOSE_TIME, -1])
+            out.append(
                 Signal(
                     symbol=symbol,
                     direction="long" if direction > 0 else "short",
@@ -339,25 +333,14 @@ class Scanner:
                     data_age_s=(now - close_time) / 1000.0,
                 )
             )
-        signals.sort(key=lambda s: (-s.score, s.symbol))
-        t2 = time.perf_counter()
-        return ScanResult(
-            signals=signals,
-            stale=stale,
-            insufficient=short,
-            errors=sorted(errors),
-            exchange_now_ms=now,
-            universe=len(symbols),
-            strategy=self.strategy,
-            timings_ms={"load": (t1 - t0) * 1e3, "features": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3},
-        )
+        return out
 
     # ------------------------------------------------------------------ strategies
 
     def _run(self, loaded: list[tuple[str, list[np.ndarray]]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
         if not loaded:
             return {}, []
-        chunks: list[tuple[str, list[np.ndarray]]] = [(s, [a[list(_COLS)] for a in arrs]) for s, arrs in loaded]
+        chunks: list[tuple[str, list[np.ndarray]]] = [(s, [a[_FEATURE_ROWS] for a in arrs]) for s, arrs in loaded]
         if self.strategy == "vectorized":
             return self._vectorized(chunks)
         if self.strategy == "serial":
@@ -380,7 +363,7 @@ class Scanner:
         errors: list[tuple[str, str]] = []
         for group in groups.values():
             try:
-                data = [np.stack([arrs[i] for _, arrs in group]) for i in range(len(self.params.intervals))]
+                data = [np.stack([arrs[i] for _, arrs in group]) for i in range(len(self.intervals))]
                 score, direction, factors, valid = score_arrays(data, self.params)
             except Exception:  # noqa: BLE001 - find the culprit symbol by symbol
                 part_scored, part_errors = _split(_score_chunk(group, self.params))

@@ -12,8 +12,10 @@ Plan per (symbol, interval), from the store's meta and the exchange's clock (pur
   recorded as exchange gaps (maintenance windows) and reported, never refetched again.
 
 Series run concurrently under the client's bound; one failing series (an invalid symbol) is
-reported and the others still complete. Each append is one store transaction, so a warm killed at
-any moment leaves a consistent store that the next warm completes.
+reported and the others still complete. An exchange that turns unhealthy opens the client's
+circuit breaker; the remaining series then *wait* for its half-open trial instead of failing, up to
+the warm's overall ``deadline_s``. Each append is one store transaction, so a warm killed at any
+moment leaves a consistent store that the next warm completes.
 """
 
 from __future__ import annotations
@@ -24,24 +26,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trader.errors import TraderError
+from trader.errors import ConfigError, TraderError
 from trader.exchange.rest import BinanceClient
-from trader.models import interval_ms
+from trader.models import CLOSE_TIME, OPEN_TIME, check_klines, interval_ms, kline_open_ms
 from trader.store.klines import KlineStore, missing_ranges
 
-__all__ = ["SeriesError", "WarmReport", "last_closed_open_ms", "plan_series", "select_top", "warm"]
-
-_WEEK_OFFSET_MS = 4 * 86_400_000  # Binance weekly klines open on Monday 00:00 UTC; the epoch was a Thursday
+__all__ = [
+    "SeriesError",
+    "WarmReport",
+    "last_closed_open_ms",
+    "plan_series",
+    "resolve_symbols",
+    "select_top",
+    "warm",
+]
 
 Progress = Callable[[int, int, str, str], None]
 
 
 def last_closed_open_ms(now_ms: int, interval: str) -> int:
     """Open time of the newest kline that has closed at ``now_ms`` (the one before the forming one). Pure."""
-    step = interval_ms(interval)
-    offset = _WEEK_OFFSET_MS if interval == "1w" else 0
-    forming_open = ((now_ms - offset) // step) * step + offset
-    return forming_open - step
+    return kline_open_ms(now_ms, interval) - interval_ms(interval)
 
 
 def plan_series(
@@ -95,6 +100,32 @@ def select_top(tickers: Sequence[dict[str, Any]], exchange_info: dict[str, Any],
     return [t["symbol"] for t in ranked[:n]]
 
 
+async def resolve_symbols(
+    client: BinanceClient,
+    *,
+    symbols: Sequence[str] = (),
+    top: int | None = None,
+    configured: Sequence[str] = (),
+    quote_asset: str = "USDT",
+) -> list[str]:
+    """The symbols a command works on, by one rule: ``--symbols`` > ``--top N`` > ``universe.symbols``.
+
+    ``top`` asks the exchange (24h tickers + exchangeInfo: weight 100) for the ``top`` TRADING
+    symbols in ``quote_asset`` by 24h quote volume.
+
+    Raises:
+        ConfigError: nothing to work on (no symbols, no ``top``, nothing configured).
+    """
+    if symbols:
+        return list(symbols)
+    if top is not None:
+        tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
+        return select_top(tickers, info, top, quote_asset)
+    if configured:
+        return list(configured)
+    raise ConfigError("no symbols: pass --symbols A,B or --top N, or set universe.symbols in the config")
+
+
 @dataclass(frozen=True)
 class SeriesError:
     """A series that could not be warmed, with the one-line reason."""
@@ -119,6 +150,7 @@ class WarmReport:
         gaps_repaired: holes refilled; exchange_gaps: holes recorded as the exchange's own.
         server_time_ms: exchange time the plan was made at.
         seconds: wall time of the warm.
+        breaker_waits: requests that waited for an open circuit breaker to recover.
         errors: series that failed.
     """
 
@@ -136,6 +168,7 @@ class WarmReport:
     exchange_gaps: int = 0
     server_time_ms: int = 0
     seconds: float = 0.0
+    breaker_waits: int = 0
     errors: list[SeriesError] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -170,27 +203,31 @@ async def _warm_series(
         report.up_to_date += 1
         return
     stored_first = meta["first_open_ms"] if meta else None
+    where = f"{symbol} {interval}"
     for start, end in ranges:
-        rows = await client.fetch_klines(symbol, interval, start, end)
-        if rows.shape[0]:
-            rows = rows[rows[:, 6] < now_ms]  # closed candles only
-        report.candles_fetched += int(rows.shape[0])
+        block = await client.fetch_klines(symbol, interval, start, end)
+        block = block[:, block[CLOSE_TIME] < now_ms]  # closed klines only
+        check_klines(block, interval, where)
+        n = int(block.shape[1])
+        report.candles_fetched += n
         older = stored_first is None or end < stored_first  # a cold fetch or an older-history backfill
-        if rows.shape[0] == 0:
+        if n == 0:
             if older and stored_first is not None:  # the exchange has nothing before what we hold
                 store.record_history_start(symbol, interval, int(stored_first))
             continue
-        report.candles_added += store.append(symbol, interval, rows)
-        if older and int(rows[0, 0]) > start:  # history starts later (listing date): not a gap
-            store.record_history_start(symbol, interval, int(rows[0, 0]))
-        holes = missing_ranges(rows[:, 0], step)
+        report.candles_added += store.append(symbol, interval, block)
+        if older and int(block[OPEN_TIME, 0]) > start:  # history starts later (listing date): not a gap
+            store.record_history_start(symbol, interval, int(block[OPEN_TIME, 0]))
+        holes = missing_ranges(block[OPEN_TIME], step)
         store.record_exchange_gaps(symbol, interval, holes)
         report.exchange_gaps += len(holes)
     for start, end in gap_ranges:
-        rows = await client.fetch_klines(symbol, interval, start, end)
-        report.candles_fetched += int(rows.shape[0])
-        if rows.shape[0]:
-            report.candles_added += store.append(symbol, interval, rows)
+        block = await client.fetch_klines(symbol, interval, start, end)
+        block = block[:, block[CLOSE_TIME] < now_ms]
+        check_klines(block, interval, where)
+        report.candles_fetched += int(block.shape[1])
+        if block.shape[1]:
+            report.candles_added += store.append(symbol, interval, block)
         still = [g for g in store.gaps(symbol, interval) if g[0] <= end and g[1] >= start]
         store.record_exchange_gaps(symbol, interval, still)
         report.exchange_gaps += len(still)
@@ -204,6 +241,7 @@ async def warm(
     intervals: Sequence[str],
     *,
     depth: int = 1000,
+    deadline_s: float | None = None,
     progress: Progress | None = None,
 ) -> WarmReport:
     """Bring ``store`` up to date for every (symbol, interval).
@@ -214,6 +252,8 @@ async def warm(
         symbols: e.g. ``["BTCUSDT", "ETHUSDT"]``.
         intervals: e.g. ``["1h", "4h"]``.
         depth: klines of history per series (``--klines``).
+        deadline_s: overall deadline, s: requests waiting for an open circuit breaker give up then
+            (None = the client's own deadline, if any).
         progress: called as ``progress(done, total, symbol, interval)`` after each series.
 
     Returns:
@@ -223,6 +263,8 @@ async def warm(
         TraderError: only if the exchange's clock cannot be read at all (nothing can be planned).
     """
     t0 = time.perf_counter()
+    if deadline_s is not None:
+        client.deadline = time.monotonic() + deadline_s
     report = WarmReport(symbols=len(symbols), series=len(symbols) * len(intervals))
     local_before = time.time()
     now_ms = await client.fetch_server_time()
@@ -238,9 +280,8 @@ async def warm(
         async with sem:
             try:
                 await _warm_series(client, store, symbol, interval, now_ms, depth, report)
-            except (TraderError, ValueError) as exc:
-                code = exc.exit_code if isinstance(exc, TraderError) else 3
-                report.errors.append(SeriesError(symbol, interval, str(exc), code))
+            except TraderError as exc:
+                report.errors.append(SeriesError(symbol, interval, str(exc), exc.exit_code))
         done += 1
         if progress is not None:
             progress(done, total, symbol, interval)
@@ -252,6 +293,7 @@ async def warm(
     report.retries = st.retries
     report.rate_limited = st.rate_limited
     report.weight_used = st.weight_used
+    report.breaker_waits = st.breaker_waits
     report.seconds = time.perf_counter() - t0
     report.errors.sort(key=lambda e: (e.symbol, e.interval))
     return report

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.server import ReplayExchange
+from trader.replay.dataset import ReplayDataset
+from trader.replay.server import ReplayExchange
 from trader.store.klines import KlineStore
 from trader.warm import last_closed_open_ms
 

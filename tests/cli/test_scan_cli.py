@@ -96,7 +96,7 @@ def test_scan_path_imports_no_heavy_modules(warmed_store: tuple[Path, int]) -> N
 def test_scan_refresh_warms_first(dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from trader.exchange.replay.server import ReplayExchange
+    from trader.replay.server import ReplayExchange
 
     async def go() -> subprocess.CompletedProcess[str]:
         async with ReplayExchange(dataset, port=0, speed=0) as ex:

@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import DATA, FakeClock, bundled_rows
 from trader.config import FaultConfig
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.server import ReplayExchange
+from trader.replay.dataset import ReplayDataset
+from trader.replay.server import ReplayExchange
 
 HOUR = 3_600_000
 

@@ -14,9 +14,9 @@ import websockets
 
 from tests.conftest import bundled_rows
 from trader.config import ClientConfig, ProfileConfig
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.server import ReplayExchange
-from trader.exchange.replay.streams import WsConfig
+from trader.replay.dataset import ReplayDataset
+from trader.replay.server import ReplayExchange
+from trader.replay.streams import WsConfig
 from trader.exchange.rest import BinanceClient
 from trader.exchange.stream import KlineStream, StreamConfig
 from trader.features.indicators import IndicatorParams, compute_all

@@ -17,8 +17,8 @@ from tests.conftest import FakeClock, bundled_rows, source_rows
 from trader.config import ClientConfig, FaultConfig, ProfileConfig
 from trader.errors import CircuitOpenError, NetworkError, RateLimited
 from trader.exchange.limits import WeightBudget
-from trader.exchange.replay.dataset import ReplayDataset
-from trader.exchange.replay.server import ReplayExchange
+from trader.replay.dataset import ReplayDataset
+from trader.replay.server import ReplayExchange
 from trader.exchange.rest import BinanceClient
 from trader.store.klines import KlineStore
 from trader.warm import last_closed_open_ms, warm

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trader.exchange.replay.dataset import ReplayDataset
+from trader.config import IndicatorConfig
 from trader.features import indicators as ind
+from trader.models import OHLCVQ
+from trader.replay.dataset import ReplayDataset
 
 talib = pytest.importorskip("talib")
 
@@ -14,8 +16,7 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "DOGEUSDT", "HOTUSDT", "DENTUSDT", "SOLUSDT", "
 
 
 def _stack(ds: ReplayDataset, interval: str, n: int = 400) -> tuple[np.ndarray, ...]:
-    cols = [1, 2, 3, 4, 5, 7]
-    return tuple(np.stack([ds.series(s, interval).values[-n:, c] for s in SYMBOLS]) for c in cols)
+    return tuple(np.stack([ds.series(s, interval).values[r, -n:] for s in SYMBOLS]) for r in OHLCVQ)
 
 
 def _talib(fn, *arrays, **kw):  # type: ignore[no-untyped-def]
@@ -91,6 +92,37 @@ def test_compute_all_equals_individual_functions(bars: tuple[np.ndarray, ...]) -
             assert np.allclose(val, allv[k][:, -5:], rtol=1e-9, atol=0, equal_nan=True), k
 
 
+@pytest.mark.parametrize("length", [400, 120, 60])
+def test_compute_last_equals_compute_all_and_talib(bars: tuple[np.ndarray, ...], length: int) -> None:
+    """The scan's fast path (last values from cached weights) is the batch reference's last column."""
+    arrays = tuple(np.ascontiguousarray(a[:, -length:]) for a in bars)
+    o, h, lo, c, v, q = arrays
+    ref = ind.compute_all(*arrays, last=50)
+    got = ind.compute_last(*arrays)
+    for k, val in got.items():
+        r = ref[k] if (k.startswith("state_") or k == "bb_width") else ref[k][:, -1]
+        assert np.array_equal(np.isnan(val), np.isnan(r)), k
+        scale = np.maximum(np.abs(r), 1e-9 * np.abs(c[:, -1:] if r.ndim == 2 else c[:, -1]))
+        m = ~np.isnan(r)
+        assert np.all(np.abs(val - r)[m] <= 1e-9 * scale[m]), (k, float(np.nanmax(np.abs(val - r) / scale)))
+    adx = _talib(talib.ADX, h, lo, c, timeperiod=14)[:, -1]
+    assert np.allclose(got["adx"], adx, rtol=1e-9, atol=0)
+    sig = _talib(talib.MACD, c, fastperiod=12, slowperiod=26, signalperiod=9)[1][:, -1]
+    assert np.allclose(got["macd_signal"], sig, rtol=0, atol=1e-9 * float(c.mean()))
+
+
+def test_compute_last_handles_flat_prices_like_talib() -> None:
+    """A flat stretch makes DX undefined; TA-Lib then leaves ADX unchanged for that step (as we do)."""
+    rng = np.random.default_rng(3)
+    c = 100 + np.cumsum(rng.normal(0, 1, (3, 200)), axis=1)
+    c[:, 100:130] = c[:, 99:100]
+    h, lo = c + 0.5, c - 0.5
+    h[:, 100:130] = lo[:, 100:130] = c[:, 100:130]
+    o, v = c.copy(), np.full_like(c, 10.0)
+    got = ind.compute_last(o, h, lo, c, v, v * c)
+    assert np.allclose(got["adx"], _talib(talib.ADX, h, lo, c, timeperiod=14)[:, -1], rtol=1e-9)
+
+
 def test_incremental_equals_batch(bars: tuple[np.ndarray, ...]) -> None:
     o, h, lo, c, v, q = bars
     split = 250
@@ -108,4 +140,4 @@ def test_linear_recurrence_seed_and_nan_prefix() -> None:
     x = np.arange(10, dtype=float)[None, :]
     (y,) = ind.linear_recurrence([ind.Recurrence(x, 0.5, 1.0, 3, np.array([100.0]))])
     assert np.isnan(y[0, :3]).all() and y[0, 3] == 100.0 and y[0, 4] == 0.5 * 100 + 4
-    assert ind.IndicatorParams().warmup >= 50
+    assert IndicatorConfig().warmup >= 50

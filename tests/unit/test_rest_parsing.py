@@ -10,9 +10,14 @@ import httpx
 import numpy as np
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from trader.config import ClientConfig, ProfileConfig
-from trader.errors import ExchangeError, ExchangeServerError, RateLimited
-from trader.exchange.rest import BinanceClient, kline_page_limit, kline_weight, map_error, parse_klines
+from trader.errors import ExchangeError, ExchangeServerError, InvalidKlinesError, RateLimited
+from trader.exchange.endpoints import Endpoint, by_path, endpoint
+from trader.exchange.rest import BinanceClient, kline_page_limit, map_error, parse_klines, retryable
+from trader.models import CLOSE_TIME, OPEN, OPEN_TIME, TRADES, check_klines
 from trader.warm import last_closed_open_ms, plan_series, select_top
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -20,16 +25,45 @@ HOUR = 3_600_000
 
 
 def test_parse_klines_recorded_payload() -> None:
-    arr = parse_klines((DATA / "klines.json").read_bytes())
-    assert arr.shape == (1, 11) and arr.dtype == np.float64
-    assert arr[0, 0] == 1499040000000 and arr[0, 1] == 0.0163479 and arr[0, 8] == 308 and arr[0, 6] == 1499644799999
-    assert parse_klines(b"[]").shape == (0, 11)
+    block = parse_klines((DATA / "klines.json").read_bytes())
+    assert block.shape == (11, 1) and block.dtype == np.float64 and block.flags.c_contiguous
+    assert block[OPEN_TIME, 0] == 1499040000000 and block[OPEN, 0] == 0.0163479
+    assert block[TRADES, 0] == 308 and block[CLOSE_TIME, 0] == 1499644799999
+    assert parse_klines(b"[]").shape == (11, 0)
 
 
 @pytest.mark.parametrize("raw", [b"{", b'{"a": 1}', b"[[1, 2]]", b'[[1,"x",3,4,5,6,7,8,9,10,11,"0"]]', b"[[1,2,3,4,5,6,7,8,9,10,11,0],[1]]"])
 def test_parse_klines_malformed(raw: bytes) -> None:
-    with pytest.raises(ExchangeError, match="malformed klines payload"):
+    with pytest.raises(InvalidKlinesError, match="malformed klines payload"):
         parse_klines(raw)
+
+
+_DECIMAL = st.decimals(min_value=0, max_value=10**12, places=8, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[_DECIMAL] * 8), min_size=1, max_size=30))
+def test_fast_parse_is_exactly_float_of_the_text(rows: list[tuple[object, ...]]) -> None:
+    """The fast path (quotes stripped, orjson numbers) gives the same doubles as float(text)."""
+    texts = [[f"{v:f}" for v in r] for r in rows]
+    payload = "[" + ",".join(
+        f'[{1000 + i},"{t[0]}","{t[1]}","{t[2]}","{t[3]}","{t[4]}",{1999 + i},"{t[5]}",{i},"{t[6]}","{t[7]}","0"]'
+        for i, t in enumerate(texts)
+    ) + "]"
+    block = parse_klines(payload.encode())
+    cols = (1, 2, 3, 4, 5, 7, 9, 10)
+    for i, t in enumerate(texts):
+        assert [block[c, i] for c in cols] == [float(x) for x in t]
+
+
+def test_check_klines_invariants() -> None:
+    ok = parse_klines((DATA / "klines.json").read_bytes())
+    check_klines(ok, "1w")
+    with pytest.raises(InvalidKlinesError, match="close_time"):
+        check_klines(ok, "1d")
+    twice = np.concatenate([ok, ok], axis=1)
+    with pytest.raises(InvalidKlinesError, match="strictly increasing"):
+        check_klines(twice, "1w")
 
 
 def test_map_error() -> None:
@@ -53,14 +87,32 @@ async def test_secrets_never_appear_in_errors() -> None:
     profile = ProfileConfig(rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1")
     async with BinanceClient(profile, ClientConfig(), transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(ExchangeError) as info:
-            await client._get("time", {"signature": "SECRET", "timestamp": 1, "apiKey": "KEY"}, 1)
+            await client.request("time", {"signature": "SECRET", "timestamp": 1, "apiKey": "KEY"})
     assert "SECRET" not in str(info.value) and "KEY" not in str(info.value)
 
 
-def test_weights_and_page_sizes() -> None:
-    assert kline_page_limit("spot") == 1000 and kline_weight("spot", 1000) == 2
-    assert kline_page_limit("usdm") == 499 and kline_weight("usdm", 499) == 2
-    assert [kline_weight("usdm", n) for n in (99, 100, 500, 1000, 1500)] == [1, 2, 5, 5, 10]
+def test_weights_and_page_sizes_come_from_the_endpoint_table() -> None:
+    klines = endpoint("spot", "klines")
+    assert kline_page_limit("spot") == 1000 and klines.weight({"limit": "1000"}) == 2
+    usdm = endpoint("usdm", "klines")
+    assert kline_page_limit("usdm") == 499 and usdm.weight({"limit": "499"}) == 2
+    assert [usdm.weight({"limit": str(n)}) for n in (99, 100, 500, 1000, 1500)] == [1, 2, 5, 5, 10]
+    t24 = endpoint("spot", "ticker24hr")
+    assert [t24.weight(p) for p in ({"symbol": "X"}, {"symbols": '["A","B"]'}, {"symbols": str(["A"] * 30).replace("'", '"')}, {})] == [2, 2, 40, 80]
+    assert endpoint("spot", "depth").weight({"limit": "5000"}) == 250
+    assert endpoint("spot", "ticker").weight({"symbols": str(["A"] * 60).replace("'", '"')}) == 200
+    assert by_path("spot", "GET", "/api/v3/klines") is klines and by_path("spot", "GET", "/nope") is None
+
+
+def test_only_idempotent_requests_are_retried() -> None:
+    read = endpoint("spot", "klines")
+    order = Endpoint("order", "POST", "/api/v3/order", lambda p: 1, signed=True, idempotent=False, counters=("REQUEST_WEIGHT", "ORDERS"))
+    five = ExchangeServerError("x", status=503)
+    timeout = __import__("trader.errors", fromlist=["NetworkError"]).NetworkError("timeout")
+    assert retryable(five, read) and retryable(timeout, read)
+    assert not retryable(five, order) and not retryable(timeout, order)  # status unknown: look it up, never resend
+    assert not retryable(RateLimited("ban", retry_after_s=120, banned=True), read)
+    assert not retryable(ExchangeError("Invalid symbol.", status=400, code=-1121), read)
 
 
 def test_plan_series() -> None:

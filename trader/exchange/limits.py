@@ -1,5 +1,5 @@
 """Client-side protection of the exchange limits: a request-weight budget, Retry-After pauses, and a
-circuit breaker. Retries themselves are tenacity's (see :mod:`trader.exchange.rest`).
+circuit breaker for batch work. Retries themselves are tenacity's (see :mod:`trader.exchange.rest`).
 
 Binance rules applied (Binance spot REST API, "LIMITS" — "IP Limits"; USD-M futures "Limits"):
 
@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from trader.errors import CircuitOpenError
+from trader.errors import CircuitOpenError, ConfigError
 
 __all__ = ["CircuitBreaker", "WeightBudget"]
 
@@ -53,7 +53,7 @@ class WeightBudget:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if limit <= 0 or not 0 <= margin < 1:
-            raise ValueError("limit must be > 0 and 0 <= margin < 1")
+            raise ConfigError(f"weight limit must be > 0 and 0 <= margin < 1 (got {limit}, {margin})")
         self.limit = limit
         self.capacity = int(limit * (1.0 - margin))
         self.skew_s = skew_s
@@ -77,10 +77,10 @@ class WeightBudget:
         """Reserve ``weight`` for one request, waiting for the window to roll or a pause to end.
 
         Raises:
-            ValueError: if ``weight`` exceeds the whole per-minute capacity.
+            ConfigError: if ``weight`` exceeds the whole per-minute capacity (``client.weight_limit`` too low).
         """
         if weight > self.capacity:
-            raise ValueError(f"request weight {weight} exceeds the budget capacity {self.capacity}")
+            raise ConfigError(f"request weight {weight} exceeds the budget capacity {self.capacity} (client.weight_limit too low)")
         while True:
             now = self._clock()
             if self.pause_until > now:
@@ -121,25 +121,41 @@ class WeightBudget:
 
 
 class CircuitBreaker:
-    """Fail fast after ``threshold`` consecutive failures; half-open after ``cooldown_s``.
+    """Stop hammering an unhealthy exchange; let batch work wait for it instead of failing.
 
-    States: *closed* (calls pass), *open* (calls raise :class:`CircuitOpenError` at once), *half-open*
-    (one trial call passes; success closes, failure re-opens). Only failures that say the exchange
-    is unhealthy count (network errors, 5xx); a rejected request (4xx) proves it is up.
+    States: *closed* (calls pass), *open* (after ``threshold`` consecutive failures of distinct
+    requests), *half-open* (after ``cooldown_s``: one trial call passes; success closes, failure
+    re-opens for another cool-down). Only failures that say the exchange is unhealthy count (network
+    errors, 5xx); a rejected request (4xx) proves it is up. The retries of one request count once
+    (``failure(counted=False)``), so one flaky request cannot open the circuit by itself.
+
+    A caller that finds the circuit open **waits** in :meth:`acquire` for the half-open trial and its
+    outcome, up to its own deadline — a warm of 2 000 series rides out a slow minute instead of
+    failing every remaining series at once. Only a deadline that passes raises :class:`CircuitOpenError`.
 
     Args:
-        threshold: consecutive failures that open the circuit.
+        threshold: consecutive failures (of distinct requests) that open the circuit.
         cooldown_s: seconds the circuit stays open before a trial call.
         clock: monotonic seconds.
+        sleep: async sleep used to wait for the cool-down (virtual in tests).
     """
 
-    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        threshold: int = 5,
+        cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self._clock = clock
+        self._sleep = sleep
         self.failures = 0
         self.opened_at: float | None = None
+        self.opened = 0  #: times the circuit opened
         self._trial = False
+        self._outcome: asyncio.Event | None = None
 
     @property
     def state(self) -> str:
@@ -148,27 +164,74 @@ class CircuitBreaker:
             return "closed"
         return "half-open" if self._clock() - self.opened_at >= self.cooldown_s else "open"
 
-    def before_call(self) -> None:
-        """Raise :class:`CircuitOpenError` if calls must fail fast now."""
-        state = self.state
-        if state == "open" or (state == "half-open" and self._trial):
+    async def acquire(self, deadline: float | None = None) -> bool:
+        """Wait until a call may go out.
+
+        Args:
+            deadline: monotonic time after which to give up (None = wait as long as it takes).
+
+        Returns:
+            True when this call is the half-open trial (its outcome decides the state).
+
+        Raises:
+            CircuitOpenError: the circuit did not close before ``deadline``.
+        """
+        while True:
+            state = self.state
+            if state == "closed":
+                return False
+            if state == "half-open" and not self._trial:
+                self._trial = True
+                self._outcome = asyncio.Event()
+                return True
+            now = self._clock()
             assert self.opened_at is not None
-            wait = self.cooldown_s - (self._clock() - self.opened_at)
-            raise CircuitOpenError(
-                f"circuit open after {self.failures} consecutive failures; next trial in {max(wait, 0):.1f} s"
-            )
-        if state == "half-open":
-            self._trial = True
+            wake = self.opened_at + self.cooldown_s if state == "open" else now + 1.0
+            if deadline is not None and now >= deadline:
+                raise CircuitOpenError(
+                    f"circuit open after {self.failures} consecutive failures of distinct requests; "
+                    f"deadline reached while waiting for the exchange to recover"
+                )
+            until = wake if deadline is None else min(wake, deadline)
+            if state == "half-open" and self._outcome is not None:
+                # a trial is in flight: wait for its outcome (or a second, or the deadline)
+                try:
+                    async with asyncio.timeout(max(until - now, 0.001)):
+                        await self._outcome.wait()
+                except TimeoutError:
+                    pass
+            else:
+                await self._sleep(max(until - now, 0.001))
 
     def success(self) -> None:
         """Record a healthy response: close the circuit."""
         self.failures = 0
         self.opened_at = None
-        self._trial = False
+        self._end_trial()
 
-    def failure(self) -> None:
-        """Record an unhealthy outcome; open the circuit at the threshold (or on a failed trial)."""
-        self.failures += 1
-        if self._trial or self.failures >= self.threshold:
+    def failure(self, counted: bool = True) -> None:
+        """Record an unhealthy outcome; open at the threshold, or re-open on a failed trial.
+
+        Args:
+            counted: False for a retry of a request whose first failure was already counted.
+        """
+        trial = self._trial
+        if counted:
+            self.failures += 1
+        if trial or (self.opened_at is None and self.failures >= self.threshold):
+            if self.opened_at is None:
+                self.opened += 1
             self.opened_at = self._clock()
+        self._end_trial()
+
+    def abandon(self, trial: bool) -> None:
+        """A call ended without telling anything about the exchange (cancelled): if it was the
+        trial, let the next caller be the trial instead."""
+        if trial:
+            self._end_trial()
+
+    def _end_trial(self) -> None:
         self._trial = False
+        if self._outcome is not None:
+            self._outcome.set()
+            self._outcome = None

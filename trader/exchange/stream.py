@@ -31,34 +31,12 @@ import orjson
 import websockets
 from aiolimiter import AsyncLimiter
 
-__all__ = ["KlineHandler", "KlineStream", "StreamConfig", "StreamStats", "parse_kline_message"]
+from trader.config import StreamConfig
+
+__all__ = ["KlineHandler", "KlineStream", "StreamStats", "parse_kline_message"]
 
 KlineHandler = Callable[[str, str, np.ndarray, bool, int], None]
 ReconnectHandler = Callable[[list[tuple[str, str]]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """Client stream settings (``stream`` in the config).
-
-    Attributes:
-        max_streams: streams per connection (Binance allows 1024).
-        batch: streams per SUBSCRIBE message.
-        control_per_s: control messages per second (Binance disconnects above 5).
-        silence_s: seconds without any message before the connection is declared dead.
-        backoff_base_s, backoff_max_s: reconnect backoff (full jitter), seconds.
-        rotate_after_s: open a replacement connection after this many seconds (Binance cuts at 24 h).
-        open_timeout_s: connect + subscribe timeout, seconds.
-    """
-
-    max_streams: int = 1024
-    batch: int = 200
-    control_per_s: float = 4.0
-    silence_s: float = 60.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    rotate_after_s: float = 23.5 * 3600
-    open_timeout_s: float = 10.0
 
 
 @dataclass
@@ -80,7 +58,8 @@ def parse_kline_message(raw: str | bytes) -> tuple[str, str, np.ndarray, bool, i
     """Parse one frame. Pure.
 
     Returns:
-        ``(symbol, interval, row (11,), closed, event_ms)`` for a kline event (raw or combined), the
+        ``(symbol, interval, kline (11,), closed, event_ms)`` for a kline event (raw or combined) —
+        the kline as one column of a kline block (:mod:`trader.models` order) —, the
         decoded dict for anything else that is valid JSON (control replies, ``serverShutdown``),
         or None if the frame is malformed.
     """
@@ -97,6 +76,8 @@ def parse_kline_message(raw: str | bytes) -> tuple[str, str, np.ndarray, bool, i
         return data
     try:
         k = data["k"]
+        # the stream's fields in kline-block order: open_time, open, high, low, close, volume,
+        # close_time, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume
         row = np.array(
             (k["t"], float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]), k["T"],
              float(k["q"]), k["n"], float(k["V"]), float(k["Q"])),
@@ -115,7 +96,7 @@ class KlineStream:
         series: ``[(symbol, interval), ...]``.
         on_kline: called for every kline event as ``on_kline(symbol, interval, row, closed, event_ms)``.
         on_reconnect: awaited after every reconnect with the series of that connection (backfill).
-        cfg: stream settings.
+        cfg: stream settings (the ``stream`` config section).
     """
 
     def __init__(

@@ -85,13 +85,12 @@ def _first_breaks(
     n, T = close.shape
     tcols = np.arange(T)
     seg = np.maximum.accumulate(np.where(known, tcols, -1), axis=1)  # index where the segment began
-    rows = np.arange(n)[:, None]
     src = np.clip(seg - k, 0, T - 1)  # the swing bar itself (known k bars later)
-    level = np.where(seg >= 0, extreme[rows, src], np.nan)
+    level = np.where(seg >= 0, np.take_along_axis(extreme, src, axis=1), np.nan)
     with np.errstate(invalid="ignore"):
         cross = (close > level) if above else (close < level)
     cs = np.cumsum(cross, axis=1)
-    before_seg = np.where(seg > 0, cs[rows, np.maximum(seg - 1, 0)], 0)
+    before_seg = np.where(seg > 0, np.take_along_axis(cs, np.maximum(seg - 1, 0), axis=1), 0)
     count: np.ndarray = cs - before_seg  # crosses so far inside this segment, including t
     bos = cross & (count == 1)
     active: np.ndarray = (count - cross) == 0  # no break yet before t in this segment
@@ -149,7 +148,6 @@ def structure_features(
     last_bull_sw = np.where(sw_bull, pos, -1).max(axis=1, initial=-1)
     sweep = np.where(last_bull_sw > last_bear_sw, 1.0, np.where(last_bear_sw > last_bull_sw, -1.0, 0.0))
 
-    rows = np.arange(n)[:, None]
     # order blocks: gather the last opposite candle before each BOS, test mitigation with suffix extremes
     last_down = _last_index(close < open_)
     last_up = _last_index(close > open_)
@@ -157,8 +155,8 @@ def structure_features(
     max_close_after = _suffix_after(close, np.maximum, -np.inf)
     jd = np.where(last_down >= 0, last_down, 0)
     ju = np.where(last_up >= 0, last_up, 0)
-    ob_bull = bull_bos & (last_down >= 0) & ~(min_close_after < low[rows, jd])
-    ob_bear = bear_bos & (last_up >= 0) & ~(max_close_after > high[rows, ju])
+    ob_bull = bull_bos & (last_down >= 0) & ~(min_close_after < np.take_along_axis(low, jd, axis=1))
+    ob_bear = bear_bos & (last_up >= 0) & ~(max_close_after > np.take_along_axis(high, ju, axis=1))
 
     # fair value gaps
     fvg_bull = np.zeros((n, T), dtype=bool)

@@ -1,57 +1,63 @@
 """KlineStore: closed klines per (symbol, interval) as columnar float64 chunks in diskcache.
 
-Layout (all keys in one diskcache ``Cache``, i.e. one SQLite database in WAL mode):
+Layout (format 2; all keys in one diskcache ``Cache``, i.e. one SQLite database in WAL mode):
 
-- ``c/<symbol>/<interval>/<chunk_id>`` -> raw bytes of a C-contiguous ``(11, n)`` float64 array:
-  row ``i`` is column :data:`trader.models.KLINE_COLUMNS` [i] (open_time ms, open, high, low, close,
-  volume, close_time ms, quote_volume, trades, taker_buy_base_volume, taker_buy_quote_volume),
-  sorted by open time, no duplicates. ``chunk_id = open_time_ms // (interval_ms * 1024)``: chunks
-  are fixed time spans of 1024 klines, so an append only rewrites the newest chunk (≤ 88 KB) and
-  never history. Values stay below ``disk_min_file_size`` (1 MiB) so they live inside SQLite:
-  ~60 µs per set and ~20 µs per get here, against ~510 µs per set for separate files.
-- ``m/<symbol>/<interval>`` -> meta dict: chunk ids and row counts, first/last open time, gaps the
-  exchange really has (maintenance), and where the exchange's history starts.
-- ``t/<symbol>/<interval>`` -> the newest :data:`TAIL_ROWS` klines in the chunk format, rewritten in
-  the same transaction as every append: a scan's ``load(limit <= 512)`` is then one read (~20 µs)
-  instead of a meta read plus one or two chunk reads.
-- ``index`` -> set of ``(symbol, interval)``; ``clock`` -> the exchange clock offset of the last warm.
+- ``a/<symbol>/<interval>`` -> the series meta as JSON: chunk ids with their row counts,
+  first/last open time, gaps the exchange really has (maintenance), and where the exchange's
+  history starts. ``a/`` sorts before every other key, so listing the series reads only these
+  keys, and an append touches only its own series: O(1) in the number of series stored.
+- ``c/<symbol>/<interval>/<chunk_id>`` -> a kline block (:mod:`trader.models`: C-contiguous
+  ``(11, n)`` float64, oldest first, no duplicate open times) as raw bytes, followed by the CRC32
+  of those bytes (4 bytes, little-endian). ``chunk_id = open_time_ms // (interval_ms * 1024)``:
+  chunks are fixed time spans of 1024 klines, so an append rewrites only the newest chunk
+  (≤ 88 KB) and never history. Values stay below ``disk_min_file_size`` (1 MiB), so they live
+  inside SQLite: ~15 µs per read here; a write costs SQLite ~0.5 ms per 88 KB.
+- ``t/<symbol>/<interval>`` -> the newest :data:`TAIL_ROWS` klines in the chunk format, rewritten
+  in the same transaction as every append: a scan's ``load(limit <= 512)`` is one read.
+- ``clock`` -> the exchange clock of the last warm (JSON); ``format`` -> ``2``.
 
-Consistency: every :meth:`KlineStore.append` writes its chunks and the meta in one SQLite
-transaction (``Cache.transact``), so a process killed at any instant (SIGKILL included) leaves the
-store as it was before or after that append, never between. Readers never block (WAL). Writers of
-different processes serialise on SQLite; ``trader warm`` also holds :meth:`KlineStore.writer_lock`
-(an ``flock``, released by the kernel if the process dies) so two warms never duplicate work.
-Eviction is disabled: the store never drops klines to save space.
+Integrity: every chunk and tail read is checked against its CRC32 and its meta row count; a
+mismatch raises :class:`StoreCorruptError` naming the series. Consistency: every
+:meth:`KlineStore.append` writes its chunks, tail and meta in one SQLite transaction
+(``Cache.transact``), so a process killed at any instant (SIGKILL included) leaves the store as it
+was before or after that append, never between. Readers never block (WAL). ``trader warm`` also
+holds :meth:`KlineStore.writer_lock` (an ``flock``, released by the kernel if the process dies) so
+two warms never duplicate work. Eviction is disabled: the store never drops klines to save space.
+
+A format-1 store (pickled meta under ``m/``, a pickled index of every series, no checksums) is
+migrated in place, in one transaction, the first time it is opened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
 import os
+import pickle
 import sqlite3
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from trader.errors import StoreCorruptError, StoreError, StoreLockedError
-from trader.models import interval_ms
+from trader.models import N_FIELDS, OPEN_TIME, check_klines, empty_klines, interval_ms
 
-__all__ = ["CHUNK_ROWS", "N_COLUMNS", "TAIL_ROWS", "KlineStore", "SeriesStats", "missing_ranges"]
+__all__ = ["CHUNK_ROWS", "FORMAT", "TAIL_ROWS", "KlineStore", "SeriesStats", "missing_ranges"]
 
 CHUNK_ROWS = 1024
 TAIL_ROWS = 512
-N_COLUMNS = 11
-_ROW_BYTES = N_COLUMNS * 8
-
-
-def _empty() -> np.ndarray:
-    return np.empty((N_COLUMNS, 0), dtype=np.float64)
+FORMAT = 2
+_ROW_BYTES = N_FIELDS * 8
+_CRC_BYTES = 4
+_LOCK_POLL_S = 0.05  # polling another process's flock: waiting for a lock, not pacing requests
 
 
 def missing_ranges(open_times: np.ndarray, step_ms: int) -> list[tuple[int, int]]:
@@ -72,6 +78,12 @@ def missing_ranges(open_times: np.ndarray, step_ms: int) -> list[tuple[int, int]
     return [(int(ot[i]) + step_ms, int(ot[i + 1]) - step_ms) for i in holes]
 
 
+def _pack(block: np.ndarray) -> bytes:
+    """Kline block -> stored bytes: the array's bytes + their CRC32 (little-endian)."""
+    payload = np.ascontiguousarray(block, dtype=np.float64).tobytes()
+    return payload + zlib.crc32(payload).to_bytes(_CRC_BYTES, "little")
+
+
 @dataclass(frozen=True)
 class SeriesStats:
     """Size and freshness of one stored series.
@@ -80,8 +92,8 @@ class SeriesStats:
         symbol, interval: the series.
         rows: klines stored.
         bytes: payload bytes of its chunks.
-        first_open_ms, last_open_ms: oldest and newest open time, epoch ms (None when empty).
-        newest_close_ms: close time of the newest kline, epoch ms (None when empty).
+        first_open_ms, last_open_ms: oldest and newest open time, epoch ms.
+        newest_close_ms: close time of the newest kline, epoch ms.
         gaps: holes inside the stored range that the exchange is known not to have.
     """
 
@@ -89,10 +101,14 @@ class SeriesStats:
     interval: str
     rows: int
     bytes: int
-    first_open_ms: int | None
-    last_open_ms: int | None
-    newest_close_ms: int | None
+    first_open_ms: int
+    last_open_ms: int
+    newest_close_ms: int
     gaps: int
+
+
+def _new_meta() -> dict[str, Any]:
+    return {"chunks": {}, "first_open_ms": None, "last_open_ms": None, "exchange_gaps": [], "history_start_ms": None}
 
 
 class KlineStore:
@@ -127,6 +143,12 @@ class KlineStore:
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot open store at {self.path}: {exc.strerror or exc}") from None
+        with self._guard():
+            if self._cache.get("format") is None:
+                if self._cache.get("index") is not None:
+                    self._migrate_v1()
+                else:
+                    self._cache.set("format", str(FORMAT).encode())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -149,47 +171,83 @@ class KlineStore:
         except OSError as exc:
             raise StoreError(f"store at {self.path}: {exc.strerror or exc}") from None
 
+    # ------------------------------------------------------------------ the writer lock
+
+    def _open_lock(self) -> tuple[int, Path]:
+        lock_path = self.path / "writer.lock"
+        try:
+            return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644), lock_path
+        except OSError as exc:
+            raise StoreError(f"cannot open {lock_path}: {exc.strerror}") from None
+
+    def _try_lock(self, fd: int, lock_path: Path) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return True
+
+    def _locked_error(self, fd: int, timeout_s: float) -> StoreLockedError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        return StoreLockedError(
+            f"store {self.path} is being written by another process (pid {holder}); gave up after {timeout_s:.0f} s"
+        )
+
+    @staticmethod
+    def _unlock(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
     @contextlib.contextmanager
     def writer_lock(self, timeout_s: float = 60.0) -> Iterator[None]:
-        """Hold the store's single-writer lock (``<store>/writer.lock``, flock) for a whole warm.
+        """Hold the store's single-writer lock (``<store>/writer.lock``, flock) — for sync callers.
 
-        A second warm waits up to ``timeout_s`` for the first to finish, then raises. The kernel
-        releases the lock when the holder exits or is killed, so a crashed warm never blocks the next.
+        A second writer waits up to ``timeout_s`` for the first to finish, then raises. The kernel
+        releases the lock when the holder exits or is killed, so a crashed warm never blocks the
+        next. Async code uses :meth:`writer_lock_async`, which never blocks the event loop.
 
         Raises:
             StoreLockedError: still locked after ``timeout_s`` (the message names the holder's pid).
         """
-        lock_path = self.path / "writer.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd, lock_path = self._open_lock()
         try:
             deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                        raise StoreLockedError(
-                            f"store {self.path} is being written by another process (pid {holder}); "
-                            f"gave up after {timeout_s:.0f} s"
-                        ) from None
-                    time.sleep(0.05)  # waiting for another process's lock, not pacing requests
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            while not self._try_lock(fd, lock_path):
+                if time.monotonic() >= deadline:
+                    raise self._locked_error(fd, timeout_s)
+                time.sleep(_LOCK_POLL_S)
             yield
         finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            self._unlock(fd)
 
-    # ------------------------------------------------------------------ keys
+    @contextlib.asynccontextmanager
+    async def writer_lock_async(self, timeout_s: float = 60.0) -> AsyncIterator[None]:
+        """:meth:`writer_lock` for async code: waits with ``asyncio.sleep``, so the event loop runs on.
+
+        Raises:
+            StoreLockedError: still locked after ``timeout_s``.
+        """
+        fd, lock_path = self._open_lock()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not self._try_lock(fd, lock_path):
+                if time.monotonic() >= deadline:
+                    raise self._locked_error(fd, timeout_s)
+                await asyncio.sleep(_LOCK_POLL_S)
+            yield
+        finally:
+            self._unlock(fd)
+
+    # ------------------------------------------------------------------ keys and values
 
     @staticmethod
     def _meta_key(symbol: str, interval: str) -> str:
-        return f"m/{symbol}/{interval}"
+        return f"a/{symbol}/{interval}"
 
     @staticmethod
     def _chunk_key(symbol: str, interval: str, chunk_id: int) -> str:
@@ -199,33 +257,57 @@ class KlineStore:
     def _tail_key(symbol: str, interval: str) -> str:
         return f"t/{symbol}/{interval}"
 
-    def _tail(self, symbol: str, interval: str) -> np.ndarray | None:
-        raw = self._cache.get(self._tail_key(symbol, interval))
-        if raw is None:
-            return None
-        if not isinstance(raw, bytes) or len(raw) % _ROW_BYTES:
-            raise StoreCorruptError(f"store at {self.path}: the tail of {symbol} {interval} has a bad size")
-        return np.frombuffer(raw, dtype=np.float64).reshape(N_COLUMNS, -1)
+    def _unpack(self, raw: Any, what: str, rows: int | None = None) -> np.ndarray:
+        """Stored bytes -> read-only kline block view, after checking size, CRC32 and row count."""
+        if not isinstance(raw, bytes) or len(raw) < _CRC_BYTES or (len(raw) - _CRC_BYTES) % _ROW_BYTES:
+            raise StoreCorruptError(f"store at {self.path}: {what} has a bad size; run 'trader warm' to refetch it")
+        payload = memoryview(raw)[:-_CRC_BYTES]
+        if zlib.crc32(payload) != int.from_bytes(raw[-_CRC_BYTES:], "little"):
+            raise StoreCorruptError(f"store at {self.path}: {what} fails its checksum; run 'trader warm' to refetch it")
+        block = np.frombuffer(payload, dtype=np.float64).reshape(N_FIELDS, -1)
+        if rows is not None and block.shape[1] != rows:
+            raise StoreCorruptError(f"store at {self.path}: {what} holds {block.shape[1]} klines, its meta says {rows}")
+        return block
 
     def _meta(self, symbol: str, interval: str) -> dict[str, Any] | None:
-        meta: dict[str, Any] | None = self._cache.get(self._meta_key(symbol, interval))
+        raw = self._cache.get(self._meta_key(symbol, interval))
+        if raw is None:
+            return None
+        try:
+            meta: dict[str, Any] = orjson.loads(raw)
+            meta["chunks"] = {int(k): int(v) for k, v in meta["chunks"].items()}
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
+            raise StoreCorruptError(f"store at {self.path}: the meta of {symbol} {interval} is unreadable") from None
         return meta
 
-    def _chunk(self, symbol: str, interval: str, chunk_id: int) -> np.ndarray:
+    def _set_meta(self, symbol: str, interval: str, meta: dict[str, Any]) -> None:
+        doc = dict(meta)
+        doc["chunks"] = {str(k): v for k, v in sorted(meta["chunks"].items())}
+        self._cache.set(self._meta_key(symbol, interval), orjson.dumps(doc))
+
+    def _chunk(self, symbol: str, interval: str, chunk_id: int, rows: int) -> np.ndarray:
         raw = self._cache.get(self._chunk_key(symbol, interval, chunk_id))
+        what = f"chunk {chunk_id} of {symbol} {interval}"
         if raw is None:
-            raise StoreCorruptError(f"store at {self.path}: chunk {chunk_id} of {symbol} {interval} is missing")
-        if not isinstance(raw, bytes) or len(raw) % _ROW_BYTES:
-            raise StoreCorruptError(f"store at {self.path}: chunk {chunk_id} of {symbol} {interval} has a bad size")
-        return np.frombuffer(raw, dtype=np.float64).reshape(N_COLUMNS, -1)
+            raise StoreCorruptError(f"store at {self.path}: {what} is missing; run 'trader warm' to refetch it")
+        return self._unpack(raw, what, rows)
+
+    def _tail(self, symbol: str, interval: str) -> np.ndarray | None:
+        raw = self._cache.get(self._tail_key(symbol, interval))
+        return None if raw is None else self._unpack(raw, f"the tail of {symbol} {interval}")
 
     # ------------------------------------------------------------------ reads
 
     def series(self) -> list[tuple[str, str]]:
-        """Every stored ``(symbol, interval)``, sorted."""
+        """Every stored ``(symbol, interval)``, sorted (reads only the ``a/`` meta keys)."""
+        out = []
         with self._guard():
-            index = self._cache.get("index") or set()
-        return sorted(index)
+            for key in self._cache.iterkeys():
+                if not isinstance(key, str) or not key.startswith("a/"):
+                    break
+                _, symbol, interval = key.split("/", 2)
+                out.append((symbol, interval))
+        return out
 
     def last_open_time(self, symbol: str, interval: str) -> int | None:
         """Open time of the newest stored kline, epoch ms, or None if the series is empty."""
@@ -234,10 +316,10 @@ class KlineStore:
         return None if meta is None else int(meta["last_open_ms"])
 
     def meta(self, symbol: str, interval: str) -> dict[str, Any] | None:
-        """A copy of the series meta (chunk row counts, first/last open, exchange gaps, history start)."""
+        """A copy of the series meta: ``chunks`` {chunk id: rows}, ``first_open_ms``,
+        ``last_open_ms``, ``exchange_gaps`` [[first, last], ...], ``history_start_ms``."""
         with self._guard():
-            meta = self._meta(symbol, interval)
-        return None if meta is None else dict(meta)
+            return self._meta(symbol, interval)
 
     def load(
         self,
@@ -247,7 +329,7 @@ class KlineStore:
         end_ms: int | None = None,
         limit: int | None = None,
     ) -> np.ndarray:
-        """Stored klines of one series in open-time order.
+        """Stored klines of one series, oldest first.
 
         Args:
             symbol, interval: the series.
@@ -256,11 +338,11 @@ class KlineStore:
             limit: at most this many klines: the first ones from ``start_ms`` if given, else the newest.
 
         Returns:
-            ``(11, n)`` float64, rows in :data:`trader.models.KLINE_COLUMNS` order (``[4]`` is close).
-            Treat it as read-only: it may be a view of the cached bytes.
+            A kline block ``(11, n)`` (:mod:`trader.models` rows). Treat it as read-only: it may be a
+            view of the cached bytes.
 
         Raises:
-            StoreCorruptError: a chunk is missing or malformed.
+            StoreCorruptError: a chunk is missing, malformed or fails its checksum.
         """
         with self._guard():
             if limit is not None and limit <= TAIL_ROWS and start_ms is None and end_ms is None:
@@ -269,15 +351,15 @@ class KlineStore:
                     return tail[:, max(tail.shape[1] - limit, 0) :]
             meta = self._meta(symbol, interval)
             if meta is None:
-                return _empty()
+                return empty_klines()
             span = interval_ms(interval) * CHUNK_ROWS
-            ids: list[int] = meta["chunks"]
+            counts: dict[int, int] = meta["chunks"]
+            ids = sorted(counts)
             if start_ms is not None:
                 ids = [c for c in ids if (c + 1) * span > start_ms]
             if end_ms is not None:
                 ids = [c for c in ids if c * span <= end_ms]
             if limit is not None and start_ms is None:
-                counts = meta["chunk_rows"]
                 picked: list[int] = []
                 total = 0
                 for c in reversed(ids):
@@ -286,12 +368,12 @@ class KlineStore:
                     if total >= limit + (0 if end_ms is None else counts[c]):
                         break
                 ids = picked[::-1]
-            parts = [self._chunk(symbol, interval, c) for c in ids]
+            parts = [self._chunk(symbol, interval, c, counts[c]) for c in ids]
         if not parts:
-            return _empty()
+            return empty_klines()
         data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if start_ms is not None or end_ms is not None:
-            ot = data[0]
+            ot = data[OPEN_TIME]
             lo = 0 if start_ms is None else int(np.searchsorted(ot, start_ms, side="left"))
             hi = data.shape[1] if end_ms is None else int(np.searchsorted(ot, end_ms, side="right"))
             data = data[:, lo:hi]
@@ -308,7 +390,7 @@ class KlineStore:
         meta = self.meta(symbol, interval)
         if meta is None:
             return []
-        holes = missing_ranges(self.load(symbol, interval)[0], interval_ms(interval))
+        holes = missing_ranges(self.load(symbol, interval)[OPEN_TIME], interval_ms(interval))
         known = {tuple(g) for g in meta.get("exchange_gaps", [])}
         return [h for h in holes if h not in known]
 
@@ -317,9 +399,9 @@ class KlineStore:
         out = []
         for symbol, interval in self.series():
             meta = self.meta(symbol, interval)
-            if meta is None:
+            if meta is None or meta["last_open_ms"] is None:
                 continue
-            rows = int(sum(meta["chunk_rows"].values()))
+            rows = int(sum(meta["chunks"].values()))
             last = int(meta["last_open_ms"])
             out.append(
                 SeriesStats(
@@ -338,76 +420,70 @@ class KlineStore:
     def clock(self) -> dict[str, int] | None:
         """The exchange clock recorded by the last warm: ``{"server_ms", "local_ms", "offset_ms"}``."""
         with self._guard():
-            value: dict[str, int] | None = self._cache.get("clock")
-        return value
+            raw = self._cache.get("clock")
+        if raw is None:
+            return None
+        try:
+            value: dict[str, int] = orjson.loads(raw)
+            return {k: int(value[k]) for k in ("server_ms", "local_ms", "offset_ms")}
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+            raise StoreCorruptError(f"store at {self.path}: the recorded exchange clock is unreadable") from None
 
     # ------------------------------------------------------------------ writes
 
     def set_clock(self, server_ms: int, local_ms: int) -> None:
         """Record the exchange's time as seen at ``local_ms`` (both epoch ms); scan judges freshness by it."""
+        doc = {"server_ms": int(server_ms), "local_ms": int(local_ms), "offset_ms": int(server_ms - local_ms)}
         with self._guard():
-            self._cache.set("clock", {"server_ms": int(server_ms), "local_ms": int(local_ms), "offset_ms": int(server_ms - local_ms)})
+            self._cache.set("clock", orjson.dumps(doc))
 
-    def append(self, symbol: str, interval: str, rows: np.ndarray) -> int:
+    def append(self, symbol: str, interval: str, block: np.ndarray) -> int:
         """Add closed klines; an open time already stored is replaced (last wins).
 
         Args:
             symbol, interval: the series.
-            rows: ``(n, 11)`` float64 in :data:`trader.models.KLINE_COLUMNS` order (as
-                :func:`trader.exchange.rest.parse_klines` returns), any order, duplicates allowed.
+            block: a kline block ``(11, n)`` (as :func:`trader.exchange.rest.parse_klines` returns),
+                any order, duplicates allowed.
 
         Returns:
             Number of open times that were not stored before.
 
         Raises:
-            ValueError: wrong shape, or a row whose close_time is not open_time + interval - 1.
+            InvalidKlinesError: not a kline block of ``interval`` (shape, close_time, boundaries, NaN).
             StoreError: the write failed (nothing was changed).
         """
-        if rows.ndim != 2 or rows.shape[1] != N_COLUMNS:
-            raise ValueError(f"expected (n, {N_COLUMNS}) klines, got {rows.shape}")
-        if rows.shape[0] == 0:
+        block = np.asarray(block, dtype=np.float64)
+        if block.ndim != 2 or block.shape[0] != N_FIELDS or block.shape[1] == 0:
+            check_klines(block, interval, f"{symbol} {interval}")  # raises for a wrong shape
             return 0
+        cols = _dedupe_last(np.ascontiguousarray(block))
+        check_klines(cols, interval, f"{symbol} {interval}")
         step = interval_ms(interval)
-        cols = np.ascontiguousarray(rows.T, dtype=np.float64)
-        if not np.array_equal(cols[6] - cols[0], np.full(cols.shape[1], step - 1.0)):
-            raise ValueError(f"{symbol} {interval}: close_time must equal open_time + {step - 1} ms")
-        cols = _dedupe_last(cols)
         span = step * CHUNK_ROWS
-        chunk_ids = (cols[0] // span).astype(np.int64)
+        chunk_ids = (cols[OPEN_TIME] // span).astype(np.int64)
         added = 0
         with self._guard(), self._cache.transact():
-            meta = self._meta(symbol, interval) or {
-                "chunks": [],
-                "chunk_rows": {},
-                "first_open_ms": None,
-                "last_open_ms": None,
-                "exchange_gaps": [],
-                "history_start_ms": None,
-            }
+            meta = self._meta(symbol, interval) or _new_meta()
+            counts: dict[int, int] = meta["chunks"]
             for cid in np.unique(chunk_ids):
                 cid = int(cid)
                 new = cols[:, chunk_ids == cid]
-                if cid in meta["chunk_rows"]:
-                    old = self._chunk(symbol, interval, cid)
+                if cid in counts:
+                    old = self._chunk(symbol, interval, cid, counts[cid])
                     merged = _dedupe_last(np.concatenate([old, new], axis=1))
                     added += merged.shape[1] - old.shape[1]
                 else:
                     merged = new
                     added += new.shape[1]
-                    meta["chunks"] = sorted([*meta["chunks"], cid])
-                self._cache.set(self._chunk_key(symbol, interval, cid), np.ascontiguousarray(merged).tobytes())
-                meta["chunk_rows"][cid] = int(merged.shape[1])
+                self._cache.set(self._chunk_key(symbol, interval, cid), _pack(merged))
+                counts[cid] = int(merged.shape[1])
             old_tail = self._tail(symbol, interval)
             tail = cols if old_tail is None else _dedupe_last(np.concatenate([old_tail, cols], axis=1))
-            tail = np.ascontiguousarray(tail[:, -TAIL_ROWS:])
-            self._cache.set(self._tail_key(symbol, interval), tail.tobytes())
-            first, last = int(cols[0, 0]), int(cols[0, -1])
+            self._cache.set(self._tail_key(symbol, interval), _pack(tail[:, -TAIL_ROWS:]))
+            first, last = int(cols[OPEN_TIME, 0]), int(cols[OPEN_TIME, -1])
             meta["first_open_ms"] = first if meta["first_open_ms"] is None else min(first, meta["first_open_ms"])
             meta["last_open_ms"] = last if meta["last_open_ms"] is None else max(last, meta["last_open_ms"])
-            self._cache.set(self._meta_key(symbol, interval), meta)
-            index = self._cache.get("index") or set()
-            if (symbol, interval) not in index:
-                self._cache.set("index", index | {(symbol, interval)})
+            self._set_meta(symbol, interval, meta)
         return added
 
     def record_exchange_gaps(self, symbol: str, interval: str, gaps: list[tuple[int, int]]) -> None:
@@ -419,8 +495,8 @@ class KlineStore:
             if meta is None:
                 return
             known = {tuple(g) for g in meta.get("exchange_gaps", [])}
-            meta["exchange_gaps"] = sorted(known | {(int(a), int(b)) for a, b in gaps})
-            self._cache.set(self._meta_key(symbol, interval), meta)
+            meta["exchange_gaps"] = [list(g) for g in sorted(known | {(int(a), int(b)) for a, b in gaps})]
+            self._set_meta(symbol, interval, meta)
 
     def record_history_start(self, symbol: str, interval: str, first_open_ms: int) -> None:
         """Remember that the exchange has nothing older than ``first_open_ms`` (e.g. listing date)."""
@@ -429,15 +505,52 @@ class KlineStore:
             if meta is None:
                 return
             meta["history_start_ms"] = int(first_open_ms)
-            self._cache.set(self._meta_key(symbol, interval), meta)
+            self._set_meta(symbol, interval, meta)
+
+    # ------------------------------------------------------------------ format 1 -> 2
+
+    def _migrate_v1(self) -> None:
+        """Rewrite a format-1 store (pickled meta ``m/``, pickled ``index``, no checksums) as format 2."""
+        c = self._cache
+        try:
+            with c.transact():
+                for symbol, interval in sorted(c.get("index") or set()):
+                    old = c.get(f"m/{symbol}/{interval}")
+                    if not isinstance(old, dict):
+                        continue
+                    rows = {int(k): int(v) for k, v in old["chunk_rows"].items()}
+                    for cid in rows:
+                        raw = c.get(self._chunk_key(symbol, interval, cid))
+                        if isinstance(raw, bytes) and len(raw) % _ROW_BYTES == 0:
+                            c.set(self._chunk_key(symbol, interval, cid), _pack(np.frombuffer(raw).reshape(N_FIELDS, -1)))
+                    tail = c.get(self._tail_key(symbol, interval))
+                    if isinstance(tail, bytes) and len(tail) % _ROW_BYTES == 0:
+                        c.set(self._tail_key(symbol, interval), _pack(np.frombuffer(tail).reshape(N_FIELDS, -1)))
+                    meta = {
+                        "chunks": rows,
+                        "first_open_ms": old.get("first_open_ms"),
+                        "last_open_ms": old.get("last_open_ms"),
+                        "exchange_gaps": [list(g) for g in old.get("exchange_gaps", [])],
+                        "history_start_ms": old.get("history_start_ms"),
+                    }
+                    self._set_meta(symbol, interval, meta)
+                    c.delete(f"m/{symbol}/{interval}")
+                clock = c.get("clock")
+                if isinstance(clock, dict):
+                    c.set("clock", orjson.dumps({k: int(v) for k, v in clock.items()}))
+                c.delete("index")
+                c.set("format", str(FORMAT).encode())
+        except (pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError, EOFError) as exc:
+            raise StoreCorruptError(f"store at {self.path}: cannot migrate its format-1 data ({exc}); move it aside and re-warm") from None
 
 
 def _dedupe_last(cols: np.ndarray) -> np.ndarray:
-    """Sort ``(11, n)`` columns by open time keeping the last occurrence of each open time."""
-    ot = cols[0]
-    if ot.shape[0] > 1 and bool(np.all(ot[1:] > ot[:-1])):
+    """Sort a kline block by open time keeping the last occurrence of each open time."""
+    ot = cols[OPEN_TIME]
+    if ot.shape[0] < 2 or bool(np.all(ot[1:] > ot[:-1])):
         return cols
     rev = ot[::-1]
     _, idx = np.unique(rev, return_index=True)
-    keep = (ot.shape[0] - 1 - idx)  # positions of last occurrences, in open-time order (unique sorts)
+    keep = ot.shape[0] - 1 - idx  # positions of last occurrences, in open-time order (unique sorts)
     return cols[:, keep]
+

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trader.models import N_FIELDS, OPEN_TIME, interval_ms
+
 __all__ = ["APPENDED", "GAP", "IGNORED", "LiveCache", "Ring"]
 
 APPENDED, REPLACED, IGNORED, GAP = "appended", "replaced", "ignored", "gap"
-_COLS = 11
+_COLS = N_FIELDS
 
 
 @dataclass(eq=False)
@@ -53,7 +55,7 @@ class Ring:
         """Open time of the newest closed kline, or None."""
         if self.n == 0:
             return None
-        return int(self.data[0, (self.n - 1) % self.capacity])
+        return int(self.data[OPEN_TIME, (self.n - 1) % self.capacity])
 
     def view(self, k: int | None = None) -> np.ndarray:
         """The newest ``k`` (default all) closed klines, oldest first: a zero-copy ``(11, k)`` view."""
@@ -70,11 +72,11 @@ class Ring:
             ``"ignored"`` for an open time older than everything held; ``"gap"`` when klines are
             missing between the newest held and this one (nothing is written: backfill first).
         """
-        t = row[0]
+        t = row[OPEN_TIME]
         last = self.last_open_ms
         if last is not None:
             if t <= last:
-                hits = np.flatnonzero(self.view()[0] == t)
+                hits = np.flatnonzero(self.view()[OPEN_TIME] == t)
                 if hits.size == 0:
                     return IGNORED
                 pos = (self.n - len(self) + int(hits[0])) % self.capacity
@@ -87,14 +89,14 @@ class Ring:
         self.data[:, i] = row
         self.data[:, i + self.capacity] = row
         self.n += 1
-        if self.has_forming and self.forming[0] <= t:
+        if self.has_forming and self.forming[OPEN_TIME] <= t:
             self.has_forming = False
         return APPENDED
 
     def set_forming(self, row: np.ndarray) -> None:
         """Replace the forming kline (never stored; dropped when its close arrives)."""
         last = self.last_open_ms
-        if last is not None and row[0] <= last:
+        if last is not None and row[OPEN_TIME] <= last:
             return  # a late update of a kline that has already closed
         self.forming[:] = row
         self.has_forming = True
@@ -116,8 +118,6 @@ class LiveCache:
         key = (symbol, interval)
         ring = self.rings.get(key)
         if ring is None:
-            from trader.models import interval_ms
-
             ring = self.rings[key] = Ring(self.capacity, interval_ms(interval))
         return ring
 

@@ -1,0 +1,156 @@
+"""Binance REST endpoints as data: path, method, request weight, security, idempotency, counters.
+
+Declared once and used by both sides: the client's weight budget and retry policy
+(:mod:`trader.exchange.rest`) and the replay venue's accounting (:mod:`trader.replay.server`).
+A weight is a function of the request's parameters (``{"symbols": '["A","B"]'}`` -> 2), because
+Binance prices some endpoints by how many symbols or rows they return.
+
+Sources: Binance spot REST API, "General endpoints" and "Market Data endpoints" (weights per
+endpoint; https://developers.binance.com/docs/binance-spot-api-docs/rest-api); USD-M futures
+"Market Data" (klines weight by ``limit``). ``idempotent`` says whether repeating the request can
+change state: every market-data read is; an order is not (a timeout or 5xx leaves its status
+unknown, so it must be looked up, never resent — Binance spot REST API, "HTTP Return Codes").
+``counters`` name the rate limiters a request moves (``REQUEST_WEIGHT`` for every request,
+``ORDERS`` too for order placement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = ["Endpoint", "MARKETS", "by_path", "endpoint", "symbols_count"]
+
+Weigher = Callable[[Mapping[str, str]], int]
+
+
+def symbols_count(params: Mapping[str, str]) -> int | None:
+    """Number of symbols a request asks for: 1 for ``symbol``, the array length for ``symbols``,
+    None when neither is given (all symbols)."""
+    if params.get("symbol"):
+        return 1
+    raw = params.get("symbols")
+    if raw is None:
+        return None
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return 1
+    return len(items) if isinstance(items, list) else 1
+
+
+def _fixed(weight: int) -> Weigher:
+    return lambda params: weight
+
+
+def _ticker_24hr(params: Mapping[str, str]) -> int:
+    n = symbols_count(params)
+    if n is None:
+        return 80
+    return 2 if n <= 20 else 40 if n <= 100 else 80
+
+
+def _one_or_all(one: int, many: int) -> Weigher:
+    """``symbol`` -> ``one``; ``symbols`` or none -> ``many`` (ticker/price, ticker/bookTicker)."""
+    return lambda params: one if params.get("symbol") else many
+
+
+def _rolling_ticker(params: Mapping[str, str]) -> int:
+    n = symbols_count(params) or 1
+    return min(4 * n, 200)
+
+
+def _depth(params: Mapping[str, str]) -> int:
+    try:
+        limit = int(params.get("limit") or 100)
+    except ValueError:
+        limit = 100
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+def _usdm_klines(params: Mapping[str, str]) -> int:
+    try:
+        limit = int(params.get("limit") or 500)
+    except ValueError:
+        limit = 500
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+
+def _usdm_ticker(params: Mapping[str, str]) -> int:
+    return 1 if params.get("symbol") else 40
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One REST endpoint.
+
+    Attributes:
+        name: short name used by the client (``"klines"``).
+        method: HTTP method.
+        path: URL path (``"/api/v3/klines"``).
+        weight: request weight as a function of the query parameters.
+        signed: needs ``timestamp`` + ``signature`` (TRADE / USER_DATA security).
+        idempotent: safe to repeat after a timeout or 5xx (reads); never true for orders.
+        counters: rate limiters the request moves (``REQUEST_WEIGHT``, ``ORDERS``).
+    """
+
+    name: str
+    method: str
+    path: str
+    weight: Weigher
+    signed: bool = False
+    idempotent: bool = True
+    counters: tuple[str, ...] = ("REQUEST_WEIGHT",)
+
+
+def _spot() -> dict[str, Endpoint]:
+    v3 = "/api/v3"
+    eps = [
+        Endpoint("ping", "GET", f"{v3}/ping", _fixed(1)),
+        Endpoint("time", "GET", f"{v3}/time", _fixed(1)),
+        Endpoint("exchangeInfo", "GET", f"{v3}/exchangeInfo", _fixed(20)),
+        Endpoint("depth", "GET", f"{v3}/depth", _depth),
+        Endpoint("klines", "GET", f"{v3}/klines", _fixed(2)),
+        Endpoint("uiKlines", "GET", f"{v3}/uiKlines", _fixed(2)),
+        Endpoint("avgPrice", "GET", f"{v3}/avgPrice", _fixed(2)),
+        Endpoint("ticker24hr", "GET", f"{v3}/ticker/24hr", _ticker_24hr),
+        Endpoint("tickerPrice", "GET", f"{v3}/ticker/price", _one_or_all(2, 4)),
+        Endpoint("bookTicker", "GET", f"{v3}/ticker/bookTicker", _one_or_all(2, 4)),
+        Endpoint("ticker", "GET", f"{v3}/ticker", _rolling_ticker),
+    ]
+    return {e.name: e for e in eps}
+
+
+def _usdm() -> dict[str, Endpoint]:
+    v1 = "/fapi/v1"
+    eps = [
+        Endpoint("ping", "GET", f"{v1}/ping", _fixed(1)),
+        Endpoint("time", "GET", f"{v1}/time", _fixed(1)),
+        Endpoint("exchangeInfo", "GET", f"{v1}/exchangeInfo", _fixed(1)),
+        Endpoint("klines", "GET", f"{v1}/klines", _usdm_klines),
+        Endpoint("ticker24hr", "GET", f"{v1}/ticker/24hr", _usdm_ticker),
+    ]
+    return {e.name: e for e in eps}
+
+
+#: market ("spot" / "usdm") -> endpoint name -> :class:`Endpoint`.
+MARKETS: dict[str, dict[str, Endpoint]] = {"spot": _spot(), "usdm": _usdm()}
+_BY_PATH: dict[str, dict[tuple[str, str], Endpoint]] = {
+    market: {(e.method, e.path): e for e in eps.values()} for market, eps in MARKETS.items()
+}
+
+
+def endpoint(market: str, name: str) -> Endpoint:
+    """The endpoint ``name`` of ``market`` (``endpoint("spot", "klines").path == "/api/v3/klines"``).
+
+    Raises:
+        KeyError: unknown market or name (a programming error, not user input).
+    """
+    return MARKETS[market][name]
+
+
+def by_path(market: str, method: str, path: str) -> Endpoint | None:
+    """The endpoint served at ``method path``, or None (the venue answers unknown paths with an error)."""
+    return _BY_PATH[market].get((method, path))

@@ -1,0 +1,363 @@
+"""Market data of the replay venue, computed from recorded klines on the replay clock. Pure (no I/O).
+
+**Intrabar path.** Between a recorded kline's open and close the price moves in straight lines
+O -> L -> H -> C when the kline closed up (C >= O), else O -> H -> L -> C, reaching each waypoint
+after 1/3, 2/3 and 3/3 of the interval (deterministic and documented; at the close it lands on the
+recorded close). Volume, quote volume, trades and taker volumes accrue pro rata to elapsed time.
+Everything the venue reports between two closes follows from this path:
+
+- a **forming kline** (:func:`forming_row`): price so far as close, extremes visited so far as
+  high/low, volumes pro rata; for a derived interval (1d from 1h, ...) the closed base klines of the
+  period plus the forming one;
+- **window statistics** (:func:`window_stats`) for ``ticker/24hr`` and the rolling
+  ``ticker?windowSize=``: open = path price at the window's start, high/low = extremes of the path
+  inside the window, last = path price now, volumes pro rata for partly covered klines;
+- **book ticker** (:func:`book_ticker`): bid/ask ``spread_bps`` apart around the path price, rounded
+  outward to the tick (at least one tick apart); quantities = the current kline's average trade size;
+- **average price** (:func:`avg_price`): the mean of the path over the last 5 minutes (Binance's
+  ``avgPrice`` window), sampled every second;
+- **depth** (:func:`depth`): a synthetic book, levels one tick apart from the book ticker outward,
+  each with the average trade size (there are no recorded order books; documented as synthetic).
+
+Prices are rounded to the symbol's tick and quantities down to its step, both taken from the data
+up to now only (:meth:`Series.decimals`), and formatted with 8 decimals as Binance does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trader.models import CLOSE, HIGH, LOW, OPEN, QUOTE_VOLUME, TAKER_BUY_BASE_VOLUME, TAKER_BUY_QUOTE_VOLUME, TRADES, VOLUME
+from trader.replay.dataset import Series, split_symbol
+
+__all__ = [
+    "AVG_PRICE_MINS",
+    "WindowStats",
+    "avg_price",
+    "book_ticker",
+    "depth",
+    "fmt_price",
+    "fmt_qty",
+    "forming_row",
+    "path_price",
+    "symbol_info",
+    "ticker_doc",
+    "window_stats",
+]
+
+AVG_PRICE_MINS = 5
+_MINUTE = 60_000
+
+
+def fmt_price(x: float, decimals: int) -> str:
+    """A price rounded to ``decimals`` and written with 8 decimals (``"60672.01000000"``)."""
+    return f"{round(x, decimals):.8f}"
+
+
+def fmt_qty(x: float, decimals: int) -> str:
+    """A quantity rounded *down* to ``decimals`` and written with 8 decimals."""
+    scale = 10.0**decimals
+    return f"{math.floor(x * scale + 1e-9) / scale:.8f}"
+
+
+def _waypoints(o: float, h: float, lo: float, c: float) -> tuple[float, float, float, float]:
+    return (o, lo, h, c) if c >= o else (o, h, lo, c)
+
+
+def path_price(o: float, h: float, lo: float, c: float, f: float) -> float:
+    """Price of the documented intrabar path at fraction ``f`` (0-1) of the kline."""
+    w = _waypoints(o, h, lo, c)
+    pos = min(max(f, 0.0), 1.0) * 3.0
+    seg = min(int(pos), 2)
+    return w[seg] + (w[seg + 1] - w[seg]) * (pos - seg)
+
+
+def _path_range(o: float, h: float, lo: float, c: float, a: float, b: float) -> tuple[float, float]:
+    """(max, min) of the path over fractions ``[a, b]``."""
+    w = _waypoints(o, h, lo, c)
+    pts = [path_price(o, h, lo, c, a), path_price(o, h, lo, c, b)]
+    pts += [w[k] for k in (1, 2) if a < k / 3 < b]
+    return max(pts), min(pts)
+
+
+def _frac(series: Series, i: int, t_ms: int) -> float:
+    return min(max((t_ms - int(series.open_time_ms[i])) / series.interval_ms, 0.0), 1.0)
+
+
+def _forming_values(series: Series, index: int, now_ms: int) -> np.ndarray:
+    """The ``(11,)`` column of kline ``index`` as it stood at ``now_ms`` (floats, unrounded)."""
+    v = series.values[:, index].copy()
+    if series.base is None:
+        f = _frac(series, index, now_ms)
+        o, h, lo, c = (float(series.values[r, index]) for r in (OPEN, HIGH, LOW, CLOSE))
+        hi_, lo_ = _path_range(o, h, lo, c, 0.0, f)
+        v[HIGH], v[LOW], v[CLOSE] = hi_, lo_, path_price(o, h, lo, c, f)
+        for r in (VOLUME, QUOTE_VOLUME, TAKER_BUY_BASE_VOLUME, TAKER_BUY_QUOTE_VOLUME):
+            v[r] *= f
+        v[TRADES] = math.floor(v[TRADES] * f + 1e-9)
+        return v
+    base = series.base
+    open_ms = int(series.open_time_ms[index])
+    lo_i = int(np.searchsorted(base.open_time_ms, open_ms, side="left"))
+    hi_i = base.visible(now_ms)
+    parts = [base.values[:, j] if int(base.open_time_ms[j]) + base.interval_ms <= now_ms else _forming_values(base, j, now_ms) for j in range(lo_i, hi_i)]
+    if not parts:
+        return v
+    block = np.stack(parts, axis=1)
+    v[OPEN] = block[OPEN, 0]
+    v[HIGH] = block[HIGH].max()
+    v[LOW] = block[LOW].min()
+    v[CLOSE] = block[CLOSE, -1]
+    for r in (VOLUME, QUOTE_VOLUME, TRADES, TAKER_BUY_BASE_VOLUME, TAKER_BUY_QUOTE_VOLUME):
+        v[r] = block[r].sum()
+    return v
+
+
+def forming_row(series: Series, index: int, now_ms: int) -> list[Any]:
+    """Binance kline array of kline ``index`` as it looked at ``now_ms`` while still open.
+
+    Returns:
+        A 12-element list in Binance's kline order (strings for prices and volumes). At the close it
+        equals the recorded kline (up to rounding to tick and step); closed klines are never invented.
+    """
+    v = _forming_values(series, index, now_ms)
+    root = series.base or series
+    pd, qd = root.decimals(root.visible(now_ms) - 1)
+    open_ms = int(series.open_time_ms[index])
+    return [
+        open_ms,
+        fmt_price(v[OPEN], pd),
+        fmt_price(v[HIGH], pd),
+        fmt_price(v[LOW], pd),
+        fmt_price(v[CLOSE], pd),
+        fmt_qty(v[VOLUME], qd),
+        open_ms + series.interval_ms - 1,
+        f"{v[QUOTE_VOLUME]:.8f}",
+        int(v[TRADES]),
+        fmt_qty(v[TAKER_BUY_BASE_VOLUME], qd),
+        f"{v[TAKER_BUY_QUOTE_VOLUME]:.8f}",
+        "0",
+    ]
+
+
+def current_price(series: Series, now_ms: int) -> float:
+    """The path price at ``now_ms`` (the close of the last kline once the data has run out)."""
+    i = series.visible(now_ms) - 1
+    if i < 0:
+        return float("nan")
+    o, h, lo, c = (float(series.values[r, i]) for r in (OPEN, HIGH, LOW, CLOSE))
+    return path_price(o, h, lo, c, _frac(series, i, now_ms))
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Statistics of the path over ``[open_ms, close_ms]`` (floats; rounded when formatted)."""
+
+    open_ms: int
+    close_ms: int
+    open: float
+    high: float
+    low: float
+    last: float
+    prev_close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    last_trade_id: int
+
+
+def window_stats(series: Series, open_ms: int, close_ms: int) -> WindowStats | None:
+    """Path statistics of ``series`` (a recorded one) over a time window; None if nothing traded in it."""
+    ot = series.open_time_ms
+    step = series.interval_ms
+    first = max(int(np.searchsorted(ot + step, open_ms, side="right")), 0)
+    last = series.visible(close_ms) - 1
+    if last < first or last < 0:
+        return None
+    hi, lo = -math.inf, math.inf
+    vol = qv = 0.0
+    trades = 0.0
+    for i in range(first, last + 1):
+        a, b = _frac(series, i, open_ms), _frac(series, i, close_ms)
+        if b <= a and i != last:
+            continue
+        o, h, l_, c = (float(series.values[r, i]) for r in (OPEN, HIGH, LOW, CLOSE))
+        if a == 0.0 and b == 1.0:
+            hi, lo = max(hi, h), min(lo, l_)
+        else:
+            ph, pl = _path_range(o, h, l_, c, a, b)
+            hi, lo = max(hi, ph), min(lo, pl)
+        share = b - a
+        vol += float(series.values[VOLUME, i]) * share
+        qv += float(series.values[QUOTE_VOLUME, i]) * share
+        trades += float(series.values[TRADES, i]) * share
+    fo = series.values[:, first]
+    open_p = path_price(fo[OPEN], fo[HIGH], fo[LOW], fo[CLOSE], _frac(series, first, open_ms))
+    lc = series.values[:, last]
+    last_p = path_price(lc[OPEN], lc[HIGH], lc[LOW], lc[CLOSE], _frac(series, last, close_ms))
+    done = int(series.trades_cumsum[last - 1]) if last > 0 else 0
+    last_id = done + math.floor(float(series.values[TRADES, last]) * _frac(series, last, close_ms) + 1e-9)
+    return WindowStats(open_ms, close_ms, open_p, hi, lo, last_p, open_p, vol, qv, int(math.floor(trades + 1e-9)), last_id)
+
+
+def _avg_qty(series: Series, now_ms: int, qd: int) -> float:
+    i = max(series.visible(now_ms) - 1, 0)
+    v = series.values[:, i]
+    q = math.floor(float(v[VOLUME]) / max(float(v[TRADES]), 1.0) * 10.0**qd) / 10.0**qd
+    return q or 10.0**-qd
+
+
+def ticker_doc(series: Series, stats: WindowStats, full: bool, spread_bps: float = 2.0) -> dict[str, Any]:
+    """A ``ticker/24hr`` / rolling ``ticker`` object (FULL or MINI) from window statistics."""
+    pd, qd = series.decimals(series.visible(stats.close_ms) - 1)
+    out: dict[str, Any] = {"symbol": series.symbol}
+    if full:
+        change = stats.last - stats.open
+        bid, ask = _bid_ask(stats.last, pd, spread_bps)
+        qty = _avg_qty(series, stats.close_ms, qd)
+        out.update(
+            priceChange=fmt_price(change, pd),
+            priceChangePercent=f"{(change / stats.open * 100.0) if stats.open else 0.0:.3f}",
+            weightedAvgPrice=f"{(stats.quote_volume / stats.volume) if stats.volume else stats.last:.8f}",
+            prevClosePrice=fmt_price(stats.prev_close, pd),
+            lastPrice=fmt_price(stats.last, pd),
+            lastQty=f"{qty:.8f}",
+            bidPrice=bid,
+            bidQty=f"{qty:.8f}",
+            askPrice=ask,
+            askQty=f"{qty:.8f}",
+        )
+    out.update(openPrice=fmt_price(stats.open, pd), highPrice=fmt_price(stats.high, pd), lowPrice=fmt_price(stats.low, pd))
+    if not full:
+        out["lastPrice"] = fmt_price(stats.last, pd)
+    out.update(
+        volume=fmt_qty(stats.volume, qd),
+        quoteVolume=f"{stats.quote_volume:.8f}",
+        openTime=stats.open_ms,
+        closeTime=stats.close_ms,
+        firstId=stats.last_trade_id - stats.trades + 1,
+        lastId=stats.last_trade_id,
+        count=stats.trades,
+    )
+    return out
+
+
+def _bid_ask(price: float, pd: int, spread_bps: float) -> tuple[str, str]:
+    tick = 10.0**-pd
+    half = price * spread_bps / 20_000.0
+    bid = math.floor((price - half) / tick + 1e-9) * tick
+    ask = math.ceil((price + half) / tick - 1e-9) * tick
+    if ask - bid < tick * 0.5:
+        ask = bid + tick
+    return fmt_price(bid, pd), fmt_price(ask, pd)
+
+
+def book_ticker(series: Series, now_ms: int, spread_bps: float) -> dict[str, Any]:
+    """``ticker/bookTicker`` object: synthetic bid/ask around the path price (see module docstring)."""
+    pd, qd = series.decimals(series.visible(now_ms) - 1)
+    bid, ask = _bid_ask(current_price(series, now_ms), pd, spread_bps)
+    qty = f"{_avg_qty(series, now_ms, qd):.8f}"
+    return {"symbol": series.symbol, "bidPrice": bid, "bidQty": qty, "askPrice": ask, "askQty": qty}
+
+
+def depth(series: Series, now_ms: int, spread_bps: float, limit: int) -> dict[str, Any]:
+    """Synthetic order book of ``limit`` levels a side (see module docstring); ``lastUpdateId`` = trade id."""
+    pd, qd = series.decimals(series.visible(now_ms) - 1)
+    bid_s, ask_s = _bid_ask(current_price(series, now_ms), pd, spread_bps)
+    tick = 10.0**-pd
+    bid, ask = float(bid_s), float(ask_s)
+    qty = f"{_avg_qty(series, now_ms, qd):.8f}"
+    i = max(series.visible(now_ms) - 1, 0)
+    return {
+        "lastUpdateId": int(series.trades_cumsum[i]),
+        "bids": [[fmt_price(bid - k * tick, pd), qty] for k in range(limit) if bid - k * tick > 0],
+        "asks": [[fmt_price(ask + k * tick, pd), qty] for k in range(limit)],
+    }
+
+
+def avg_price(series: Series, now_ms: int) -> dict[str, Any]:
+    """``avgPrice`` object: mean path price over the last :data:`AVG_PRICE_MINS` minutes."""
+    pd, _ = series.decimals(series.visible(now_ms) - 1)
+    ts = range(now_ms - AVG_PRICE_MINS * _MINUTE, now_ms + 1, 1000)
+    prices = [current_price(series, t) for t in ts]
+    prices = [p for p in prices if p == p]
+    mean = sum(prices) / len(prices) if prices else float("nan")
+    return {"mins": AVG_PRICE_MINS, "price": f"{mean:.8f}", "closeTime": now_ms}
+
+
+def symbol_info(series: Series, now_ms: int) -> dict[str, Any]:
+    """One ``exchangeInfo`` symbol with Binance's spot filter list, sizes from the data up to now.
+
+    Filters (Binance "Filters" documentation): PRICE_FILTER (tick = 10**-price decimals so far,
+    maxPrice 1000 x the highest high so far), LOT_SIZE (step = 10**-quantity decimals so far),
+    ICEBERG_PARTS 10, MARKET_LOT_SIZE (maxQty = the largest kline volume so far), TRAILING_DELTA
+    10-2000, PERCENT_PRICE_BY_SIDE 0.2-5 over 5 minutes, NOTIONAL min 5 USDT, MAX_NUM_ORDERS 200,
+    MAX_NUM_ALGO_ORDERS 5 (the values Binance lists for its major USDT pairs).
+    """
+    base, quote = split_symbol(series.symbol)
+    upto = max(series.visible(now_ms) - 1, 0)
+    pd, qd = series.decimals(upto)
+    tick = f"{10.0**-pd:.8f}"
+    step = f"{10.0**-qd:.8f}"
+    max_price = f"{round(float(series.values[HIGH, : upto + 1].max()) * 1000, pd):.8f}"
+    max_market = fmt_qty(float(series.values[VOLUME, : upto + 1].max()), qd)
+    return {
+        "symbol": series.symbol,
+        "status": "TRADING",
+        "baseAsset": base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "baseCommissionPrecision": 8,
+        "quoteCommissionPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "otoAllowed": True,
+        "quoteOrderQtyMarketAllowed": True,
+        "allowTrailingStop": True,
+        "cancelReplaceAllowed": True,
+        "amendAllowed": False,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": max_price, "tickSize": tick},
+            {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000000.00000000", "stepSize": step},
+            {"filterType": "ICEBERG_PARTS", "limit": 10},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": max_market, "stepSize": "0.00000000"},
+            {
+                "filterType": "TRAILING_DELTA",
+                "minTrailingAboveDelta": 10,
+                "maxTrailingAboveDelta": 2000,
+                "minTrailingBelowDelta": 10,
+                "maxTrailingBelowDelta": 2000,
+            },
+            {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": "5",
+                "bidMultiplierDown": "0.2",
+                "askMultiplierUp": "5",
+                "askMultiplierDown": "0.2",
+                "avgPriceMins": AVG_PRICE_MINS,
+            },
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": "5.00000000",
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": AVG_PRICE_MINS,
+            },
+            {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
+        ],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+        "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+    }

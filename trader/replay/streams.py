@@ -1,0 +1,462 @@
+"""WebSocket market streams of the replay exchange, as Binance serves them.
+
+Streams (Binance spot "WebSocket Streams"):
+
+==============================  ==================================================  =================
+stream                          event                                               updates
+==============================  ==================================================  =================
+``<symbol>@kline_<interval>``   ``kline``: forming values, then ``x: true`` at       every ``update_ms``
+                                the close with the recorded values (REST strings)    of replay time (2 s)
+``<symbol>@ticker``             ``24hrTicker`` (rolling 24 h window)                 every 1000 ms
+``<symbol>@miniTicker``         ``24hrMiniTicker``                                   every 1000 ms
+``<symbol>@bookTicker``         best bid/ask (``u, s, b, B, a, A``)                  every ``update_ms``
+==============================  ==================================================  =================
+
+All values follow the venue's intrabar model (:mod:`trader.replay.market`); intervals without a
+file are derived (:mod:`trader.replay.dataset`). Any other stream name is refused: on the URL with
+HTTP 400 and a JSON error before the upgrade, in ``SUBSCRIBE`` with an error reply
+``{"code": 2, "msg": ..., "id": N}`` — never acknowledged and left silent.
+
+Endpoints: ``/ws/<stream>`` (raw: events as they are; more streams with ``SUBSCRIBE``), ``/ws``;
+``/stream?streams=<a>/<b>`` (combined: ``{"stream": name, "data": event}``); control messages
+``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` / ``SET_PROPERTY`` / ``GET_PROPERTY`` answered
+``{"result": ..., "id": N}``. When the clock jumps (a test stepping it), every kline that closed in the
+jump gets its ``x: true`` event, in order, then one forming update: closed klines are never skipped
+or invented.
+
+Limits enforced as Binance does: a ping frame every ``ping_interval_s`` (20 s) and disconnection
+without a pong within ``pong_timeout_s`` (60 s); more than ``max_incoming_per_s`` (5) incoming
+messages per second (text, ping and pong frames) or more than ``max_streams`` (1024) streams on a
+connection -> disconnected; after ``lifetime_s`` (24 h) a ``serverShutdown`` event, then disconnection.
+
+Faults: ``latency_ms`` delays every outgoing message by that much *without serialising the
+stream* (each frame is stamped when queued and sent once it is due, so the delay is a latency, not a
+slow pipe); abrupt drops every N seconds or N messages; malformed extra frames (real events are
+never replaced).
+
+Events are built as bytes from the rendered REST rows (no dict, no JSON encoder on the hot path)
+and sent as text frames without re-encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from aiohttp import WSMsgType, web
+
+from trader.config import WsReplayConfig
+from trader.models import BINANCE_INTERVALS
+from trader.replay import market
+
+if TYPE_CHECKING:
+    from trader.replay.clock import ReplayClock
+    from trader.replay.dataset import ReplayDataset, Series
+
+__all__ = ["StreamHub", "kline_event", "parse_stream"]
+
+_DAY_MS = 86_400_000
+_SIMPLE = {"ticker": "ticker", "miniticker": "miniTicker", "bookticker": "bookTicker"}
+
+
+def parse_stream(name: str) -> tuple[str, str, str] | None:
+    """``"btcusdt@kline_1h"`` -> ``("BTCUSDT", "kline", "1h")``; ``"ethusdt@bookTicker"`` ->
+    ``("ETHUSDT", "bookTicker", "")``; None for anything else. Pure (does not check the data)."""
+    sym, sep, kind = name.partition("@")
+    if not sep or not sym or sym != sym.lower():
+        return None
+    if kind.startswith("kline_"):
+        interval = kind[len("kline_") :]
+        return (sym.upper(), "kline", interval) if interval in BINANCE_INTERVALS else None
+    simple = _SIMPLE.get(kind.lower())
+    if simple is None or kind != simple:
+        return None
+    return sym.upper(), simple, ""
+
+
+def _closed_fields(series: Series, index: int) -> list[bytes]:
+    """The 12 JSON fields of a closed row, as rendered for REST (strings keep their quotes)."""
+    return series.rows_json(index, index + 1)[1:-1].split(b",")
+
+
+def _forming_fields(series: Series, index: int, now_ms: int) -> list[bytes]:
+    row = market.forming_row(series, index, now_ms)
+    return [str(x).encode() if isinstance(x, int) else b'"' + x.encode() + b'"' for x in row]
+
+
+def kline_event(series: Series, index: int, event_ms: int, closed: bool, now_ms: int | None = None) -> bytes:
+    """Binance ``kline`` event (bytes) for kline ``index`` of ``series``.
+
+    Closed klines carry the recorded values (the same strings as REST); a forming one carries
+    :func:`trader.replay.market.forming_row` values at ``now_ms`` (default ``event_ms``). Trade ids
+    ``f``/``L`` are running trade counts.
+    """
+    f = _closed_fields(series, index) if closed else _forming_fields(series, index, event_ms if now_ms is None else now_ms)
+    n = int(f[8])
+    before = int(series.trades_cumsum[index - 1]) if index > 0 else 0
+    sym = series.symbol.encode()
+    return b"".join(
+        (
+            b'{"e":"kline","E":', str(int(event_ms)).encode(), b',"s":"', sym, b'","k":{"t":', f[0], b',"T":', f[6],
+            b',"s":"', sym, b'","i":"', series.interval.encode(), b'","f":', str(before + 1 if n else -1).encode(),
+            b',"L":', str(before + n if n else -1).encode(), b',"o":', f[1], b',"c":', f[4], b',"h":', f[2], b',"l":', f[3],
+            b',"v":', f[5], b',"n":', f[8], b',"x":', b"true" if closed else b"false", b',"q":', f[7], b',"V":', f[9],
+            b',"Q":', f[10], b',"B":"0"}}',
+        )
+    )
+
+
+def ticker_event(series: Series, now_ms: int, mini: bool, spread_bps: float) -> bytes | None:
+    """``24hrTicker`` / ``24hrMiniTicker`` event (bytes) at ``now_ms``; None before the data starts."""
+    stats = market.window_stats(series, now_ms - _DAY_MS, now_ms)
+    if stats is None:
+        return None
+    doc = market.ticker_doc(series, stats, full=not mini, spread_bps=spread_bps)
+    if mini:
+        ev: dict[str, Any] = {"e": "24hrMiniTicker", "E": now_ms, "s": series.symbol, "c": doc["lastPrice"], "o": doc["openPrice"],
+                              "h": doc["highPrice"], "l": doc["lowPrice"], "v": doc["volume"], "q": doc["quoteVolume"]}
+    else:
+        ev = {"e": "24hrTicker", "E": now_ms, "s": series.symbol, "p": doc["priceChange"], "P": doc["priceChangePercent"],
+              "w": doc["weightedAvgPrice"], "x": doc["prevClosePrice"], "c": doc["lastPrice"], "Q": doc["lastQty"],
+              "b": doc["bidPrice"], "B": doc["bidQty"], "a": doc["askPrice"], "A": doc["askQty"], "o": doc["openPrice"],
+              "h": doc["highPrice"], "l": doc["lowPrice"], "v": doc["volume"], "q": doc["quoteVolume"], "O": doc["openTime"],
+              "C": doc["closeTime"], "F": doc["firstId"], "L": doc["lastId"], "n": doc["count"]}
+    return orjson.dumps(ev)
+
+
+def book_ticker_event(series: Series, now_ms: int, spread_bps: float) -> bytes | None:
+    """``bookTicker`` event (bytes): ``{"u": update id, "s", "b", "B", "a", "A"}``."""
+    if series.visible(now_ms) == 0:
+        return None
+    doc = market.book_ticker(series, now_ms, spread_bps)
+    u = int(now_ms // 1000)
+    return orjson.dumps({"u": u, "s": doc["symbol"], "b": doc["bidPrice"], "B": doc["bidQty"], "a": doc["askPrice"], "A": doc["askQty"]})
+
+
+class _Conn:
+    """One client connection: its subscriptions, time-stamped outgoing queue and counters."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, combined: bool, cfg: WsReplayConfig, rng: random.Random) -> None:
+        self.ws = ws
+        self.request = request
+        self.combined = combined
+        self.cfg = cfg
+        self.rng = rng
+        self.streams: set[str] = set()
+        self.queue: asyncio.Queue[tuple[float, bytes, bool]] = asyncio.Queue()
+        self.incoming: deque[float] = deque()
+        self.last_pong = time.monotonic()
+        self.sent_events = 0
+        self.closed = False
+        self._latency = cfg.latency_ms / 1000.0
+
+    def put(self, frame: bytes, event: bool = False) -> None:
+        self.queue.put_nowait((time.monotonic() + self._latency, frame, event))
+
+    def push(self, name: str, event: bytes) -> None:
+        if self.closed:
+            return
+        frame = b'{"stream":"' + name.encode() + b'","data":' + event + b"}" if self.combined else event
+        self.put(frame, True)
+        if self.cfg.malformed_rate and self.rng.random() < self.cfg.malformed_rate:
+            self.put(frame[: max(1, len(frame) // 2)])  # a truncated, unparsable frame
+
+
+class StreamHub:
+    """Turns the replay clock into market-stream events for every subscribed stream.
+
+    Args:
+        dataset: recorded klines.
+        clock: the replay clock (the hub wakes when it is stepped).
+        cfg: the ``replay.ws`` config section.
+        spread_bps: synthetic bid/ask spread (``replay.spread_bps``).
+    """
+
+    def __init__(self, dataset: ReplayDataset, clock: ReplayClock, cfg: WsReplayConfig | None = None, spread_bps: float = 2.0) -> None:
+        self.dataset = dataset
+        self.clock = clock
+        self.cfg = cfg or WsReplayConfig()
+        self.spread_bps = spread_bps
+        self._rng = random.Random(self.cfg.seed)
+        self.subs: dict[str, set[_Conn]] = {}
+        self.last_ms: dict[str, int] = {}
+        self._resolved: dict[str, tuple[str, str, str] | None] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connections: set[_Conn] = set()
+        self.events_sent = 0
+        self.connections_total = 0
+        self.dropped = 0
+        clock.listeners.append(self._wake.set)
+
+    # ------------------------------------------------------------------ streams and events
+
+    def resolve(self, name: str) -> tuple[str, str, str] | None:
+        """:func:`parse_stream` plus a check that the venue has the data for it (cached per name)."""
+        if name in self._resolved:
+            return self._resolved[name]
+        parsed = parse_stream(name)
+        if parsed is not None:
+            symbol, kind, interval = parsed
+            ok = self.dataset.has(symbol, interval) if kind == "kline" else symbol in self.dataset.symbols
+            parsed = parsed if ok else None
+        self._resolved[name] = parsed
+        return parsed
+
+    def _market_series(self, symbol: str) -> Series:
+        return self.dataset.series(symbol, self.dataset.finest(symbol))
+
+    def advance(self, name: str, now: int) -> list[bytes]:
+        """Events of stream ``name`` between its last emission and ``now`` (replay ms), serialised."""
+        parsed = self.resolve(name)
+        last = self.last_ms.get(name, now)
+        self.last_ms[name] = now
+        if parsed is None or now <= last:
+            return []
+        symbol, kind, interval = parsed
+        out: list[bytes] = []
+        if kind == "kline":
+            series = self.dataset.series(symbol, interval)
+            ot = series.open_time_ms
+            step = series.interval_ms
+            lo = int(np.searchsorted(ot + step, last, side="right"))
+            hi = int(np.searchsorted(ot + step, now, side="right"))
+            for i in range(lo, hi):  # every kline that closed in (last, now]: x = true, recorded values
+                out.append(kline_event(series, i, int(ot[i]) + step, closed=True))
+            idx = int(np.searchsorted(ot, now, side="right")) - 1
+            upd = self.cfg.update_ms
+            if idx >= 0 and now < int(ot[idx]) + step and (now // upd > last // upd or hi > lo):
+                out.append(kline_event(series, idx, now, closed=False))
+            return out
+        series = self._market_series(symbol)
+        if kind in ("ticker", "miniTicker"):
+            if now // 1000 > last // 1000:
+                ev = ticker_event(series, now, kind == "miniTicker", self.spread_bps)
+                if ev is not None:
+                    out.append(ev)
+        elif now // self.cfg.update_ms > last // self.cfg.update_ms:
+            ev = book_ticker_event(series, now, self.spread_bps)
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    async def _tick(self) -> None:
+        now = self.clock.now_ms()
+        for k, (name, conns) in enumerate(list(self.subs.items())):
+            if not conns:
+                continue
+            for ev in self.advance(name, now):
+                for conn in list(conns):
+                    conn.push(name, ev)
+                    self.events_sent += 1
+            if k % 32 == 31:
+                await asyncio.sleep(0)  # let the connections send what is built so far
+
+    async def run(self) -> None:
+        """Emit events as the replay clock moves, until cancelled."""
+        while True:
+            self._wake.clear()  # before the tick: a step during the tick wakes the next one
+            await self._tick()
+            speed = self.clock.speed
+            timeout = None if speed == 0 else max(min(self.cfg.update_ms, 1000) / speed / 1000.0 / 4, 0.005)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def start(self) -> None:
+        """Start the event loop task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="replay-stream-hub")
+
+    async def stop(self) -> None:
+        """Stop emitting and disconnect every client."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for conn in list(self.connections):
+            conn.closed = True
+            with contextlib.suppress(Exception):
+                await conn.ws.close()
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def _subscribe(self, conn: _Conn, names: list[str]) -> bool:
+        for name in names:
+            if name in conn.streams:
+                continue
+            conn.streams.add(name)
+            if not self.subs.get(name):
+                self.subs[name] = set()
+                self.last_ms[name] = self.clock.now_ms()
+            self.subs[name].add(conn)
+        return len(conn.streams) <= self.cfg.max_streams
+
+    def _unsubscribe(self, conn: _Conn, names: list[str]) -> None:
+        for name in names:
+            conn.streams.discard(name)
+            self.subs.get(name, set()).discard(conn)
+
+    def unsupported(self, names: list[str]) -> list[str]:
+        """The names the venue cannot serve (unknown kind, symbol or interval)."""
+        return [n for n in names if self.resolve(n) is None]
+
+    # ------------------------------------------------------------------ the connection
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """aiohttp handler for ``/ws``, ``/ws/<streams>`` and ``/stream?streams=...``."""
+        combined = request.path.startswith("/stream")
+        if combined:
+            initial = [s for s in request.query.get("streams", "").split("/") if s]
+        else:
+            tail = request.match_info.get("streams", "")
+            initial = [s for s in tail.split("/") if s]
+        bad = self.unsupported(initial)
+        if bad:
+            body = orjson.dumps({"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}"})
+            return web.Response(status=400, body=body, content_type="application/json", charset="UTF-8")
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        conn = _Conn(ws, request, combined, self.cfg, self._rng)
+        self.connections.add(conn)
+        self.connections_total += 1
+        if not self._subscribe(conn, initial):
+            await self._drop(conn, 1008, "too many streams")
+            return ws
+        tasks = [asyncio.create_task(self._sender(conn)), asyncio.create_task(self._pinger(conn))]
+        tasks.append(asyncio.create_task(self._lifetime(conn)))
+        if self.cfg.drop_every_s:
+            tasks.append(asyncio.create_task(self._drop_after(conn, self.cfg.drop_every_s)))
+        self._wake.set()
+        try:
+            async for msg in ws:
+                if not self._count_incoming(conn):
+                    await self._drop(conn, 1008, "too many messages")
+                    break
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    conn.last_pong = time.monotonic()
+                elif msg.type == WSMsgType.TEXT:
+                    reply = self._control(conn, msg.data)
+                    if reply is None:
+                        await self._drop(conn, 1008, "too many streams")
+                        break
+                    conn.put(orjson.dumps(reply))
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        finally:
+            conn.closed = True
+            self._unsubscribe(conn, list(conn.streams))
+            self.connections.discard(conn)
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return ws
+
+    def _count_incoming(self, conn: _Conn) -> bool:
+        now = time.monotonic()
+        q = conn.incoming
+        q.append(now)
+        while q and now - q[0] > 1.0:
+            q.popleft()
+        return len(q) <= self.cfg.max_incoming_per_s
+
+    def _control(self, conn: _Conn, text: str) -> dict[str, Any] | None:
+        try:
+            req = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return {"code": 3, "msg": f"Invalid JSON: {exc}"}
+        if not isinstance(req, dict) or "method" not in req:
+            return {"code": 2, "msg": "Invalid request: missing field `method`", "id": None}
+        rid = req.get("id")
+        if rid is not None and not isinstance(rid, (int, str)):
+            return {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer", "id": None}
+        method = req["method"]
+        params = req.get("params", [])
+        if method == "SUBSCRIBE" or method == "UNSUBSCRIBE":
+            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+                return {"code": 2, "msg": "Invalid request: params must be a list of stream names", "id": rid}
+            if method == "SUBSCRIBE":
+                bad = self.unsupported(params)
+                if bad:
+                    return {"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}", "id": rid}
+                if not self._subscribe(conn, params):
+                    return None
+                self._wake.set()
+            else:
+                self._unsubscribe(conn, params)
+            return {"result": None, "id": rid}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(conn.streams), "id": rid}
+        if method in ("SET_PROPERTY", "GET_PROPERTY"):
+            if not params or params[0] != "combined":
+                return {"code": 0, "msg": "Unknown property", "id": rid}
+            if method == "GET_PROPERTY":
+                return {"result": conn.combined, "id": rid}
+            if len(params) != 2 or not isinstance(params[1], bool):
+                return {"code": 1, "msg": "Invalid value type: expected Boolean", "id": rid}
+            conn.combined = params[1]
+            return {"result": None, "id": rid}
+        return {
+            "code": 2,
+            "msg": f"Invalid request: unknown variant `{method}`, expected one of `SUBSCRIBE`, `UNSUBSCRIBE`, "
+            "`LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`",
+            "id": rid,
+        }
+
+    async def _sender(self, conn: _Conn) -> None:
+        while True:
+            due, frame, event = await conn.queue.get()
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # injected latency: this frame is due later; later frames are not delayed more
+            if conn.closed:
+                return
+            await conn.ws.send_frame(frame, WSMsgType.TEXT)
+            if event:
+                conn.sent_events += 1
+                n = self.cfg.drop_every_messages
+                if n and conn.sent_events % n == 0:
+                    await self._drop(conn, None, "fault: drop after messages")
+                    return
+
+    async def _pinger(self, conn: _Conn) -> None:
+        while not conn.closed:
+            await asyncio.sleep(self.cfg.ping_interval_s)
+            if time.monotonic() - conn.last_pong > self.cfg.pong_timeout_s:
+                await self._drop(conn, 1008, "pong timeout")
+                return
+            with contextlib.suppress(Exception):
+                await conn.ws.ping(b"")
+
+    async def _lifetime(self, conn: _Conn) -> None:
+        await asyncio.sleep(self.cfg.lifetime_s)
+        conn.put(orjson.dumps({"e": "serverShutdown", "E": self.clock.now_ms()}))
+        await asyncio.sleep(0.05 + self.cfg.latency_ms / 1000.0)
+        await self._drop(conn, 1001, "connection lifetime reached")
+
+    async def _drop_after(self, conn: _Conn, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self._drop(conn, None, "fault: drop after seconds")
+
+    async def _drop(self, conn: _Conn, code: int | None, reason: str) -> None:
+        """Close (``code``) or, for injected faults (``code=None``), abort the TCP connection abruptly."""
+        if conn.closed:
+            return
+        conn.closed = True
+        self.dropped += 1
+        if code is None:
+            transport = conn.request.transport
+            if transport is not None:
+                transport.abort()
+            return
+        with contextlib.suppress(Exception):
+            await conn.ws.close(code=code, message=reason.encode())
