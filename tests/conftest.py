@@ -59,10 +59,10 @@ def bundled_rows(symbol: str, interval: str) -> list[list[str]]:
 
 
 def source_rows(dataset: ReplayDataset, symbol: str, interval: str, last_open_ms: int, n: int) -> np.ndarray:
-    """The recorded ``(n, 11)`` klines ending at ``last_open_ms`` (inclusive), for store comparisons."""
+    """The recorded kline block ``(11, n)`` ending at ``last_open_ms`` (inclusive), for store comparisons."""
     s = dataset.series(symbol, interval)
     hi = int(np.searchsorted(s.open_time_ms, last_open_ms, side="right"))
-    return s.values[max(hi - n, 0) : hi]
+    return s.values[:, max(hi - n, 0) : hi]
 
 
 SCAN_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT", "PEOPLEUSDT", "FILUSDT", "BCHUSDT"]

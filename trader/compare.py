@@ -238,7 +238,7 @@ async def _ccxt_fetch(url: str, symbols: Sequence[str], runs: int) -> Side | Non
         import ccxt.async_support as ccxt_async
     except ImportError:
         return None
-    ex = ccxt_async.binance({"enableRateLimit": True, "options": {"defaultType": "spot", "fetchCurrencies": False}})
+    ex = ccxt_async.binance({"enableRateLimit": True, "options": {"defaultType": "spot", "fetchCurrencies": False, "fetchMarkets": {"types": ["spot"]}}})
     ex.urls["api"] = {k: f"{url}/api/v3" for k in ("public", "private", "v3", "v1")}
     try:
         await ex.load_markets()

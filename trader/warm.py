@@ -264,7 +264,7 @@ async def warm(
     """
     t0 = time.perf_counter()
     if deadline_s is not None:
-        client.deadline = time.monotonic() + deadline_s
+        client.set_deadline(deadline_s)
     report = WarmReport(symbols=len(symbols), series=len(symbols) * len(intervals))
     local_before = time.time()
     now_ms = await client.fetch_server_time()

@@ -249,10 +249,13 @@ async def test_exchange_info(exchange: ReplayExchange, dataset: ReplayDataset) -
     assert (btc["symbol"], btc["baseAsset"], btc["quoteAsset"], btc["status"]) == ("BTCUSDT", "BTC", "USDT", "TRADING")
     filters = {f["filterType"]: f for f in btc["filters"]}
     assert filters["PRICE_FILTER"]["tickSize"] == "0.01000000"  # Binance's real BTCUSDT tick
-    assert set(filters) == {"PRICE_FILTER", "LOT_SIZE", "NOTIONAL"}
-    # every recorded price is a multiple of the derived tick size
+    assert list(filters) == [f["filterType"] for f in recorded["symbols"][0]["filters"]]
+    for name, f in filters.items():
+        assert shape(f) == shape(next(r for r in recorded["symbols"][0]["filters"] if r["filterType"] == name)), name
+    assert [r["rateLimitType"] for r in info["rateLimits"]] == ["REQUEST_WEIGHT", "ORDERS", "ORDERS", "RAW_REQUESTS"]
+    # every recorded price up to now is a multiple of the derived tick size
     series = dataset.series("BTCUSDT", "1h")
-    ticks = series.values[:, 1:5] / 0.01
+    ticks = series.values[1:5, : series.visible(exchange.clock.now_ms())] / 0.01
     assert abs(ticks - ticks.round()).max() < 1e-6
     two = (await get(exchange, "/api/v3/exchangeInfo", symbols='["ETHUSDT","BTCUSDT"]')).json()
     assert [s["symbol"] for s in two["symbols"]] == ["ETHUSDT", "BTCUSDT"]
@@ -307,4 +310,5 @@ async def test_custom_data_dir(tmp_path) -> None:  # type: ignore[no-untyped-def
         assert len(got) == 20
         for served, want in zip(got, rows, strict=True):
             assert_same_row(served, want)
-        assert (await get(ex, "/api/v3/klines", symbol="FOOUSDT", interval="1h")).json() == []
+        r = await get(ex, "/api/v3/klines", symbol="FOOUSDT", interval="1h")  # finer than the data: cannot derive
+        assert r.status_code == 400 and r.json()["code"] == -1120 and "4h" in r.json()["msg"]

@@ -13,14 +13,15 @@ import pytest
 import websockets
 
 from tests.conftest import bundled_rows
-from trader.config import ClientConfig, ProfileConfig
+from trader.config import ClientConfig, IndicatorConfig, ProfileConfig, StreamConfig
+from trader.config import WsReplayConfig as WsConfig
+from trader.exchange.rest import BinanceClient
+from trader.exchange.stream import KlineStream
+from trader.features.indicators import compute_all
+from trader.live import LiveFeed
+from trader.models import CLOSE, CLOSE_TIME, OHLCVQ
 from trader.replay.dataset import ReplayDataset
 from trader.replay.server import ReplayExchange
-from trader.replay.streams import WsConfig
-from trader.exchange.rest import BinanceClient
-from trader.exchange.stream import KlineStream, StreamConfig
-from trader.features.indicators import IndicatorParams, compute_all
-from trader.live import LiveFeed
 from trader.store.klines import KlineStore
 from trader.warm import last_closed_open_ms
 
@@ -129,11 +130,11 @@ async def test_subscription_batching_stays_under_5_per_second(dataset: ReplayDat
 
 
 async def run_feed(ex: ReplayExchange, store: KlineStore, steps: list[int], cfg: StreamConfig | None = None,
-                   params: IndicatorParams | None = None) -> LiveFeed:
+                   params: IndicatorConfig | None = None) -> LiveFeed:
     async with BinanceClient(ProfileConfig(rest_url=ex.rest_url, ws_url=ex.ws_url), ClientConfig()) as client:
-        feed = LiveFeed(client, store, SYMS, ["1h", "4h"], snapshot_s=0, depth=300, indicators=params,
-                        stream_cfg=cfg or StreamConfig(backoff_base_s=0.01, backoff_max_s=0.05))
-        await feed.start(ex.ws_url)
+        feed = LiveFeed(client, store, SYMS, ["1h", "4h"], ex.ws_url, depth=300, indicators=params,
+                        stream_cfg=cfg or StreamConfig(backoff_base_s=0.01, backoff_max_s=0.05, snapshot_s=0))
+        await feed.start()
         for ms in steps:
             ex.clock.step(ms)
             for _ in range(200):  # let the events flow (no timing asserted)
@@ -150,12 +151,12 @@ async def run_feed(ex: ReplayExchange, store: KlineStore, steps: list[int], cfg:
 def assert_store_is_source(store: KlineStore, ds: ReplayDataset, now: int) -> None:
     for s in SYMS:
         for iv in ("1h", "4h"):
-            got = store.load(s, iv).T
+            got = store.load(s, iv)
             ser = ds.series(s, iv)
             hi = int((ser.open_time_ms <= last_closed_open_ms(now, iv)).sum())
-            assert got.shape[0] >= 300
-            assert np.array_equal(got, ser.values[hi - got.shape[0] : hi]), (s, iv)  # nothing lost, doubled or forming
-            assert (got[:, 6] < now).all()
+            assert got.shape[1] >= 300
+            assert np.array_equal(got, ser.values[:, hi - got.shape[1] : hi]), (s, iv)  # nothing lost, doubled or forming
+            assert (got[CLOSE_TIME] < now).all()
 
 
 async def test_killed_mid_candle_loses_and_duplicates_nothing(dataset: ReplayDataset, tmp_path: Path) -> None:
@@ -177,7 +178,7 @@ async def test_backfill_after_long_outage(dataset: ReplayDataset, tmp_path: Path
 async def test_rotation_with_overlap_and_malformed_frames(dataset: ReplayDataset, tmp_path: Path) -> None:
     async with ReplayExchange(dataset, port=0, speed=0, ws=WsConfig(malformed_rate=0.3, seed=4)) as ex:
         with KlineStore(tmp_path) as store:
-            cfg = StreamConfig(rotate_after_s=0.05, backoff_base_s=0.01, backoff_max_s=0.05)
+            cfg = StreamConfig(rotate_after_s=0.05, backoff_base_s=0.01, backoff_max_s=0.05, snapshot_s=0)
             feed = await run_feed(ex, store, [HOUR // 4] * 16, cfg)
             st = feed.stream.stats  # type: ignore[union-attr]
             assert st.rotations >= 1 and st.malformed >= 1 and st.reconnects == 0
@@ -187,15 +188,84 @@ async def test_rotation_with_overlap_and_malformed_frames(dataset: ReplayDataset
 async def test_forming_never_stored_and_indicators_match_batch(dataset: ReplayDataset, tmp_path: Path) -> None:
     async with ReplayExchange(dataset, port=0, speed=0) as ex:
         with KlineStore(tmp_path) as store:
-            params = IndicatorParams()
+            params = IndicatorConfig()
             feed = await run_feed(ex, store, [HOUR // 3] * 8, params=params)  # 2h40m: ends inside a forming kline
             now = ex.clock.now_ms()
             assert all(feed.cache.ring(s, "1h").has_forming for s in SYMS)
             assert_store_is_source(store, dataset, now)
             for s in SYMS:
                 v = store.load(s, "1h")[:, -(300 + 2) :]  # the history the state has seen: 300 seeded + 2 closed live
-                batch = compute_all(v[1][None], v[2][None], v[3][None], v[4][None], v[5][None], v[7][None], params, last=1)
+                batch = compute_all(*(v[r][None] for r in OHLCVQ), params, last=1)
                 state = feed.states[(s, "1h")].values
                 for k, val in state.items():
                     ref = batch[k][0, -1]
-                    assert abs(val[0] - ref) <= 1e-9 * max(abs(ref), 1e-9 * v[4, -1]), (s, k)
+                    assert abs(val[0] - ref) <= 1e-9 * max(abs(ref), 1e-9 * v[CLOSE, -1]), (s, k)
+
+
+async def test_ticker_and_book_streams(dataset: ReplayDataset) -> None:
+    """@ticker, @miniTicker and @bookTicker as Binance sends them, consistent with the REST tickers."""
+    import httpx
+
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        names = "btcusdt@ticker/btcusdt@miniTicker/btcusdt@bookTicker"
+        async with websockets.connect(f"{ex.ws_url}/stream?streams={names}") as ws:
+            ex.clock.step(2000)
+            got = {}
+            for _ in range(3):
+                msg = await recv_json(ws)
+                got[msg["stream"]] = msg["data"]
+            t, m, b = got["btcusdt@ticker"], got["btcusdt@miniTicker"], got["btcusdt@bookTicker"]
+            assert t["e"] == "24hrTicker" and list(t) == list("eEspPwxcQbBaAohlvqOCFLn")
+            assert m["e"] == "24hrMiniTicker" and list(m) == list("eEscohlvq")
+            assert list(b) == list("usbBaA") and float(b["b"]) < float(b["a"])
+            async with httpx.AsyncClient(base_url=ex.rest_url) as http:
+                rest = (await http.get("/api/v3/ticker/24hr", params={"symbol": "BTCUSDT"})).json()
+            assert (t["c"], t["o"], t["h"], t["l"], t["v"], t["n"]) == (
+                rest["lastPrice"], rest["openPrice"], rest["highPrice"], rest["lowPrice"], rest["volume"], rest["count"])
+
+
+async def test_derived_interval_streams_close_like_rest(dataset: ReplayDataset) -> None:
+    import httpx
+
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        async with websockets.connect(f"{ex.ws_url}/ws/ethusdt@kline_2h") as ws:
+            ex.clock.step(2 * HOUR)
+            closed = None
+            while closed is None:
+                ev = await recv_json(ws)
+                if ev["k"]["x"]:
+                    closed = ev["k"]
+            async with httpx.AsyncClient(base_url=ex.rest_url) as http:
+                rows = (await http.get("/api/v3/klines", params={"symbol": "ETHUSDT", "interval": "2h", "limit": 3})).json()
+            row = next(r for r in rows if r[0] == closed["t"])
+            assert [closed[k] for k in "tohlcvTqnVQ"] == [row[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)]
+
+
+async def test_unsupported_streams_are_refused_not_silent(dataset: ReplayDataset) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@trade"):
+                pass
+        assert info.value.response.status_code == 400
+        async with websockets.connect(f"{ex.ws_url}/ws") as ws:
+            for bad in ("btcusdt@trade", "btcusdt@kline_1s", "nopeusdt@kline_1h", "btcusdt@depth"):
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": [bad], "id": 7}))
+                reply = await recv_json(ws)
+                assert reply["id"] == 7 and reply["code"] == 2 and bad in reply["msg"]
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 8}))
+            assert (await recv_json(ws))["result"] == []
+
+
+async def test_ws_latency_delays_without_serialising(dataset: ReplayDataset) -> None:
+    """--ws-latency-ms is a latency: a burst of 40 events arrives about one latency later, not forty."""
+    syms = list(dataset.symbols)[:40]
+    async with ReplayExchange(dataset, port=0, speed=0, ws=WsConfig(latency_ms=200)) as ex:
+        names = "/".join(f"{s.lower()}@kline_1h" for s in syms)
+        async with websockets.connect(f"{ex.ws_url}/stream?streams={names}", max_size=2**22) as ws:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            ex.clock.step(2000)
+            for _ in syms:
+                await recv_json(ws, timeout=10)
+            elapsed = loop.time() - t0
+    assert 0.2 <= elapsed < 2.0, elapsed  # serialised, it would take 40 x 0.2 s = 8 s

@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import FakeClock, bundled_rows, source_rows
 from trader.config import ClientConfig, FaultConfig, ProfileConfig
-from trader.errors import CircuitOpenError, NetworkError, RateLimited
-from trader.exchange.limits import WeightBudget
+from trader.errors import CircuitOpenError, ConfigError, NetworkError, RateLimited
+from trader.exchange.limits import CircuitBreaker, WeightBudget
+from trader.models import OPEN_TIME
 from trader.replay.dataset import ReplayDataset
 from trader.replay.server import ReplayExchange
 from trader.exchange.rest import BinanceClient
@@ -33,13 +34,14 @@ def client_for(ex: ReplayExchange, clock: FakeClock | None = None, **cfg: object
     config = ClientConfig(**{"backoff_base_s": 0.01, "backoff_max_s": 0.05, **cfg})  # type: ignore[arg-type]
     if clock is None:
         return BinanceClient(profile, config)
-    return BinanceClient(profile, config, sleep=clock.sleep, clock=clock)
+    breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, clock=clock, sleep=clock.sleep)
+    return BinanceClient(profile, config, sleep=clock.sleep, clock=clock, breaker=breaker)
 
 
 def assert_store_equals_source(store: KlineStore, ds: ReplayDataset, now_ms: int, symbols: list[str], depth: int) -> None:
     for symbol in symbols:
         for interval in ("1h", "4h"):
-            got = store.load(symbol, interval).T
+            got = store.load(symbol, interval)
             want = source_rows(ds, symbol, interval, last_closed_open_ms(now_ms, interval), depth)
             assert got.shape == want.shape, (symbol, interval, got.shape, want.shape)
             assert np.array_equal(got, want), (symbol, interval)
@@ -80,7 +82,7 @@ async def test_deeper_history_is_backfilled_once(exchange: ReplayExchange, datas
             report = await warm(client, store, ["BTCUSDT"], ["4h"], depth=1000)
         assert report.candles_fetched == 900
         assert_store_equals_source(store, dataset, exchange.clock.now_ms(), [], 0)
-        got = store.load("BTCUSDT", "4h").T
+        got = store.load("BTCUSDT", "4h")
         want = source_rows(dataset, "BTCUSDT", "4h", last_closed_open_ms(exchange.clock.now_ms(), "4h"), 1000)
         assert np.array_equal(got, want)
 
@@ -89,12 +91,12 @@ async def test_store_gap_is_refetched(exchange: ReplayExchange, dataset: ReplayD
     now = exchange.clock.now_ms()
     full = source_rows(dataset, "ETHUSDT", "1h", last_closed_open_ms(now, "1h"), 200)
     with KlineStore(tmp_path) as store:
-        store.append("ETHUSDT", "1h", np.concatenate([full[:50], full[60:]]))  # a hole of 10 klines
-        assert store.gaps("ETHUSDT", "1h") == [(int(full[50, 0]), int(full[59, 0]))]
+        store.append("ETHUSDT", "1h", np.concatenate([full[:, :50], full[:, 60:]], axis=1))  # a hole of 10 klines
+        assert store.gaps("ETHUSDT", "1h") == [(int(full[OPEN_TIME, 50]), int(full[OPEN_TIME, 59]))]
         async with client_for(exchange) as client:
             report = await warm(client, store, ["ETHUSDT"], ["1h"], depth=200)
         assert report.gaps_repaired == 1 and store.gaps("ETHUSDT", "1h") == []
-        assert np.array_equal(store.load("ETHUSDT", "1h").T, full)
+        assert np.array_equal(store.load("ETHUSDT", "1h"), full)
 
 
 async def test_exchange_gap_is_recorded_not_refetched_forever(tmp_path: Path) -> None:
@@ -178,7 +180,7 @@ async def test_418_ban_stops_all_requests_until_it_ends(dataset: ReplayDataset, 
             t_ban = clock.t
             # every request of the process now waits for the ban to end, then goes through
             pages = await asyncio.gather(*(client.fetch_klines_page(s, "1h", limit=5) for s in SYMBOLS))
-        assert all(p.shape == (5, 11) for p in pages)
+        assert all(p.shape == (11, 5) for p in pages)
         log = _times(ex)
         assert [s for _, _, s in log] == [418] + [200] * len(SYMBOLS)
         assert all(t >= t_ban + 120 for t, _, _ in log[1:])
@@ -201,19 +203,41 @@ async def test_budget_never_exceeded_at_concurrency_50(dataset: ReplayDataset, t
         assert max(windows.values()) <= 100
 
 
-async def test_circuit_breaker_opens_on_refused_connections() -> None:
+async def test_breaker_counts_requests_not_retries_and_waits_until_the_deadline() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed on exit: connections are refused
     profile = ProfileConfig(rest_url=f"http://127.0.0.1:{port}", ws_url=f"ws://127.0.0.1:{port}")
     clock = FakeClock()
-    cfg = ClientConfig(max_attempts=3, breaker_failures=3, breaker_cooldown_s=30, backoff_base_s=0.001, backoff_max_s=0.002)
-    async with BinanceClient(profile, cfg, sleep=clock.sleep, clock=clock) as client:
-        with pytest.raises(NetworkError):
+    cfg = ClientConfig(max_attempts=5, breaker_failures=3, breaker_cooldown_s=30, backoff_base_s=0.001, backoff_max_s=0.002)
+    breaker = CircuitBreaker(3, 30, clock=clock, sleep=clock.sleep)
+    async with BinanceClient(profile, cfg, sleep=clock.sleep, clock=clock, breaker=breaker) as client:
+        with pytest.raises(NetworkError, match="connect"):
+            await client.fetch_server_time()  # 5 attempts of one request: one failure for the breaker
+        assert breaker.state == "closed" and breaker.failures == 1
+        for _ in range(2):
+            with pytest.raises(NetworkError):
+                await client.fetch_server_time()
+        assert breaker.state == "open" and breaker.opened == 1
+        client.deadline = clock() + 100  # waits the 30 s cool-downs (virtual time), 3 trials fail, then gives up
+        t0 = clock()
+        with pytest.raises(CircuitOpenError, match="deadline"):
             await client.fetch_server_time()
-        assert client.breaker.state == "open"
-        with pytest.raises(CircuitOpenError, match="circuit open"):
-            await client.fetch_server_time()
+        assert clock() - t0 >= 90 and client.stats.breaker_waits >= 1
+
+
+async def test_open_breaker_makes_the_batch_wait_and_complete(dataset: ReplayDataset, tmp_path: Path) -> None:
+    """An exchange that was failing and recovers: every series waits for the half-open trial, none fails."""
+    clock = FakeClock()
+    async with ReplayExchange(dataset, port=0, speed=0, weight_clock=clock) as ex:
+        with KlineStore(tmp_path) as store:
+            async with client_for(ex, clock, breaker_failures=3, breaker_cooldown_s=30) as client:
+                for _ in range(3):
+                    client.breaker.failure()
+                assert client.breaker.state == "open"
+                report = await warm(client, store, SYMBOLS, ["1h", "4h"], depth=100, deadline_s=600)
+            assert report.errors == [] and report.breaker_waits >= 1 and client.breaker.state == "closed"
+            assert_store_equals_source(store, dataset, ex.clock.now_ms(), SYMBOLS, 100)
 
 
 async def test_budget_waits_for_window_roll_not_sleeps() -> None:
@@ -229,7 +253,7 @@ async def test_budget_waits_for_window_roll_not_sleeps() -> None:
     budget.pause(30)
     await budget.acquire(1)
     assert clock.t == pytest.approx(1_700_000_090.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="weight_limit too low"):
         await budget.acquire(11)
     assert isinstance(RateLimited("x", retry_after_s=1), RateLimited)
 

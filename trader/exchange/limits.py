@@ -157,6 +157,10 @@ class CircuitBreaker:
         self._trial = False
         self._outcome: asyncio.Event | None = None
 
+    def now(self) -> float:
+        """The breaker's clock (monotonic seconds): deadlines passed to :meth:`acquire` are on it."""
+        return self._clock()
+
     @property
     def state(self) -> str:
         """``"closed"``, ``"open"`` or ``"half-open"``."""

@@ -215,8 +215,9 @@ class BinanceClient:
         clock: epoch seconds, for the default budget.
 
     Attributes:
-        deadline: monotonic time after which a call waiting for an open circuit gives up with
-            :class:`~trader.errors.CircuitOpenError` (None: wait as long as it takes). A warm sets it.
+        deadline: time on the breaker's clock after which a call waiting for an open circuit gives up
+            with :class:`~trader.errors.CircuitOpenError` (None: wait as long as it takes); set it with
+            :meth:`set_deadline` (a warm does).
 
     Use as ``async with BinanceClient(profile, cfg) as client: ...``.
     """
@@ -244,6 +245,10 @@ class BinanceClient:
         self._http: httpx.AsyncClient | None = None
         self._base = profile.rest_url
         self.stats = ClientStats()
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Calls waiting for an open circuit give up ``seconds`` from now (None: never)."""
+        self.deadline = None if seconds is None else self.breaker.now() + seconds
 
     async def __aenter__(self) -> BinanceClient:
         n = self.cfg.concurrency
@@ -275,7 +280,7 @@ class BinanceClient:
         except httpx.TransportError as exc:
             self.budget.release(weight, None)
             self.breaker.failure(counted or trial)
-            raise NetworkError(f"{type(exc).__name__}: {exc or 'no response'} — {where}") from None
+            raise NetworkError(f"network error: {str(exc) or type(exc).__name__} — {where}") from None
         except BaseException:  # cancelled: the reservation must not leak, nor the trial hang
             self.budget.release(weight, None)
             self.breaker.abandon(trial)

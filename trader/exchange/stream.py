@@ -157,6 +157,13 @@ class KlineStream:
             websockets.connect(f"{self.ws_url}/stream", ping_interval=None, max_size=2**22, open_timeout=self.cfg.open_timeout_s),
             self.cfg.open_timeout_s,
         )
+        try:
+            return await self._subscribe_all(ws, chunk)
+        except BaseException:
+            await _close(ws)
+            raise
+
+    async def _subscribe_all(self, ws: websockets.ClientConnection, chunk: list[tuple[str, str]]) -> websockets.ClientConnection:
         self.stats.connections += 1
         names = [self.stream_name(s, i) for s, i in chunk]
         pending: set[int] = set()
@@ -211,49 +218,54 @@ class KlineStream:
             while True:  # deliver what the old connection already received, then close it
                 raw = await asyncio.wait_for(ws.recv(), 0.05)
                 self._dispatch(raw)
-        with contextlib.suppress(Exception):
-            await ws.close()
+        await _close(ws)
 
     async def _run_chunk(self, chunk: list[tuple[str, str]]) -> None:
         attempt = 0
         first = True
         ws: websockets.ClientConnection | None = None
-        while not self._stop.is_set():
-            if ws is None:
-                try:
-                    ws = await self._open(chunk)
-                except (OSError, TimeoutError, websockets.WebSocketException):
-                    await asyncio.sleep(self._backoff(attempt))
-                    attempt += 1
+        try:
+            while not self._stop.is_set():
+                if ws is None:
+                    try:
+                        ws = await self._open(chunk)
+                    except (OSError, TimeoutError, websockets.WebSocketException):
+                        await asyncio.sleep(self._backoff(attempt))
+                        attempt += 1
+                        continue
+                    if first:
+                        first = False
+                        self._ready_chunks += 1
+                        if self._ready_chunks == len(self.chunks()):
+                            self.ready.set()
+                    else:
+                        self.stats.reconnects += 1
+                        if self.on_reconnect is not None:
+                            await self.on_reconnect(chunk)
+                    attempt = 0
+                    opened = time.monotonic()
+                reason = await self._pump(ws, opened + self.cfg.rotate_after_s)
+                if reason == "rotate":
+                    try:
+                        new = await self._open(chunk)  # subscribed and acked: it is receiving
+                    except (OSError, TimeoutError, websockets.WebSocketException):
+                        continue  # keep the old one until it really dies
+                    self.stats.rotations += 1
+                    await self._drain_and_close(ws)
+                    ws, opened = new, time.monotonic()
                     continue
-                if first:
-                    first = False
-                    self._ready_chunks += 1
-                    if self._ready_chunks == len(self.chunks()):
-                        self.ready.set()
-                else:
-                    self.stats.reconnects += 1
-                    if self.on_reconnect is not None:
-                        await self.on_reconnect(chunk)
-                attempt = 0
-                opened = time.monotonic()
-            reason = await self._pump(ws, opened + self.cfg.rotate_after_s)
-            if reason == "rotate":
-                try:
-                    new = await self._open(chunk)  # subscribed and acked: it is receiving
-                except (OSError, TimeoutError, websockets.WebSocketException):
-                    continue  # keep the old one until it really dies
-                self.stats.rotations += 1
-                await self._drain_and_close(ws)
-                ws, opened = new, time.monotonic()
-                continue
-            with contextlib.suppress(Exception):
-                await ws.close()
-            ws = None
-            if reason == "stop":
-                break
-            await asyncio.sleep(self._backoff(attempt))
-            attempt += 1
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+                await _close(ws)
+                ws = None
+                if reason == "stop":
+                    break
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+        finally:  # also on cancellation (stop() cancels this task mid-recv): never leak the socket
+            if ws is not None:
+                await _close(ws)
+
+
+async def _close(ws: websockets.ClientConnection) -> None:
+    """Close a connection, even from a task being cancelled (the close handshake is shielded)."""
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(ws.close())

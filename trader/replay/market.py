@@ -323,6 +323,7 @@ def symbol_info(series: Series, now_ms: int) -> dict[str, Any]:
         "allowTrailingStop": True,
         "cancelReplaceAllowed": True,
         "amendAllowed": False,
+        "pegInstructionsAllowed": False,
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [

@@ -317,7 +317,7 @@ class StreamHub:
         else:
             tail = request.match_info.get("streams", "")
             initial = [s for s in tail.split("/") if s]
-        bad = self.unsupported(initial)
+        bad = self.unsupported(initial) if len(initial) <= self.cfg.max_streams else []
         if bad:
             body = orjson.dumps({"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}"})
             return web.Response(status=400, body=body, content_type="application/json", charset="UTF-8")
@@ -385,6 +385,8 @@ class StreamHub:
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
                 return {"code": 2, "msg": "Invalid request: params must be a list of stream names", "id": rid}
             if method == "SUBSCRIBE":
+                if len(conn.streams | set(params)) > self.cfg.max_streams:
+                    return None  # over the limit: Binance disconnects, whatever the names
                 bad = self.unsupported(params)
                 if bad:
                     return {"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}", "id": rid}

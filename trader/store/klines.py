@@ -276,6 +276,7 @@ class KlineStore:
         try:
             meta: dict[str, Any] = orjson.loads(raw)
             meta["chunks"] = {int(k): int(v) for k, v in meta["chunks"].items()}
+            meta["exchange_gaps"] = [(int(a), int(b)) for a, b in meta.get("exchange_gaps", [])]
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
             raise StoreCorruptError(f"store at {self.path}: the meta of {symbol} {interval} is unreadable") from None
         return meta
@@ -317,7 +318,7 @@ class KlineStore:
 
     def meta(self, symbol: str, interval: str) -> dict[str, Any] | None:
         """A copy of the series meta: ``chunks`` {chunk id: rows}, ``first_open_ms``,
-        ``last_open_ms``, ``exchange_gaps`` [[first, last], ...], ``history_start_ms``."""
+        ``last_open_ms``, ``exchange_gaps`` [(first, last), ...], ``history_start_ms``."""
         with self._guard():
             return self._meta(symbol, interval)
 
