@@ -21,11 +21,11 @@ import time
 import numpy as np
 import orjson
 
-from trader.replay.dataset import ReplayDataset
-from trader.replay.streams import kline_event
 from trader.exchange.stream import KlineStream, StreamConfig
 from trader.features.indicators import IndicatorParams
 from trader.live import LiveFeed
+from trader.replay.dataset import ReplayDataset
+from trader.replay.streams import kline_event
 from trader.store.live import LiveCache
 
 INTERVALS = ("1h", "4h")

@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,9 @@ async def _fetch_all(client: Any, symbols: Sequence[str], concurrency: int) -> l
 
     async def one(symbol: str, interval: str) -> np.ndarray:
         async with sem:
-            block = await client.fetch_klines_page(symbol, interval, limit=LOOKBACK + 1)
-        return block[:, block[CLOSE_TIME] < now]  # closed klines only
+            block: np.ndarray = await client.fetch_klines_page(symbol, interval, limit=LOOKBACK + 1)
+        closed: np.ndarray = block[:, block[CLOSE_TIME] < now]  # closed klines only
+        return closed
 
     got = await asyncio.gather(*(one(s, i) for s in symbols for i in INTERVALS))
     return [list(got[k * len(INTERVALS) : (k + 1) * len(INTERVALS)]) for k in range(len(symbols))]
@@ -214,7 +216,10 @@ async def _serial_vs_concurrent(symbols: Sequence[str], latency_ms: float, runs:
             async with _client(url, conc) as client:
                 await client.fetch_server_time()
                 s0 = client.stats.requests
-                walls = await _atimes(lambda c=client, k=conc: _fetch_all(c, symbols, k), runs)
+                async def fetch(c: Any = client, k: int = conc) -> None:
+                    await _fetch_all(c, symbols, k)
+
+                walls = await _atimes(fetch, runs)
                 sides.append(Side.of(label, walls, n, (client.stats.requests - s0) / runs, 2.0 * n * len(INTERVALS)))
         note = "latency-bound: the ratio approaches the concurrency bound as latency dominates"
         ccxt_side = await _ccxt_fetch(url, symbols, runs)
@@ -349,7 +354,7 @@ def _scoring(symbols: Sequence[str], runs: int) -> Comparison:
             for strategy in ("vectorized", "threads", "processes"):
                 with Scanner(store, cfg.model_copy(update={"strategy": strategy}), INTERVALS) as sc:
                     sc.scan(symbols, now_ms=now)
-                    walls[strategy] = _times(lambda sc=sc: sc.scan(symbols, now_ms=now), runs)
+                    walls[strategy] = _times(partial(sc.scan, symbols, now_ms=now), runs)
             with Scanner(store, cfg, INTERVALS) as sc:
                 ours = {s.symbol: s.score for s in sc.scan(symbols, now_ms=now).signals}
 
@@ -386,17 +391,18 @@ def _incremental(symbols: Sequence[str], runs: int) -> Comparison:
     p = IndicatorConfig()
     blocks = [ds.series(s, i).values[list(OHLCVQ), -(LOOKBACK + 1) :] for s in symbols for i in INTERVALS]
     arrays = [np.ascontiguousarray(np.stack([b[j] for b in blocks])) for j in range(6)]
-    hist = [a[:, :-1] for a in arrays]
+    ho, hh, hl, hc, hv, hq = (a[:, :-1] for a in arrays)
     window = [np.ascontiguousarray(a[:, 1:]) for a in arrays]
+    wo, wh, wl, wc, wv, wq = window
     new = [a[:, -1].copy() for a in arrays]
-    state = IndicatorState.from_history(*hist, p)
-    full = {"trader batch kernels": _times(lambda: compute_last(*window, p), runs * 5)}
+    state = IndicatorState.from_history(ho, hh, hl, hc, hv, hq, p)
+    full = {"trader batch kernels": _times(lambda: compute_last(wo, wh, wl, wc, wv, wq, p), runs * 5)}
     try:
         import talib  # noqa: F401
 
         def talib_all() -> None:
-            for k in range(window[0].shape[0]):
-                _talib_indicators(*(w[k] for w in window), p)
+            for k in range(wc.shape[0]):
+                _talib_indicators(wo[k], wh[k], wl[k], wc[k], wv[k], wq[k], p)
 
         full["TA-Lib per series"] = _times(talib_all, runs * 5)
     except ImportError:

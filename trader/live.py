@@ -30,7 +30,18 @@ from trader.config import IndicatorConfig, StreamConfig
 from trader.exchange.rest import BinanceClient
 from trader.exchange.stream import KlineStream
 from trader.features.indicators import IndicatorState
-from trader.models import CLOSE_TIME, HIGH, LOW, OHLCVQ, OPEN_TIME, QUOTE_VOLUME, VOLUME, CLOSE, check_klines, interval_ms
+from trader.models import (
+    CLOSE,
+    CLOSE_TIME,
+    HIGH,
+    LOW,
+    OHLCVQ,
+    OPEN_TIME,
+    QUOTE_VOLUME,
+    VOLUME,
+    check_klines,
+    interval_ms,
+)
 from trader.store.klines import KlineStore
 from trader.store.live import APPENDED, GAP, LiveCache
 from trader.warm import WarmReport, last_closed_open_ms, warm
@@ -166,7 +177,8 @@ class LiveFeed:
             return
         v = self.cache.load(*key)
         if v.shape[1] > self.params.warmup + 1:
-            self.states[key] = IndicatorState.from_history(*(v[r][None] for r in OHLCVQ), self.params)
+            o, h, lo, c, vol, q = (v[r][None] for r in OHLCVQ)
+            self.states[key] = IndicatorState.from_history(o, h, lo, c, vol, q, self.params)
         else:
             self.states.pop(key, None)
 

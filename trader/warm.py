@@ -28,7 +28,7 @@ from typing import Any
 
 from trader.errors import ConfigError, TraderError
 from trader.exchange.rest import BinanceClient
-from trader.models import CLOSE_TIME, OPEN_TIME, check_klines, interval_ms, kline_open_ms
+from trader.models import CLOSE_TIME, OPEN_TIME, interval_ms, kline_open_ms
 from trader.store.klines import KlineStore, missing_ranges
 
 __all__ = [
@@ -203,11 +203,9 @@ async def _warm_series(
         report.up_to_date += 1
         return
     stored_first = meta["first_open_ms"] if meta else None
-    where = f"{symbol} {interval}"
     for start, end in ranges:
         block = await client.fetch_klines(symbol, interval, start, end)
-        block = block[:, block[CLOSE_TIME] < now_ms]  # closed klines only
-        check_klines(block, interval, where)
+        block = block[:, block[CLOSE_TIME] < now_ms]  # closed klines only (store.append validates the block)
         n = int(block.shape[1])
         report.candles_fetched += n
         older = stored_first is None or end < stored_first  # a cold fetch or an older-history backfill
@@ -224,7 +222,6 @@ async def _warm_series(
     for start, end in gap_ranges:
         block = await client.fetch_klines(symbol, interval, start, end)
         block = block[:, block[CLOSE_TIME] < now_ms]
-        check_klines(block, interval, where)
         report.candles_fetched += int(block.shape[1])
         if block.shape[1]:
             report.candles_added += store.append(symbol, interval, block)

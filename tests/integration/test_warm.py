@@ -17,10 +17,10 @@ from tests.conftest import FakeClock, bundled_rows, source_rows
 from trader.config import ClientConfig, FaultConfig, ProfileConfig
 from trader.errors import CircuitOpenError, ConfigError, NetworkError, RateLimited
 from trader.exchange.limits import CircuitBreaker, WeightBudget
+from trader.exchange.rest import BinanceClient
 from trader.models import OPEN_TIME
 from trader.replay.dataset import ReplayDataset
 from trader.replay.server import ReplayExchange
-from trader.exchange.rest import BinanceClient
 from trader.store.klines import KlineStore
 from trader.warm import last_closed_open_ms, warm
 

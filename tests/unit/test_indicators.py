@@ -96,7 +96,7 @@ def test_compute_all_equals_individual_functions(bars: tuple[np.ndarray, ...]) -
 def test_compute_last_equals_compute_all_and_talib(bars: tuple[np.ndarray, ...], length: int) -> None:
     """The scan's fast path (last values from cached weights) is the batch reference's last column."""
     arrays = tuple(np.ascontiguousarray(a[:, -length:]) for a in bars)
-    o, h, lo, c, v, q = arrays
+    _, h, lo, c, _, _ = arrays
     ref = ind.compute_all(*arrays, last=50)
     got = ind.compute_last(*arrays)
     for k, val in got.items():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 
-__all__ = ["Endpoint", "MARKETS", "by_path", "endpoint", "symbols_count"]
+__all__ = ["MARKETS", "Endpoint", "by_path", "endpoint", "symbols_count"]
 
 Weigher = Callable[[Mapping[str, str]], int]
 

@@ -82,7 +82,7 @@ def _first_breaks(
     reference; the BOS is the first close beyond it inside the segment, after which the level is
     consumed. Returns ``(bos (n, T) bool, level_active (n, T) bool, level (n, T) float)``.
     """
-    n, T = close.shape
+    T = close.shape[1]
     tcols = np.arange(T)
     seg = np.maximum.accumulate(np.where(known, tcols, -1), axis=1)  # index where the segment began
     src = np.clip(seg - k, 0, T - 1)  # the swing bar itself (known k bars later)

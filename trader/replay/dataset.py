@@ -44,6 +44,7 @@ import zlib
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -93,14 +94,19 @@ def bundled_data_dir() -> Path:
     return Path(str(resources.files("trader") / "data" / "binance"))
 
 
+_ZEROS = tuple(b"0" * k for k in range(9))
+
+
 def _pad8(field: bytes) -> bytes:
     """Render a decimal string the way Binance does: exactly 8 decimals (``b"59590"`` -> ``b"59590.00000000"``)."""
-    if b"." in field:
-        whole, frac = field.split(b".", 1)
-        if len(frac) > 8:  # only float-noise digits of quote volumes; round half-even like Decimal
-            return str(Decimal(field.decode()).quantize(Decimal("0.00000001"), ROUND_HALF_EVEN)).encode()
-        return whole + b"." + frac + b"0" * (8 - len(frac))
-    return field + b".00000000"
+    dot = field.find(b".")
+    if dot < 0:
+        return field + b".00000000"
+    decimals = len(field) - dot - 1
+    if decimals <= 8:
+        return field + _ZEROS[8 - decimals]
+    # more than 8: only float-noise digits of quote volumes; round half-even like Decimal
+    return str(Decimal(field.decode()).quantize(Decimal("0.00000001"), ROUND_HALF_EVEN)).encode()
 
 
 def _decimals(x: np.ndarray) -> np.ndarray:
@@ -142,7 +148,7 @@ class SeriesData:
         values: kline block ``(11, n)`` float64, times shifted.
         open_time_ms: ``(n,)`` int64 open times (shifted), strictly increasing.
         trades_cumsum: ``(n,)`` int64 running total of trades (trade ids).
-        lines: ``(n + 1,)`` int64 offsets of each line in ``text``.
+        lines: ``n + 1`` offsets of each line in ``text``.
 
     Raises:
         ConfigError: a malformed line, naming ``source:line``.
@@ -161,7 +167,7 @@ class SeriesData:
             pos = text.find(b"\n", pos + 1)
         if starts[-1] != len(text):
             starts.append(len(text) + 1)
-        self.lines = np.array(starts, dtype=np.int64)
+        self.lines: list[int] = starts
         n = len(starts) - 1
         body = text.rstrip(b"\n")
         try:
@@ -186,7 +192,7 @@ class SeriesData:
 
     def line(self, i: int) -> bytes:
         """The CSV text of row ``i``."""
-        return self.text[int(self.lines[i]) : int(self.lines[i + 1]) - 1].strip()
+        return self.text[self.lines[i] : self.lines[i + 1] - 1].strip()
 
     def _first_bad_line(self) -> str:
         for i in range(len(self.lines) - 1):
@@ -204,7 +210,7 @@ class SeriesData:
         ot = v[OPEN_TIME]
         step = self.interval_ms
 
-        def where(mask: np.ndarray, what: str) -> None:
+        def where(mask: Any, what: str) -> None:
             bad = np.flatnonzero(mask)
             if bad.size:
                 raise ConfigError(f"{self.source}:{int(bad[0]) + 2}: {what}")
@@ -224,16 +230,25 @@ class SeriesData:
 
     # ------------------------------------------------------------------ JSON rendering
 
-    def _render_row(self, i: int) -> bytes:
-        f = self.line(i).split(b",")
-        ot = int(self.open_time_ms[i])
-        return b"".join(
-            (
-                b"[", str(ot).encode(), b',"', _pad8(f[1]), b'","', _pad8(f[2]), b'","', _pad8(f[3]), b'","',
-                _pad8(f[4]), b'","', _pad8(f[5]), b'",', str(ot + self.interval_ms - 1).encode(), b',"', _pad8(f[7]),
-                b'",', f[8].split(b".")[0], b',"', _pad8(f[9]), b'","', _pad8(f[10]), b'","0"],',
+    def _render_rows(self, lo: int, hi: int) -> list[bytes]:
+        text, starts = self.text, self.lines
+        step = self.interval_ms
+        out = []
+        for i, ot in zip(range(lo, hi), self.open_time_ms[lo:hi].tolist(), strict=True):
+            f = text[starts[i] : starts[i + 1] - 1].strip().split(b",")
+            trades = f[8]
+            if b"." in trades:
+                trades = trades.split(b".")[0]
+            out.append(
+                b"".join(
+                    (
+                        b"[", str(ot).encode(), b',"', _pad8(f[1]), b'","', _pad8(f[2]), b'","', _pad8(f[3]), b'","',
+                        _pad8(f[4]), b'","', _pad8(f[5]), b'",', str(ot + step - 1).encode(), b',"', _pad8(f[7]),
+                        b'",', trades, b',"', _pad8(f[9]), b'","', _pad8(f[10]), b'","0"],',
+                    )
+                )
             )
-        )
+        return out
 
     def _block(self, b: int) -> tuple[bytes, np.ndarray]:
         found = self._blocks.get(b)
@@ -243,7 +258,7 @@ class SeriesData:
             found = self._blocks.get(b)
             if found is None:
                 lo, hi = b * BLOCK_ROWS, min((b + 1) * BLOCK_ROWS, len(self))
-                rows = [self._render_row(i) for i in range(lo, hi)]
+                rows = self._render_rows(lo, hi)
                 offsets = np.zeros(len(rows) + 1, dtype=np.int64)
                 np.cumsum([len(r) for r in rows], out=offsets[1:])
                 found = self._blocks[b] = (b"".join(rows), offsets)
@@ -338,17 +353,20 @@ class Series:
     @property
     def values(self) -> np.ndarray:
         """Kline block ``(11, n)`` float64 (times shifted)."""
-        return self.data.values
+        values: np.ndarray = self.data.values
+        return values
 
     @property
     def open_time_ms(self) -> np.ndarray:
         """``(n,)`` int64 open times, epoch ms."""
-        return self.data.open_time_ms
+        ot: np.ndarray = self.data.open_time_ms
+        return ot
 
     @property
     def trades_cumsum(self) -> np.ndarray:
         """``(n,)`` int64 running total of trades."""
-        return self.data.trades_cumsum
+        cs: np.ndarray = self.data.trades_cumsum
+        return cs
 
     def __len__(self) -> int:
         return len(self.data)
@@ -404,6 +422,7 @@ class ReplayDataset:
             ivs.sort(key=lambda i: BINANCE_INTERVALS[i] or 0)
         self._series: dict[tuple[str, str], Series] = {}
         self._shared: dict[tuple[int, int, str], SeriesData] = {}
+        self._content_locks: dict[tuple[int, int, str], threading.Lock] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -449,8 +468,19 @@ class ReplayDataset:
         digest = (zlib.crc32(raw), len(raw), interval)
         with self._lock:
             shared = self._shared.get(digest)
+            content_lock = self._content_locks.setdefault(digest, threading.Lock())
         if shared is not None:
             return shared
+        with content_lock:  # clones loaded at the same time are parsed once, not once each
+            with self._lock:
+                shared = self._shared.get(digest)
+            if shared is not None:
+                return shared
+            data = self._parse(path, raw, interval)
+            with self._lock:
+                return self._shared.setdefault(digest, data)
+
+    def _parse(self, path: Path, raw: bytes, interval: str) -> SeriesData:
         try:
             text = gzip.decompress(raw) if path.name.endswith(".gz") else raw
         except (OSError, EOFError, zlib.error) as exc:
@@ -458,9 +488,7 @@ class ReplayDataset:
         header, _, body = text.partition(b"\n")
         if header.strip() != _HEADER:
             raise ConfigError(f"{path}:1: unexpected header {header[:120]!r}" if text else f"{path}: empty file")
-        data = SeriesData(body, str(path), interval, self.shift_ms)
-        with self._lock:
-            return self._shared.setdefault(digest, data)
+        return SeriesData(body, str(path), interval, self.shift_ms)
 
     def series(self, symbol: str, interval: str) -> Series:
         """The series for ``(symbol, interval)``, loading (or deriving) it on first use.

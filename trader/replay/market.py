@@ -31,7 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from trader.models import CLOSE, HIGH, LOW, OPEN, QUOTE_VOLUME, TAKER_BUY_BASE_VOLUME, TAKER_BUY_QUOTE_VOLUME, TRADES, VOLUME
+from trader.models import (
+    CLOSE,
+    HIGH,
+    LOW,
+    OPEN,
+    QUOTE_VOLUME,
+    TAKER_BUY_BASE_VOLUME,
+    TAKER_BUY_QUOTE_VOLUME,
+    TRADES,
+    VOLUME,
+)
 from trader.replay.dataset import Series, split_symbol
 
 __all__ = [
@@ -201,7 +211,7 @@ def window_stats(series: Series, open_ms: int, close_ms: int) -> WindowStats | N
     last_p = path_price(lc[OPEN], lc[HIGH], lc[LOW], lc[CLOSE], _frac(series, last, close_ms))
     done = int(series.trades_cumsum[last - 1]) if last > 0 else 0
     last_id = done + math.floor(float(series.values[TRADES, last]) * _frac(series, last, close_ms) + 1e-9)
-    return WindowStats(open_ms, close_ms, open_p, hi, lo, last_p, open_p, vol, qv, int(math.floor(trades + 1e-9)), last_id)
+    return WindowStats(open_ms, close_ms, open_p, hi, lo, last_p, open_p, vol, qv, math.floor(trades + 1e-9), last_id)
 
 
 def _avg_qty(series: Series, now_ms: int, qd: int) -> float:
@@ -281,7 +291,7 @@ def depth(series: Series, now_ms: int, spread_bps: float, limit: int) -> dict[st
 
 def avg_price(series: Series, now_ms: int) -> dict[str, Any]:
     """``avgPrice`` object: mean path price over the last :data:`AVG_PRICE_MINS` minutes."""
-    pd, _ = series.decimals(series.visible(now_ms) - 1)
+    _ = series.decimals(series.visible(now_ms) - 1)
     ts = range(now_ms - AVG_PRICE_MINS * _MINUTE, now_ms + 1, 1000)
     prices = [current_price(series, t) for t in ts]
     prices = [p for p in prices if p == p]
