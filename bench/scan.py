@@ -1,15 +1,23 @@
-"""Benchmark (not a test): ``scan`` from a warm store.
+"""Benchmark (not a test): the scan, against what a user would run instead.
 
-- A store holding 96 symbols x (1h, 4h) x 1000 closed klines — the bundled data as ``trader warm``
-  leaves it at the replay exchange's default start — built in a temp dir.
-- Core time (load + features + scores, ``Scanner.scan``) per strategy, median of ``--repeat`` runs,
-  with the default lookback (300) and with lookback 1000 (every stored kline).
-- Whole-process wall time and peak RSS of ``trader scan --format json`` (median of 5 runs).
-- Scaling: 500 and 1000 symbols (the 96 real series replicated under new names), vectorised core.
+Stores like ``trader warm`` leaves them at the replay's default start: 96 symbols (the bundled data)
+and 960 (the same files under 10 names each) x (1h, 4h) x 1000 closed klines, in temp dirs.
 
-    .venv/bin/python bench/scan.py [--repeat 7]
+1. **Core, from memory** (192 series, lookback 300), median of ``--repeat`` runs with min-max:
+   - indicators only: trader's last-value kernels vs a serial TA-Lib loop over the same indicators;
+   - features + score: trader's vectorized core vs the serial TA-Lib scorer (TA-Lib indicators,
+     then the same structure and factor code per symbol: identical scores).
+2. **Scanner.scan** (load + features + score) at 96 and 960 symbols.
+3. **Whole process**: ``trader scan --format json`` vs ``bench/baselines/pandas_talib_scan.py`` (the
+   pandas + TA-Lib loop a user writes, same store, same scores), wall time (median of 5) and peak RSS,
+   at 96 and 960 symbols.
 
-Prints one JSON object; ratios are computed from figures measured in this run.
+The CLI tunes glibc's allocator (``trader/runtime.py``); this script does the same for the
+in-process parts, and says so in its output.
+
+    .venv/bin/python bench/scan.py [--repeat 9]
+
+Prints one JSON object; every ratio is computed from figures measured in this run.
 """
 
 from __future__ import annotations
@@ -24,44 +32,103 @@ import tempfile
 import time
 from pathlib import Path
 
-from trader.replay.dataset import ReplayDataset
-from trader.replay.server import default_start_ms
-from trader.scan import STRATEGIES, Scanner, ScanParams
-from trader.store.klines import KlineStore
-from trader.warm import last_closed_open_ms
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from trader.compare import _talib_indicators, talib_scores  # noqa: E402
+from trader.config import ScanConfig  # noqa: E402
+from trader.features.indicators import compute_last  # noqa: E402
+from trader.models import OHLCVQ  # noqa: E402
+from trader.replay.dataset import ReplayDataset  # noqa: E402
+from trader.replay.server import default_start_ms  # noqa: E402
+from trader.runtime import tune_allocator  # noqa: E402
+from trader.scan import Scanner, score_arrays  # noqa: E402
+from trader.store.klines import KlineStore  # noqa: E402
+from trader.warm import last_closed_open_ms  # noqa: E402
+
+INTERVALS = ("1h", "4h")
+LOOKBACK = 300
 
 
-def build_store(path: Path, ds: ReplayDataset, copies: int = 1, limit: int | None = None) -> tuple[int, int]:
-    """Fill ``path`` like a warm at the default replay start; returns (symbols, now_ms)."""
+def build_store(path: Path, ds: ReplayDataset, copies: int = 1) -> int:
+    """Fill ``path`` like a warm at the default replay start; returns the replay now (ms)."""
     now = default_start_ms(ds)
-    n = 0
     with KlineStore(path) as store:
         for c in range(copies):
             for symbol in ds.symbols:
-                if limit is not None and n >= limit:
-                    break
-                name = symbol if c == 0 else f"{symbol[:-4]}{c:02d}{symbol[-4:]}"
-                for interval in ("1h", "4h"):
+                name = symbol if c == 0 else f"{symbol[:-4]}X{c}{symbol[-4:]}"
+                for interval in INTERVALS:
                     s = ds.series(symbol, interval)
-                    last = last_closed_open_ms(now, interval)
-                    hi = int((s.open_time_ms <= last).sum())
-                    store.append(name, interval, s.values[hi - 1000 : hi])
-                n += 1
+                    hi = int((s.open_time_ms <= last_closed_open_ms(now, interval)).sum())
+                    store.append(name, interval, s.values[:, hi - 1000 : hi])
         store.set_clock(now, int(time.time() * 1000))
-    return n, now
+    return now
 
 
-def core(path: Path, strategy: str, repeat: int, now: int, lookback: int = 300) -> float:
-    with KlineStore(path) as store, Scanner(store, ScanParams(lookback=lookback, min_history=min(200, lookback)), strategy, workers=2) as sc:
-        sc.scan(now_ms=now)  # warm-up: pools started, caches touched
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            sc.scan(now_ms=now)
-            times.append((time.perf_counter() - t) * 1e3)
-    return round(statistics.median(times), 2)
+def _stats(times: list[float]) -> dict[str, float]:
+    return {"median_ms": round(statistics.median(times) * 1e3, 2), "min_ms": round(min(times) * 1e3, 2), "max_ms": round(max(times) * 1e3, 2)}
+
+
+def _time(fn: object, repeat: int) -> list[float]:
+    fn()  # type: ignore[operator]
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()  # type: ignore[operator]
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def core(ds: ReplayDataset, repeat: int) -> dict[str, object]:
+    cfg = ScanConfig()
+    p = cfg.indicators
+    symbols = list(ds.symbols)
+    now = default_start_ms(ds)
+    per_symbol = []
+    for s in symbols:
+        arrays = []
+        for iv in INTERVALS:
+            ser = ds.series(s, iv)
+            hi = int((ser.open_time_ms <= last_closed_open_ms(now, iv)).sum())
+            arrays.append(np.ascontiguousarray(ser.values[list(OHLCVQ), hi - LOOKBACK : hi]))
+        per_symbol.append(arrays)
+    stacked = [np.stack([a[i] for a in per_symbol]) for i in range(len(INTERVALS))]
+    rows = np.concatenate(stacked)  # (192, 6, L)
+    o, h, lo, c, v, q = (np.ascontiguousarray(rows[:, j]) for j in range(6))
+
+    def talib_indicators() -> None:
+        for k in range(c.shape[0]):
+            _talib_indicators(o[k], h[k], lo[k], c[k], v[k], q[k], p)
+
+    ind_ours = _time(lambda: compute_last(o, h, lo, c, v, q, p), repeat)
+    ind_talib = _time(talib_indicators, repeat)
+    core_ours = _time(lambda: score_arrays(stacked, cfg), repeat)
+    core_talib = _time(lambda: talib_scores(per_symbol, cfg), repeat)
+    ours_scores = score_arrays(stacked, cfg)[0]
+    diff = float(np.max(np.abs(ours_scores - talib_scores(per_symbol, cfg))))
+    return {
+        "series": int(c.shape[0]),
+        "indicators_only": {
+            "trader_last_value_kernels": _stats(ind_ours),
+            "serial_talib_loop": _stats(ind_talib),
+            "speedup": round(statistics.median(ind_talib) / statistics.median(ind_ours), 2),
+        },
+        "features_and_score": {
+            "trader_vectorized_core": _stats(core_ours),
+            "serial_talib_scorer": _stats(core_talib),
+            "speedup": round(statistics.median(core_talib) / statistics.median(core_ours), 2),
+            "max_score_difference": diff,
+        },
+    }
+
+
+def scanner(path: Path, now: int, repeat: int) -> dict[str, float]:
+    with KlineStore(path) as store, Scanner(store, ScanConfig(), INTERVALS) as sc:
+        times = _time(lambda: sc.scan(now_ms=now), repeat)
+        res = sc.scan(now_ms=now)
+    return {**_stats(times), "symbols": res.universe, "scored": len(res.signals)}
 
 
 _RSS_PROBE = (
@@ -71,46 +138,44 @@ _RSS_PROBE = (
 )
 
 
-def whole_process(path: Path, runs: int = 5) -> tuple[float, float]:
-    """Median wall seconds of ``trader scan --format json`` and its peak RSS in MB (ru_maxrss of that process only)."""
-    walls = []
-    rss = []
+def whole(cmd: list[str], runs: int = 5) -> dict[str, float]:
+    """Median wall seconds of a command and its peak RSS (ru_maxrss of that process), MB."""
     env = {**os.environ, "TRADER_SCAN__GRACE_S": "1e9"}
-    cmd = [sys.executable, "-m", "cli.main", "scan", "--store", str(path), "--format", "json", "-m", "0"]
+    walls, rss = [], []
     for _ in range(runs):
         t = time.perf_counter()
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, env=env)
         walls.append(time.perf_counter() - t)
-        assert p.returncode == 0, p.stderr.decode()
+        assert p.returncode == 0, p.stderr.decode()[-500:]
         probe = subprocess.run([sys.executable, "-c", _RSS_PROBE, *cmd], cwd=ROOT, capture_output=True, env=env, text=True)
         rss.append(int(probe.stdout.strip()) / 1024)
-    return round(statistics.median(walls), 3), round(max(rss), 1)
+    return {"wall_s_median": round(statistics.median(walls), 3), "wall_s_min": round(min(walls), 3),
+            "wall_s_max": round(max(walls), 3), "peak_rss_mb": round(max(rss), 1)}
 
 
 def main(repeat: int) -> dict[str, object]:
+    tuned = tune_allocator()
     ds = ReplayDataset()
-    out: dict[str, object] = {"benchmark": "scan", "repeat": repeat, "cpus": os.cpu_count()}
+    out: dict[str, object] = {"benchmark": "scan", "repeat": repeat, "cpus": os.cpu_count(), "allocator_tuned": tuned,
+                              "lookback": LOOKBACK}
+    out["core_192_series"] = core(ds, repeat)
     with tempfile.TemporaryDirectory() as tmp:
-        p96 = Path(tmp) / "s96"
-        _, now = build_store(p96, ds)
-        strat = {s: core(p96, s, repeat if s in ("vectorized",) else max(2, repeat // 3), now) for s in STRATEGIES}
-        out["core_ms_96x2_lookback300"] = strat
-        out["speedup_vs_serial"] = {s: round(strat["serial"] / v, 2) for s, v in strat.items()}
-        out["core_ms_96x2_lookback1000_vectorized"] = core(p96, "vectorized", repeat, now, lookback=1000)
-        wall, rss = whole_process(p96)
-        out["trader_scan_process_wall_s"] = wall
-        out["trader_scan_peak_rss_mb"] = rss
-        scaling = {"96": strat["vectorized"]}
-        for n in (500, 1000):
-            pn = Path(tmp) / f"s{n}"
-            build_store(pn, ds, copies=-(-n // 96), limit=n)
-            scaling[str(n)] = core(pn, "vectorized", max(3, repeat // 2), now)
-        out["core_ms_vectorized_by_symbols"] = scaling
-        out["ms_per_symbol"] = {k: round(v / int(k), 3) for k, v in scaling.items()}
+        for copies in (1, 10):
+            n = 96 * copies
+            path = Path(tmp) / f"s{n}"
+            now = build_store(path, ds, copies)
+            out[f"scanner_scan_{n}_symbols"] = scanner(path, now, max(3, repeat // (2 if copies > 1 else 1)))
+            ours = whole([sys.executable, "-m", "cli.main", "scan", "--store", str(path), "--format", "json", "-m", "0"])
+            base = whole([sys.executable, str(ROOT / "bench" / "baselines" / "pandas_talib_scan.py"), str(path)], runs=3)
+            out[f"whole_process_{n}_symbols"] = {
+                "trader_scan": ours,
+                "pandas_talib_loop": base,
+                "speedup": round(base["wall_s_median"] / ours["wall_s_median"], 2),
+            }
     return out
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=9)
     print(json.dumps(main(ap.parse_args().repeat), indent=2))

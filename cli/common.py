@@ -8,18 +8,19 @@ stays fast.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import signal
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from trader.errors import NoResultError, TraderError
+
+if TYPE_CHECKING:
+    import asyncio
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,6 +92,9 @@ def client(settings: Any) -> Any:
 
 def stop_on_signals() -> asyncio.Event:
     """An event set by SIGINT or SIGTERM (clean shutdown instead of a traceback)."""
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,14 +78,15 @@ def replay(
     exchange = ReplayExchange.from_config(settings.replay, background_load=not preload)
     if preload:
         exchange.load_all(render=True)
+    import asyncio
+
     asyncio.run(_serve(exchange))
 
 
 async def _serve(exchange: Any) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    from cli.common import stop_on_signals
+
+    stop = stop_on_signals()
     try:
         await exchange.start()
     except OSError as exc:

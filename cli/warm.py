@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Annotated, Any
 
@@ -52,6 +51,8 @@ def warm(
         overrides["warm"] = warm_over
     settings = load(config, profile, rest_url, ws_url, store, overrides)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
+    import asyncio
+
     if follow:
         asyncio.run(_follow(settings, wanted, top, ivs, as_json))
         return

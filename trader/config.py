@@ -60,7 +60,7 @@ _ENV_RESERVED = {"TRADER_CONFIG", "TRADER_REST_URL", "TRADER_WS_URL", "TRADER_AP
 class _Model(BaseModel):
     """Base: unknown keys are errors, values are validated on assignment, instances are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, defer_build=True)
 
 
 class ProfileConfig(_Model):
@@ -265,7 +265,7 @@ class ScanConfig(_Model):
     grace_s: float = Field(300.0, ge=0)
     strategy: Literal["vectorized", "serial", "threads", "processes"] = "vectorized"
     workers: int = Field(2, ge=1, le=64)
-    block_symbols: int = Field(256, ge=1, description="symbols scored per block (bounds memory at large universes)")
+    block_symbols: int = Field(128, ge=1, description="symbols scored per block (bounds memory at large universes)")
     live_wait_s: float = Field(5.0, ge=0, description="scan --live: after the first close, wait this long for the rest, s")
     swing_length: int = Field(5, ge=1)
     structure_window: int = Field(120, ge=20)

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +37,9 @@ from trader.features.indicators import compute_last
 from trader.features.structure import structure_features
 from trader.models import CLOSE, CLOSE_TIME, OHLCVQ, interval_ms
 from trader.store.klines import KlineStore
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 __all__ = ["STRATEGIES", "ScanResult", "Scanner", "Signal", "score_arrays"]
 
@@ -213,6 +215,8 @@ class Scanner:
         self._pool: Executor | None = None
 
     def _executor(self) -> Executor:
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
         if self._pool is None:
             if self.strategy == "processes":
                 import multiprocessing as mp

@@ -160,11 +160,8 @@ class SeriesData:
         self.interval = interval
         self.interval_ms = int(BINANCE_INTERVALS[interval] or 0)
         self.shift_ms = int(shift_ms)
-        starts = [0]
-        pos = text.find(b"\n")
-        while pos != -1:
-            starts.append(pos + 1)
-            pos = text.find(b"\n", pos + 1)
+        newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10) + 1
+        starts = [0, *newlines.tolist()]
         if starts[-1] != len(text):
             starts.append(len(text) + 1)
         self.lines: list[int] = starts

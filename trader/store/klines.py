@@ -11,7 +11,9 @@ Layout (format 2; all keys in one diskcache ``Cache``, i.e. one SQLite database 
   of those bytes (4 bytes, little-endian). ``chunk_id = open_time_ms // (interval_ms * 1024)``:
   chunks are fixed time spans of 1024 klines, so an append rewrites only the newest chunk
   (≤ 88 KB) and never history. Values stay below ``disk_min_file_size`` (1 MiB), so they live
-  inside SQLite: ~15 µs per read here; a write costs SQLite ~0.5 ms per 88 KB.
+  inside SQLite: ~15-60 µs per read here; a write costs SQLite ~0.5 ms per 88 KB. The database
+  is opened without a memory map and with a 4 MB page cache, so a scan's RSS stays flat in the
+  number of series it reads.
 - ``t/<symbol>/<interval>`` -> the newest :data:`TAIL_ROWS` klines in the chunk format, rewritten
   in the same transaction as every append: a scan's ``load(limit <= 512)`` is one read.
 - ``clock`` -> the exchange clock of the last warm (JSON); ``format`` -> ``2``.
@@ -30,7 +32,6 @@ migrated in place, in one transaction, the first time it is opened.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -136,6 +137,10 @@ class KlineStore:
                 cull_limit=0,
                 statistics=False,
                 tag_index=False,
+                # no memory map and a 4 MB page cache: a scan of 960 symbols reads 1 920 tails once;
+                # diskcache's defaults (64 MB mmap + 32 MB cache) added ~130 MB of RSS for nothing
+                sqlite_mmap_size=0,
+                sqlite_cache_size=1024,
             )
         except sqlite3.DatabaseError as exc:
             raise StoreCorruptError(
@@ -232,6 +237,8 @@ class KlineStore:
         Raises:
             StoreLockedError: still locked after ``timeout_s``.
         """
+        import asyncio  # not at module level: `trader scan` never needs asyncio
+
         fd, lock_path = self._open_lock()
         try:
             deadline = time.monotonic() + timeout_s
