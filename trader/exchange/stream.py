@@ -6,6 +6,8 @@ Rules followed (Binance spot "WebSocket Streams", general WSS information and li
 - ``SUBSCRIBE`` in batches of ``batch`` streams, at most ``control_per_s`` control messages per
   second (aiolimiter; Binance disconnects above 5 incoming messages per second, pongs included);
 - pings are answered with pongs by websockets; the client sends no pings of its own;
+- no permessage-deflate: per-frame compression of ~600-byte events costs more CPU and latency than
+  the bandwidth it saves;
 - silence longer than ``silence_s`` (default 60 s; kline streams update every 2 s) means a dead
   connection: close and reconnect;
 - reconnects back off exponentially with full jitter up to ``backoff_max_s``;
@@ -154,7 +156,13 @@ class KlineStream:
 
     async def _open(self, chunk: list[tuple[str, str]]) -> websockets.ClientConnection:
         ws = await asyncio.wait_for(
-            websockets.connect(f"{self.ws_url}/stream", ping_interval=None, max_size=2**22, open_timeout=self.cfg.open_timeout_s),
+            websockets.connect(
+                f"{self.ws_url}/stream",
+                ping_interval=None,  # Binance pings; we answer (websockets does it for us)
+                max_size=2**22,
+                open_timeout=self.cfg.open_timeout_s,
+                compression=None,  # kline frames are ~600 bytes: deflate costs more CPU (both ends) than it saves
+            ),
             self.cfg.open_timeout_s,
         )
         try:

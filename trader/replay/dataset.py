@@ -38,6 +38,7 @@ likewise for base volumes.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gzip
 import threading
 import zlib
@@ -148,6 +149,7 @@ class SeriesData:
         values: kline block ``(11, n)`` float64, times shifted.
         open_time_ms: ``(n,)`` int64 open times (shifted), strictly increasing.
         trades_cumsum: ``(n,)`` int64 running total of trades (trade ids).
+        open_list: the open times as a list of ints (cheap single-element access).
         lines: ``n + 1`` offsets of each line in ``text``.
 
     Raises:
@@ -179,10 +181,11 @@ class SeriesData:
         values[CLOSE_TIME] += self.shift_ms
         self.values = values
         self.open_time_ms = values[OPEN_TIME].astype(np.int64)
+        self.open_list: list[int] = self.open_time_ms.tolist()  # plain ints for per-kline arithmetic
         self.trades_cumsum = np.cumsum(values[TRADES].astype(np.int64))
         self._blocks: dict[int, tuple[bytes, np.ndarray]] = {}
         self._lock = threading.Lock()
-        self._dec: tuple[np.ndarray, np.ndarray] | None = None
+        self._dec: tuple[list[int], list[int]] | None = None
 
     def __len__(self) -> int:
         return int(self.open_time_ms.shape[0])
@@ -286,9 +289,9 @@ class SeriesData:
                 if self._dec is None:
                     pd = np.maximum.accumulate(_decimals(self.values[list(_PRICE_FIELDS)]).max(axis=0))
                     qd = np.maximum.accumulate(_decimals(self.values[list(_QTY_FIELDS)]).max(axis=0))
-                    self._dec = (pd, qd)
+                    self._dec = (pd.tolist(), qd.tolist())
         i = min(max(int(upto), 0), len(self) - 1)
-        return int(self._dec[0][i]), int(self._dec[1][i])
+        return self._dec[0][i], self._dec[1][i]
 
 
 def _aggregate(base: SeriesData, interval: str, source: str) -> SeriesData:
@@ -378,7 +381,7 @@ class Series:
 
     def visible(self, now_ms: int) -> int:
         """Rows that have opened at ``now_ms`` (the last may still be forming)."""
-        return int(np.searchsorted(self.open_time_ms, now_ms, side="right"))
+        return bisect.bisect_right(self.data.open_list, now_ms)
 
 
 class ReplayDataset:

@@ -95,17 +95,21 @@ def _path_range(o: float, h: float, lo: float, c: float, a: float, b: float) -> 
 
 
 def _frac(series: Series, i: int, t_ms: int) -> float:
-    return min(max((t_ms - int(series.open_time_ms[i])) / series.interval_ms, 0.0), 1.0)
+    return min(max((t_ms - series.data.open_list[i]) / series.interval_ms, 0.0), 1.0)
 
 
-def _forming_values(series: Series, index: int, now_ms: int) -> np.ndarray:
-    """The ``(11,)`` column of kline ``index`` as it stood at ``now_ms`` (floats, unrounded)."""
-    v = series.values[:, index].copy()
+def _forming_values(series: Series, index: int, now_ms: int) -> list[float]:
+    """The 11 fields of kline ``index`` as it stood at ``now_ms`` (floats, unrounded).
+
+    Plain Python floats: one kline's arithmetic is ~20 numpy scalar operations, which cost more
+    than the arithmetic itself (the stream hub builds one of these per stream per update).
+    """
+    v: list[float] = series.values[:, index].tolist()
     if series.base is None:
         f = _frac(series, index, now_ms)
-        o, h, lo, c = (float(series.values[r, index]) for r in (OPEN, HIGH, LOW, CLOSE))
-        hi_, lo_ = _path_range(o, h, lo, c, 0.0, f)
-        v[HIGH], v[LOW], v[CLOSE] = hi_, lo_, path_price(o, h, lo, c, f)
+        o, h, lo, c = v[OPEN], v[HIGH], v[LOW], v[CLOSE]
+        v[HIGH], v[LOW] = _path_range(o, h, lo, c, 0.0, f)
+        v[CLOSE] = path_price(o, h, lo, c, f)
         for r in (VOLUME, QUOTE_VOLUME, TAKER_BUY_BASE_VOLUME, TAKER_BUY_QUOTE_VOLUME):
             v[r] *= f
         v[TRADES] = math.floor(v[TRADES] * f + 1e-9)
@@ -114,16 +118,19 @@ def _forming_values(series: Series, index: int, now_ms: int) -> np.ndarray:
     open_ms = int(series.open_time_ms[index])
     lo_i = int(np.searchsorted(base.open_time_ms, open_ms, side="left"))
     hi_i = base.visible(now_ms)
-    parts = [base.values[:, j] if int(base.open_time_ms[j]) + base.interval_ms <= now_ms else _forming_values(base, j, now_ms) for j in range(lo_i, hi_i)]
-    if not parts:
+    if hi_i <= lo_i:
         return v
-    block = np.stack(parts, axis=1)
-    v[OPEN] = block[OPEN, 0]
-    v[HIGH] = block[HIGH].max()
-    v[LOW] = block[LOW].min()
-    v[CLOSE] = block[CLOSE, -1]
+    closed_to = hi_i if int(base.open_time_ms[hi_i - 1]) + base.interval_ms <= now_ms else hi_i - 1
+    block = base.values[:, lo_i:closed_to]
+    parts: list[list[float]] = [block[:, j].tolist() for j in range(block.shape[1])]
+    if closed_to < hi_i:
+        parts.append(_forming_values(base, hi_i - 1, now_ms))
+    v[OPEN] = parts[0][OPEN]
+    v[HIGH] = max(p[HIGH] for p in parts)
+    v[LOW] = min(p[LOW] for p in parts)
+    v[CLOSE] = parts[-1][CLOSE]
     for r in (VOLUME, QUOTE_VOLUME, TRADES, TAKER_BUY_BASE_VOLUME, TAKER_BUY_QUOTE_VOLUME):
-        v[r] = block[r].sum()
+        v[r] = math.fsum(p[r] for p in parts)
     return v
 
 
@@ -137,7 +144,7 @@ def forming_row(series: Series, index: int, now_ms: int) -> list[Any]:
     v = _forming_values(series, index, now_ms)
     root = series.base or series
     pd, qd = root.decimals(root.visible(now_ms) - 1)
-    open_ms = int(series.open_time_ms[index])
+    open_ms = series.data.open_list[index]
     return [
         open_ms,
         fmt_price(v[OPEN], pd),

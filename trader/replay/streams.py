@@ -321,7 +321,7 @@ class StreamHub:
         if bad:
             body = orjson.dumps({"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}"})
             return web.Response(status=400, body=body, content_type="application/json", charset="UTF-8")
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, compress=False)  # no permessage-deflate
         await ws.prepare(request)
         conn = _Conn(ws, request, combined, self.cfg, self._rng)
         self.connections.add(conn)
