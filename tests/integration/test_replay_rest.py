@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from decimal import Decimal
@@ -312,3 +313,110 @@ async def test_custom_data_dir(tmp_path) -> None:  # type: ignore[no-untyped-def
             assert_same_row(served, want)
         r = await get(ex, "/api/v3/klines", symbol="FOOUSDT", interval="1h")  # finer than the data: cannot derive
         assert r.status_code == 400 and r.json()["code"] == -1120 and "4h" in r.json()["msg"]
+
+
+async def test_price_book_avg_rolling_ticker_and_depth(exchange: ReplayExchange) -> None:
+    exchange.clock.step(HOUR // 3)  # inside a forming kline: the path price moves
+    one = (await get(exchange, "/api/v3/ticker/price", symbol="BTCUSDT")).json()
+    assert list(one) == ["symbol", "price"] and len(one["price"].split(".")[1]) == 8
+    everything = (await get(exchange, "/api/v3/ticker/price")).json()
+    assert len(everything) == 96 and {"symbol": "BTCUSDT", "price": one["price"]} in everything
+    two = (await get(exchange, "/api/v3/ticker/bookTicker", symbols='["BTCUSDT","ETHUSDT"]')).json()
+    assert [b["symbol"] for b in two] == ["BTCUSDT", "ETHUSDT"] and list(two[0]) == ["symbol", "bidPrice", "bidQty", "askPrice", "askQty"]
+    assert float(two[0]["bidPrice"]) < float(one["price"]) < float(two[0]["askPrice"])
+    avg = (await get(exchange, "/api/v3/avgPrice", symbol="BTCUSDT")).json()
+    assert list(avg) == ["mins", "price", "closeTime"] and avg["mins"] == 5 and avg["closeTime"] == exchange.clock.now_ms()
+    roll = (await get(exchange, "/api/v3/ticker", symbol="BTCUSDT", windowSize="4h")).json()
+    day = (await get(exchange, "/api/v3/ticker/24hr", symbol="BTCUSDT")).json()
+    assert set(roll) == set(day) and roll["lastPrice"] == day["lastPrice"] == one["price"]
+    assert roll["openTime"] % 60_000 == 0 and roll["closeTime"] == exchange.clock.now_ms()  # Binance: openTime on a minute
+    assert float(roll["volume"]) < float(day["volume"])
+    bad = await get(exchange, "/api/v3/ticker", symbol="BTCUSDT", windowSize="25h")
+    assert bad.status_code == 400 and bad.json()["code"] == -1130
+    book = (await get(exchange, "/api/v3/depth", symbol="BTCUSDT", limit=10)).json()
+    assert list(book) == ["lastUpdateId", "bids", "asks"] and len(book["bids"]) == len(book["asks"]) == 10
+    assert book["bids"][0][0] == two[0]["bidPrice"] and book["asks"][0][0] == two[0]["askPrice"]
+    r = await get(exchange, "/api/v3/depth", symbol="BTCUSDT", limit=5000)
+    assert r.headers["X-MBX-USED-WEIGHT-1M"] and r.status_code == 200
+
+
+async def test_weights_come_from_the_shared_endpoint_table(exchange: ReplayExchange) -> None:
+    from trader.exchange.endpoints import endpoint
+
+    for name, params in (("depth", {"symbol": "BTCUSDT", "limit": "1000"}), ("ticker", {"symbols": '["BTCUSDT","ETHUSDT"]'}),
+                         ("tickerPrice", {}), ("klines", {"symbol": "BTCUSDT", "interval": "1h"})):
+        exchange.stats.reset()
+        ep = endpoint("spot", name)
+        r = await get(exchange, ep.path, **params)
+        assert r.status_code == 200 and exchange.stats.weight == ep.weight(params), name
+
+
+async def test_derived_intervals_and_clear_errors(exchange: ReplayExchange) -> None:
+    for interval, step in (("2h", 2 * HOUR), ("12h", 12 * HOUR), ("1d", 24 * HOUR), ("1w", 7 * 24 * HOUR)):
+        rows = (await get(exchange, "/api/v3/klines", symbol="SOLUSDT", interval=interval, limit=5)).json()
+        assert len(rows) == 5 and all(r[6] - r[0] == step - 1 for r in rows), interval
+        assert rows[-1][0] <= exchange.clock.now_ms() < rows[-1][6] + 1  # the last one is forming
+    ui = (await get(exchange, "/api/v3/uiKlines", symbol="SOLUSDT", interval="1h", limit=3)).json()
+    assert ui == (await get(exchange, "/api/v3/klines", symbol="SOLUSDT", interval="1h", limit=3)).json()
+    for interval in ("1s", "1m", "1M"):
+        r = await get(exchange, "/api/v3/klines", symbol="SOLUSDT", interval=interval)
+        assert r.status_code == 400 and r.json()["code"] == -1120 and "1h" in r.json()["msg"], interval  # never []
+    r = await get(exchange, "/api/v3/trades", symbol="SOLUSDT")
+    assert r.status_code == 400 and r.json()["code"] == -1020
+    r = await get(exchange, "/api/v3/no/such/thing")
+    assert r.status_code == 404 and r.headers["Content-Type"].startswith("application/json") and r.json()["code"] == -1000
+    async with httpx.AsyncClient(base_url=exchange.rest_url) as c:
+        r = await c.post("/replay/clock", params={"stepMs": "1e20"})
+        assert r.status_code == 400 and r.json()["code"] == -1130
+        r = await c.post("/replay/clock", params={"stepMs": str(10**14)})
+        assert r.status_code == 400
+    assert (await get(exchange, "/api/v3/time")).status_code == 200  # the clock still works
+
+
+async def test_ban_expiry_is_reported_on_the_replay_clock(dataset: ReplayDataset, weight_clock: FakeClock) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0, weight_limit=10, ban_after_429s=0, weight_clock=weight_clock) as ex:
+        for _ in range(6):
+            ex.limiter.admit("127.0.0.1", 2)
+        r = await get(ex, "/api/v3/time")
+        assert r.status_code == 418
+        until = int(r.json()["msg"].split("banned until ")[1].split(".")[0])
+        assert until == ex.clock.now_ms() + int(r.headers["Retry-After"]) * 1000  # 2024 replay time, not the wall clock
+
+
+async def test_tls_serves_https_and_wss(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    import websockets
+
+    from trader.config import ReplayConfig
+
+    ex = ReplayExchange.from_config(ReplayConfig(port=0, speed=0, tls=True), tls_dir=tmp_path)
+    async with ex:
+        assert ex.rest_url.startswith("https://") and ex.ws_url.startswith("wss://") and ex.cert_path is not None
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(ex.cert_path))) as c:
+            assert (await c.get(f"{ex.rest_url}/api/v3/ping")).json() == {}
+        ctx = ssl.create_default_context(cafile=str(ex.cert_path))
+        async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@kline_1h", ssl=ctx) as ws:
+            ex.clock.step(2000)
+            assert json.loads(await ws.recv())["e"] == "kline"
+    assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0
+
+
+async def test_many_symbols_load_off_the_event_loop(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A universe of cloned files: the first all-symbol requests come back while the venue is still
+    loading (each file parsed in a worker thread, clones parsed once), none of them times out."""
+    src = ReplayDataset().data_dir
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(src.glob("*.csv.gz"))[:40]:
+        symbol, rest = path.name.split("-", 1)
+        for c in range(8):
+            (data / f"{symbol[:-4]}X{c}{symbol[-4:]}-{rest}").symlink_to(path)
+    ds = ReplayDataset(data)
+    async with ReplayExchange(ds, port=0, speed=0, background_load=True) as ex:
+        async with httpx.AsyncClient(base_url=ex.rest_url, timeout=30) as c:
+            t, i = await asyncio.gather(c.get("/api/v3/ticker/24hr"), c.get("/api/v3/exchangeInfo"))
+            assert t.status_code == i.status_code == 200 and len(t.json()) == len(i.json()["symbols"]) == 160
+            pages = await asyncio.gather(*(c.get("/api/v3/klines", params={"symbol": s, "interval": "1h", "limit": 1000}) for s in ds.symbols[:60]))
+            assert all(p.status_code == 200 and len(p.json()) == 1000 for p in pages)
+    assert len({id(ds.series(s, "1h").data) for s in ds.symbols}) == 20  # 160 symbols, 20 distinct 1h files

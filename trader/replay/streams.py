@@ -15,7 +15,8 @@ stream                          event                                           
 All values follow the venue's intrabar model (:mod:`trader.replay.market`); intervals without a
 file are derived (:mod:`trader.replay.dataset`). Any other stream name is refused: on the URL with
 HTTP 400 and a JSON error before the upgrade, in ``SUBSCRIBE`` with an error reply
-``{"code": 2, "msg": ..., "id": N}`` — never acknowledged and left silent.
+``{"code": 2, "msg": ..., "id": N}`` — never acknowledged and left silent. A ``/ws/<token>`` path
+whose token is not a stream name (no ``@``) opens a connection with no streams, as Binance does.
 
 Endpoints: ``/ws/<stream>`` (raw: events as they are; more streams with ``SUBSCRIBE``), ``/ws``;
 ``/stream?streams=<a>/<b>`` (combined: ``{"stream": name, "data": event}``); control messages
@@ -315,8 +316,10 @@ class StreamHub:
         if combined:
             initial = [s for s in request.query.get("streams", "").split("/") if s]
         else:
+            # tokens without "@" are not stream names: Binance accepts /ws/<anything> and clients rely on it
+            # (ccxt.pro connects to /ws/0, then SUBSCRIBEs)
             tail = request.match_info.get("streams", "")
-            initial = [s for s in tail.split("/") if s]
+            initial = [s for s in tail.split("/") if "@" in s]
         bad = self.unsupported(initial) if len(initial) <= self.cfg.max_streams else []
         if bad:
             body = orjson.dumps({"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}"})
