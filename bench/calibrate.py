@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from trader.replay.dataset import ReplayDataset
-from trader.scan import ScanParams, score_arrays
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-_COLS = [1, 2, 3, 4, 5, 7]
+from trader.config import ScanConfig
+from trader.models import OHLCVQ
+from trader.replay.dataset import ReplayDataset
+from trader.scan import score_arrays
+
 HOUR = 3_600_000
 
 
 def main(step_hours: int) -> dict[str, object]:
     ds = ReplayDataset()
-    params = ScanParams()
+    params = ScanConfig()
     L = params.lookback
     symbols = list(ds.symbols)
-    h1 = np.stack([ds.series(s, "1h").values[:, _COLS].T for s in symbols])  # (n, 6, T1)
-    h4 = np.stack([ds.series(s, "4h").values[:, _COLS].T for s in symbols])
+    h1 = np.stack([ds.series(s, "1h").values[list(OHLCVQ)] for s in symbols])  # (n, 6, T1)
+    h4 = np.stack([ds.series(s, "4h").values[list(OHLCVQ)] for s in symbols])
     t1 = ds.series(symbols[0], "1h").open_time_ms
     t4 = ds.series(symbols[0], "4h").open_time_ms
     scores, dirs = [], []
