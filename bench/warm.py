@@ -3,7 +3,8 @@
 The replay exchange runs in its own process (``trader replay``), so its CPU is not billed to the
 client; every figure below is measured in this run on this machine.
 
-1. **Client CPU per kline** (``time.process_time`` of this process / klines received) for the 96
+1. **Client CPU per request** (HTTP only, no parsing) at 20 and 50 connections, 1-row and 1000-row
+   pages, both transports; and **client CPU per kline** (``time.process_time`` of this process / klines received) for the 96
    bundled symbols x (1h, 4h) x 1000 klines (one page each), 20 in flight, 0 ms injected latency:
    fetch + parse only, with the aiohttp transport (default) and httpx's own; a full cold warm into a
    fresh store (fetch + parse + check + store); and ccxt's async binance client fetching the same
@@ -123,6 +124,21 @@ async def _ccxt(url: str, symbols: list[str]) -> dict[str, float] | None:
     return {"klines": n, "client_cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "client_cpu_us_per_kline": round(cpu / n * 1e6, 2)}
 
 
+async def _per_request(url: str, symbols: list[str], transport: str, concurrency: int, limit: int, n: int = 600) -> float:
+    """Client CPU per request (ms) of ``BinanceClient.request`` — HTTP only, no parsing — at ``concurrency``."""
+    async with _client(url, transport, concurrency) as client:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(k: int) -> None:
+            async with sem:
+                await client.request("klines", {"symbol": symbols[k % len(symbols)], "interval": "1h", "limit": limit})
+
+        await asyncio.gather(*(one(k) for k in range(100)))
+        c0 = time.process_time()
+        await asyncio.gather(*(one(k) for k in range(n)))
+        return round((time.process_time() - c0) / n * 1e3, 3)
+
+
 def _parse_only(ds: ReplayDataset) -> dict[str, float]:
     s = ds.series("BTCUSDT", "1h")
     raw = b"[" + s.rows_json(0, 1000) + b"]"
@@ -235,6 +251,12 @@ async def _main(skip_960: bool) -> dict[str, object]:
         out["fetch_parse_httpx_transport"] = await _fetch_only(url, symbols, "httpx")
         out["cold_warm_into_fresh_store"] = await _cold_warm(url, symbols, Path(tmp) / "store")
         out["incremental_nothing_new"] = await _incremental(url, symbols, Path(tmp) / "store")
+        out["client_cpu_ms_per_request_http_only"] = {
+            f"{transport}_{conc}_connections_limit_{limit}": await _per_request(url, symbols, transport, conc, limit)
+            for transport in ("aiohttp", "httpx")
+            for conc in (20, 50)
+            for limit in (1, 1000)
+        }
         ccxt = await _ccxt(url, symbols)
         out["ccxt_fetch_ohlcv_baseline"] = ccxt if ccxt is not None else "ccxt not installed"
     if isinstance(ccxt, dict):

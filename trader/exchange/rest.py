@@ -27,6 +27,7 @@ with the Binance code (never retried: an invalid symbol stays invalid); transpor
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -326,20 +327,24 @@ class BinanceClient:
         weight = ep.weight({k: str(v) for k, v in query.items()})
         where = _describe(ep.method, ep.path, query)
         attempts = self.cfg.max_attempts if ep.idempotent else 1
+        try:  # the first attempt goes out directly: tenacity's set-up costs ~50 µs a call
+            return await self._send_once(ep, url, weight, where, counted=True)
+        except TraderError as exc:
+            if attempts == 1 or not retryable(exc, ep):
+                raise
+        # full-jitter backoff before the second attempt; tenacity spaces the later ones
+        await self._sleep(random.uniform(0.0, min(self.cfg.backoff_base_s, self.cfg.backoff_max_s)))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_random_exponential(multiplier=self.cfg.backoff_base_s, max=self.cfg.backoff_max_s),
-            retry=retry_if_exception(lambda exc: retryable(exc, ep)),
+            stop=stop_after_attempt(attempts - 1),
+            wait=wait_random_exponential(multiplier=self.cfg.backoff_base_s * 2, max=self.cfg.backoff_max_s),
+            retry=retry_if_exception(lambda e: retryable(e, ep)),
             sleep=self._sleep,
             reraise=True,
         )
-        attempt_no = 0
         async for attempt in retrying:
             with attempt:
-                attempt_no += 1
-                if attempt_no > 1:
-                    self.stats.retries += 1
-                return await self._send_once(ep, url, weight, where, counted=attempt_no == 1)
+                self.stats.retries += 1
+                return await self._send_once(ep, url, weight, where, counted=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ endpoints
