@@ -158,6 +158,7 @@ def _render(report: Any, as_json: bool) -> None:
         ("requests (klines)", f"{report.requests} ({report.kline_requests})"),
         ("retries / rate limited", f"{report.retries} / {report.rate_limited}"),
         ("waits for a recovering exchange", report.breaker_waits),
+        ("series retried in a later round", report.series_retries),
         ("request weight used (1m)", report.weight_used),
         ("gaps repaired / exchange gaps", f"{report.gaps_repaired} / {report.exchange_gaps}"),
         ("errors", len(report.errors)),

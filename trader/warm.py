@@ -13,8 +13,9 @@ Plan per (symbol, interval), from the store's meta and the exchange's clock (pur
 
 Series run concurrently under the client's bound; one failing series (an invalid symbol) is
 reported and the others still complete. An exchange that turns unhealthy opens the client's
-circuit breaker; the remaining series then *wait* for its half-open trial instead of failing, up to
-the warm's overall ``deadline_s``. Each append is one store transaction, so a warm killed at any
+circuit breaker; the remaining series then *wait* for its half-open trial instead of failing, and
+a series whose request failed for a reason that may pass (network, 5xx, 429) is tried again in a
+later round — all up to the warm's overall ``deadline_s``, after which what is left is reported. Each append is one store transaction, so a warm killed at any
 moment leaves a consistent store that the next warm completes.
 """
 
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int, str, str], None]
+_MAX_ROUNDS = 50  # series-level retry rounds of one warm (each after a growing pause), within the deadline
 
 
 def last_closed_open_ms(now_ms: int, interval: str) -> int:
@@ -151,7 +153,8 @@ class WarmReport:
         server_time_ms: exchange time the plan was made at.
         seconds: wall time of the warm.
         breaker_waits: requests that waited for an open circuit breaker to recover.
-        errors: series that failed.
+        series_retries: series tried again in a later round after a retryable failure.
+        errors: series that failed for good (a non-retryable error, or the deadline).
     """
 
     symbols: int = 0
@@ -169,6 +172,7 @@ class WarmReport:
     server_time_ms: int = 0
     seconds: float = 0.0
     breaker_waits: int = 0
+    series_retries: int = 0
     errors: list[SeriesError] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -271,6 +275,10 @@ async def warm(
     sem = asyncio.Semaphore(client.cfg.concurrency)
     total = report.series
     done = 0
+    retry: list[tuple[str, str, TraderError]] = []
+
+    def time_left() -> float | None:
+        return None if client.deadline is None else client.deadline - client.breaker.now()
 
     async def one(symbol: str, interval: str) -> None:
         nonlocal done
@@ -278,12 +286,32 @@ async def warm(
             try:
                 await _warm_series(client, store, symbol, interval, now_ms, depth, report)
             except TraderError as exc:
+                left = time_left()
+                if exc.retryable and (left is None or left > 0):
+                    retry.append((symbol, interval, exc))  # a slow minute: try this series again later
+                    return
                 report.errors.append(SeriesError(symbol, interval, str(exc), exc.exit_code))
         done += 1
         if progress is not None:
             progress(done, total, symbol, interval)
 
-    await asyncio.gather(*(one(s, i) for s in symbols for i in intervals))
+    pending = [(s, i) for s in symbols for i in intervals]
+    rounds = 0
+    while pending:
+        await asyncio.gather(*(one(s, i) for s, i in pending))
+        if not retry:
+            break
+        rounds += 1
+        left = time_left()
+        if (left is not None and left <= 0) or rounds > _MAX_ROUNDS:
+            for symbol, interval, exc in retry:
+                why = "deadline reached" if left is not None and left <= 0 else f"gave up after {rounds} rounds"
+                report.errors.append(SeriesError(symbol, interval, f"{exc} ({why})", exc.exit_code))
+            break
+        report.series_retries += len(retry)
+        pause = min(2.0**rounds, 30.0, left if left is not None else 30.0)
+        await client.sleep(max(pause, 0.0))  # let the exchange recover; a Retry-After is honoured by the budget
+        pending, retry = [(s, i) for s, i, _ in retry], []
     st = client.stats
     report.requests = st.requests
     report.kline_requests = st.kline_requests

@@ -210,3 +210,22 @@ def test_bundled_data_is_complete(dataset: ReplayDataset) -> None:
     assert (dataset.data_dir / "README.md").is_file()
     s = dataset.series("BTCUSDT", "1h")
     assert len(s) == 7296 and int(s.open_time_ms[0]) == 1714521600000
+
+
+def test_only_requests_that_ignored_a_429_are_violations() -> None:
+    """In flight when the 429 was sent: not held against the client. Sent after seeing it: a violation."""
+    clock = FakeClock(120.0)
+    lim = WeightLimiter(limit=10, ban_after_429s=2, clock=clock, grace_s=0.25)
+    a, b, c = object(), object(), object()
+    assert lim.admit("ip", 10, a).status == 200
+    assert lim.admit("ip", 2, a).status == 429  # over the limit: back-off until the window rolls
+    for conn in (b, c, object(), object(), object()):  # other connections' requests already on the wire
+        assert lim.admit("ip", 2, conn).status == 429
+    assert lim._ips["ip"].violations == 0
+    assert lim.admit("ip", 2, a).status == 429 and lim.admit("ip", 2, b).status == 429  # repeated after seeing it
+    assert lim.admit("ip", 2, a).status == 418  # the third violation: banned
+    clock2 = FakeClock(120.0)
+    lim2 = WeightLimiter(limit=10, ban_after_429s=0, clock=clock2, grace_s=0.25)
+    lim2.force_429("ip", 1, conn=a)
+    clock2.advance(0.5)  # later than a round trip: the client had time to see it
+    assert lim2.admit("ip", 2, object()).status == 418

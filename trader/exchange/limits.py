@@ -1,5 +1,6 @@
-"""Client-side protection of the exchange limits: a request-weight budget, Retry-After pauses, and a
-circuit breaker for batch work. Retries themselves are tenacity's (see :mod:`trader.exchange.rest`).
+"""Client-side protection of the exchange limits: a request-weight budget, Retry-After pauses, an
+adaptive bound on requests in flight, and a circuit breaker for batch work. Retries themselves are
+tenacity's (see :mod:`trader.exchange.rest`).
 
 Binance rules applied (Binance spot REST API, "LIMITS" — "IP Limits"; USD-M futures "Limits"):
 
@@ -8,7 +9,11 @@ Binance rules applied (Binance spot REST API, "LIMITS" — "IP Limits"; USD-M fu
   each request before it is sent, keeps the server-reported figure as the truth, and when the next
   request would go over the limit it waits for the window to roll — it never sleeps to pace.
 - "When a 429 is received, it's your obligation as an API to back off and not spam the API";
-  on 429/418 :meth:`WeightBudget.pause` stops every request of the process until Retry-After ends.
+  on 429/418 :meth:`WeightBudget.pause` stops every request of the process until Retry-After ends —
+  new ones, and those already in flight that come back 429 (their retry waits too), so no request
+  is sent into a Retry-After window. "Repeatedly ... failing to back off after receiving 429s
+  will result in an automated IP ban": after a 429 the :class:`InflightLimit` halves how many
+  requests may be on the wire at once, and grows back by one per ``recover_after`` successes.
 
 Time is injected (``clock`` in epoch seconds and an async ``sleep``) so tests run on virtual time.
 """
@@ -19,9 +24,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from trader.errors import CircuitOpenError, ConfigError
+from trader.errors import CircuitOpenError, ConfigError, RateLimited
 
-__all__ = ["CircuitBreaker", "WeightBudget"]
+__all__ = ["CircuitBreaker", "InflightLimit", "WeightBudget"]
 
 Sleep = Callable[[float], Awaitable[None]]
 _WINDOW_S = 60.0
@@ -73,19 +78,30 @@ class WeightBudget:
             self._window = window
             self.used = 0
 
-    async def acquire(self, weight: int) -> None:
+    async def acquire(self, weight: int, max_wait_s: float | None = None) -> None:
         """Reserve ``weight`` for one request, waiting for the window to roll or a pause to end.
+
+        Args:
+            weight: the request's weight.
+            max_wait_s: give up rather than wait for a pause longer than this (the caller's deadline).
 
         Raises:
             ConfigError: if ``weight`` exceeds the whole per-minute capacity (``client.weight_limit`` too low).
+            RateLimited: the exchange's Retry-After (a ban, typically) ends after ``max_wait_s``.
         """
         if weight > self.capacity:
             raise ConfigError(f"request weight {weight} exceeds the budget capacity {self.capacity} (client.weight_limit too low)")
         while True:
             now = self._clock()
             if self.pause_until > now:
+                remaining = self.pause_until - now
+                if max_wait_s is not None and remaining > max_wait_s:
+                    raise RateLimited(
+                        f"the exchange asked us to wait {remaining:.0f} s (Retry-After), beyond the deadline",
+                        retry_after_s=remaining,
+                    )
                 self.waits += 1
-                await self._sleep(self.pause_until - now)
+                await self._sleep(remaining)
                 continue
             self._roll(now)
             if self.used + self.inflight + weight <= self.capacity:
@@ -118,6 +134,54 @@ class WeightBudget:
     def pause(self, seconds: float) -> None:
         """Stop every request until ``seconds`` from now (Retry-After of a 429/418)."""
         self.pause_until = max(self.pause_until, self._clock() + seconds)
+
+
+class InflightLimit:
+    """How many requests may be on the wire at once: ``maximum`` normally, halved on every 429.
+
+    A request already on the wire when a 429 is sent cannot be recalled, and an exchange that bans
+    "failing to back off" may count it: keeping fewer in flight after a 429 bounds that exposure,
+    while a healthy exchange gets the full concurrency back (one slot per ``recover_after``
+    successes — additive increase, multiplicative decrease).
+
+    Args:
+        maximum: the configured concurrency (``client.concurrency``).
+        recover_after: consecutive successes that win one slot back.
+    """
+
+    def __init__(self, maximum: int, recover_after: int = 20) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self.recover_after = recover_after
+        self.inflight = 0
+        self.lowest = maximum  #: the smallest limit reached
+        self._ok = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self) -> None:
+        """Wait for a free slot."""
+        while self.inflight >= self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+        self.inflight += 1
+
+    def release(self, rate_limited: bool = False, healthy: bool = True) -> None:
+        """Free a slot; ``rate_limited`` halves the limit, a ``healthy`` response counts toward recovery."""
+        self.inflight = max(self.inflight - 1, 0)
+        if rate_limited:
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+            self._ok = 0
+        elif healthy:
+            self._ok += 1
+            if self._ok >= self.recover_after and self.limit < self.maximum:
+                self.limit += 1
+                self._ok = 0
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
 
 class CircuitBreaker:

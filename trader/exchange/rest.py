@@ -49,7 +49,7 @@ from trader.errors import (
     TraderError,
 )
 from trader.exchange.endpoints import Endpoint, endpoint
-from trader.exchange.limits import CircuitBreaker, Sleep, WeightBudget
+from trader.exchange.limits import CircuitBreaker, InflightLimit, Sleep, WeightBudget
 from trader.models import N_FIELDS, OPEN_TIME, empty_klines
 
 __all__ = [
@@ -192,7 +192,7 @@ class ClientStats:
     Attributes:
         requests: HTTP requests sent (including retried attempts).
         retries: attempts beyond the first.
-        rate_limited: 429/418 responses received.
+        rate_limited: 429/418 responses received (each one halves the requests allowed in flight).
         weight_used: highest ``X-MBX-USED-WEIGHT-1M`` seen.
         kline_requests: requests to the klines endpoint.
         breaker_waits: calls that waited for an open circuit to recover.
@@ -243,6 +243,7 @@ class BinanceClient:
         limit = self.cfg.weight_limit or _DEFAULT_WEIGHT_LIMIT[self.market]
         self.budget = budget or WeightBudget(limit, margin=self.cfg.weight_margin, clock=clock, sleep=sleep)
         self.breaker = breaker or CircuitBreaker(self.cfg.breaker_failures, self.cfg.breaker_cooldown_s, sleep=sleep)
+        self.inflight = InflightLimit(self.cfg.concurrency)
         self.deadline: float | None = None
         self._transport_override = transport
         self._sleep = sleep
@@ -254,8 +255,15 @@ class BinanceClient:
         self.stats = ClientStats()
 
     def set_deadline(self, seconds: float | None) -> None:
-        """Calls waiting for an open circuit give up ``seconds`` from now (None: never)."""
+        """Calls waiting for an open circuit or a Retry-After give up ``seconds`` from now (None: never)."""
         self.deadline = None if seconds is None else self.breaker.now() + seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """The client's sleep (virtual in tests): callers pacing retry rounds use it."""
+        await self._sleep(seconds)
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else max(self.deadline - self.breaker.now(), 0.0)
 
     async def __aenter__(self) -> BinanceClient:
         self._http = self._transport_override or _transport(self.cfg)
@@ -275,7 +283,14 @@ class BinanceClient:
         if self.breaker.state != "closed":
             self.stats.breaker_waits += 1
         trial = await self.breaker.acquire(self.deadline)
-        await self.budget.acquire(weight)
+        await self.inflight.acquire()
+        try:
+            # after the slot: a 429 that arrived while we waited for it pauses this request too
+            await self.budget.acquire(weight, self._time_left())
+        except BaseException:
+            self.inflight.release(healthy=False)
+            self.breaker.abandon(trial)
+            raise
         try:
             resp = await self._http.handle_async_request(
                 httpx.Request(ep.method, url, headers=self._headers, extensions=self._extensions)
@@ -286,12 +301,15 @@ class BinanceClient:
                 await resp.aclose()
         except httpx.TransportError as exc:
             self.budget.release(weight, None)
+            self.inflight.release(healthy=False)
             self.breaker.failure(counted or trial)
             raise NetworkError(f"network error: {str(exc) or type(exc).__name__} — {where}") from None
         except BaseException:  # cancelled: the reservation must not leak, nor the trial hang
             self.budget.release(weight, None)
+            self.inflight.release(healthy=False)
             self.breaker.abandon(trial)
             raise
+        self.inflight.release(rate_limited=resp.status_code in (418, 429), healthy=resp.status_code < 500)
         self.stats.requests += 1
         raw_used = resp.headers.get("X-MBX-USED-WEIGHT-1M")
         used = int(raw_used) if raw_used and raw_used.isdigit() else None

@@ -7,12 +7,16 @@ Rules (Binance spot REST API, "LIMITS" — "IP Limits"), as the replay applies t
 - A request whose weight would take the window over ``limit`` is rejected with HTTP 429, a
   ``Retry-After`` header (whole seconds until the window rolls) and body ``-1003``; rejected
   requests do not add weight.
-- "Repeatedly violating rate limits and/or failing to back off after receiving 429s will result in
-  an automated IP ban (HTTP status 418)." The replay counts a *violation* for every request that
-  arrives while a previous 429's Retry-After is still running; more than ``ban_after_429s``
-  violations ban the IP. Bans "scale in duration for repeat offenders, from 2 minutes to 3 days":
-  120 s for the first, doubling each time, capped at 3 days. While banned, every request gets
-  HTTP 418 with the remaining ban as Retry-After.
+- "Repeatedly violating rate limits and/or failing to back off **after receiving** 429s will
+  result in an automated IP ban (HTTP status 418)." A request that arrives while a 429's
+  Retry-After runs is answered 429 again, and counts as a *violation* when the client could have
+  known about the 429: it arrives on a connection that has already carried a 429 response (HTTP/1.1
+  is sequential: the client read the 429 before sending it), or more than ``grace_s`` after the
+  first 429 (one round trip: the venue's injected latency + 250 ms). Requests already on the wire
+  when the 429 was sent cannot be recalled and are not held against the client. More than
+  ``ban_after_429s`` violations ban the IP. Bans "scale in duration for repeat offenders, from 2
+  minutes to 3 days": 120 s for the first, doubling each time, capped at 3 days. While banned,
+  every request gets HTTP 418 with the remaining ban as Retry-After.
 
 Wall time is injected (``time.time`` by default) so tests drive windows without sleeping.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Admission", "WeightLimiter"]
 
@@ -36,6 +40,8 @@ class _IpState:
     window: int = -1
     used: int = 0
     backoff_until: float = 0.0
+    backoff_from: float = 0.0
+    warned: set[object] = field(default_factory=set)  # connections that carried a 429 in this back-off
     violations: int = 0
     banned_until: float = 0.0
     bans: int = 0
@@ -67,9 +73,10 @@ class WeightLimiter:
         clock: wall-clock source in epoch seconds.
     """
 
-    def __init__(self, limit: int = 6000, ban_after_429s: int = 3, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limit: int = 6000, ban_after_429s: int = 3, clock: Callable[[], float] = time.time, grace_s: float = 0.25) -> None:
         self.limit = int(limit)
         self.ban_after_429s = int(ban_after_429s)
+        self.grace_s = grace_s
         self._clock = clock
         self._ips: dict[str, _IpState] = {}
 
@@ -88,31 +95,49 @@ class WeightLimiter:
         """Weight used by ``ip`` in the current window."""
         return self._state(ip, self._clock()).used
 
-    def admit(self, ip: str, weight: int) -> Admission:
-        """Charge ``weight`` to ``ip`` if allowed, else say why not (429/418)."""
+    def _start_backoff(self, st: _IpState, now: float, until: float, conn: object) -> None:
+        if st.backoff_until <= now:  # a new back-off: forget who was warned in the last one
+            st.backoff_from = now
+            st.warned = set()
+        st.backoff_until = max(st.backoff_until, until)
+        st.warned.add(conn)
+
+    def admit(self, ip: str, weight: int, conn: object = None) -> Admission:
+        """Charge ``weight`` to ``ip`` if allowed, else say why not (429/418).
+
+        Args:
+            ip: client address.
+            weight: request weight (from the endpoint table).
+            conn: an identity of the client's connection (a violation needs the client to have
+                been able to see the 429: see the module docstring).
+        """
         now = self._clock()
         st = self._state(ip, now)
         if st.banned_until > now:
             return Admission(418, st.used, math.ceil(st.banned_until - now), int(st.banned_until * 1000))
         if st.backoff_until > now:
-            st.violations += 1
-            if st.violations > self.ban_after_429s:
-                duration = min(_FIRST_BAN_S * (2**st.bans), _MAX_BAN_S)
-                st.bans += 1
-                st.banned_until = now + duration
-                st.violations = 0
-                return Admission(418, st.used, math.ceil(duration), int(st.banned_until * 1000))
+            if conn in st.warned or now - st.backoff_from > self.grace_s:
+                st.violations += 1
+                if st.violations > self.ban_after_429s:
+                    duration = min(_FIRST_BAN_S * (2**st.bans), _MAX_BAN_S)
+                    st.bans += 1
+                    st.banned_until = now + duration
+                    st.violations = 0
+                    return Admission(418, st.used, math.ceil(duration), int(st.banned_until * 1000))
+            st.warned.add(conn)
             return Admission(429, st.used, max(1, math.ceil(st.backoff_until - now)))
         if st.used + weight > self.limit:
             window_end = (st.window + 1) * _WINDOW_S
-            st.backoff_until = window_end
+            self._start_backoff(st, now, window_end, conn)
             return Admission(429, st.used, max(1, math.ceil(window_end - now)))
         st.used += weight
         return Admission(200, st.used)
 
-    def force_429(self, ip: str, retry_after_s: int = 1) -> Admission:
+    def force_429(self, ip: str, retry_after_s: int = 1, conn: object = None) -> Admission:
         """Fault injection: reject this request with 429 and a short back-off, as an overloaded exchange might."""
         now = self._clock()
         st = self._state(ip, now)
-        st.backoff_until = max(st.backoff_until, now + retry_after_s)
+        if st.banned_until > now:
+            return Admission(418, st.used, math.ceil(st.banned_until - now), int(st.banned_until * 1000))
+        self._start_backoff(st, now, now + retry_after_s, conn)
         return Admission(429, st.used, retry_after_s)

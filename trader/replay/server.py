@@ -184,9 +184,11 @@ class ReplayExchange:
         self._requested_port = port
         self.port = port
         self.clock = clock or ReplayClock(start_ms if start_ms is not None else default_start_ms(self.dataset), speed, wall)
-        self.limiter = WeightLimiter(weight_limit, ban_after_429s, weight_clock)
-        self._weight_clock = weight_clock
         self.faults = faults or FaultConfig()
+        # one round trip: the venue's own injected latency, plus 250 ms of network
+        grace = 0.25 + (self.faults.latency_ms + self.faults.jitter_ms) / 1000.0
+        self.limiter = WeightLimiter(weight_limit, ban_after_429s, weight_clock, grace_s=grace)
+        self._weight_clock = weight_clock
         self.spread_bps = spread_bps
         self._ssl = ssl_context
         self._rng = random.Random(self.faults.seed)
@@ -334,13 +336,14 @@ class ReplayExchange:
             if weight == 0:
                 response = await handler(request)
             else:
-                if f.latency_ms or f.jitter_ms:
-                    await asyncio.sleep((f.latency_ms + self._rng.uniform(0.0, f.jitter_ms)) / 1000.0)
                 ip = request.remote or "unknown"
+                conn = request.transport  # one HTTP/1.1 connection: its requests are sequential
                 if f.rate_429 and self._rng.random() < f.rate_429:
-                    adm = self.limiter.force_429(ip)
+                    adm = self.limiter.force_429(ip, conn=conn)
                 else:
-                    adm = self.limiter.admit(ip, weight)
+                    adm = self.limiter.admit(ip, weight, conn)  # decided on receipt
+                if f.latency_ms or f.jitter_ms:  # then the response takes its time
+                    await asyncio.sleep((f.latency_ms + self._rng.uniform(0.0, f.jitter_ms)) / 1000.0)
                 used = {"X-MBX-USED-WEIGHT-1M": str(adm.used_weight)}
                 if adm.status == 418:
                     until = self.clock.now_ms() + adm.retry_after_s * 1000  # on the venue's clock
