@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import asyncio
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -41,7 +42,7 @@ WsUrlOpt = Annotated[
     typer.Option("--ws-url", envvar="TRADER_WS_URL", help="Override the profile's WebSocket base URL.", show_default=False),
 ]
 StoreOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--store", envvar="TRADER_STORE", help="Kline store directory (default: user cache dir).", show_default=False),
 ]
 
@@ -51,7 +52,7 @@ def load(
     profile: str | None,
     rest_url: str | None,
     ws_url: str | None,
-    store: Path | None,
+    store: str | None,
     overrides: dict[str, Any] | None = None,
 ) -> Any:
     """Load :class:`trader.config.Settings` with the common flags applied on top (highest precedence)."""
@@ -61,7 +62,7 @@ def load(
     if profile:
         flags["profile"] = profile
     if store is not None:
-        flags["store"] = {"path": str(store)}
+        flags["store"] = {"path": store}  # validated by StoreConfig ('' is refused, not the current directory)
     return load_settings(config, overrides=flags, rest_url=rest_url, ws_url=ws_url)
 
 
@@ -90,16 +91,49 @@ def client(settings: Any) -> Any:
     return BinanceClient(settings.exchange, settings.client)
 
 
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (clean shutdown instead of a traceback)."""
+#: after SIGINT/SIGTERM, a command that has not stopped by itself is cancelled this many seconds later
+STOP_GRACE_S = 1.0
+
+
+def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
+    """Run an async command so SIGINT/SIGTERM stop it within ~1 s, whatever it is doing.
+
+    The first signal sets the ``stop`` event passed to ``main`` (loops end cleanly, live caches are
+    persisted); if ``main`` has not returned :data:`STOP_GRACE_S` later — it was warming, connecting
+    or waiting on the exchange — it is cancelled (``async with`` blocks still clean up and persist),
+    and the command exits 130. A second signal cancels at once.
+
+    Raises:
+        KeyboardInterrupt: when the command was cancelled by a signal (the CLI maps it to exit 130).
+    """
     import asyncio
     import signal
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
+    async def runner() -> T:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+        timer: list[asyncio.TimerHandle] = []
+
+        def on_signal() -> None:
+            if stop.is_set():
+                task.cancel()
+                return
+            stop.set()
+            timer.append(loop.call_later(STOP_GRACE_S, task.cancel))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await main(stop)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+        finally:
+            for t in timer:
+                t.cancel()
+
+    return asyncio.run(runner())
 
 
 def fail(message: str, code: int) -> typer.Exit:

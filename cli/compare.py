@@ -54,6 +54,8 @@ def compare(
     from trader.compare import COMPARISONS, run_compare
 
     load(config, profile, rest_url, ws_url, store)  # validates the common options
+    if plot is not None and not plot.parent.is_dir():
+        raise fail(f"--plot: directory {plot.parent} does not exist", 2)
     which = [w.strip() for w in (only or "").split(",") if w.strip()] or None
     if quick is None and which is None and not as_json and plot is None and sys.stdin.isatty() and sys.stdout.isatty():
         from rich.prompt import Prompt

@@ -12,6 +12,7 @@ import typer
 from cli.compare import compare
 from cli.replay import replay
 from cli.scan import scan
+from cli.store import store_app
 from cli.warm import warm
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("replay")(replay)
 app.command("warm")(warm)
 app.command("scan")(scan)
 app.command("compare")(compare)
+app.add_typer(store_app, name="store")
 
 
 @app.callback()
@@ -35,11 +37,31 @@ def _root() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Usage errors (an unknown option, a flag value out of range) are one line on stderr,
+    ``trader: error: <what> (see 'trader <command> --help')``, exit 2 — not a usage panel.
+    """
+    import sys
+
     from trader.runtime import tune_allocator
 
     tune_allocator()  # keep numpy temporaries on the heap: no page faults per scan (trader/runtime.py)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print("trader: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors, vendored by typer
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            sys.exit(0)
+        message = " ".join(str(exc.format_message() if hasattr(exc, "format_message") else exc).split())
+        where = ctx.command_path if ctx is not None else "trader"
+        print(f"trader: error: {message} (see '{where} --help')", file=sys.stderr)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,10 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
             _fmt_age(s.data_age_s),
         )
     console.print(table)
+
+
+def print_notes(result: Any) -> None:
+    """Stale, short and failed series on stderr — for every output format (cron reads stdout)."""
     notes = []
     if result.stale:
         notes.append(f"{len(result.stale)} stale series not scored (run 'trader warm' or 'scan --refresh'): "
@@ -128,7 +132,7 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
     for s, m in result.errors:
         notes.append(f"{s}: {m}")
     for n in notes:
-        print(f"note: {n}", file=sys.stderr)
+        print(f"trader: warning: {n}", file=sys.stderr)
 
 
 def _iso(ms: int) -> str:

@@ -78,15 +78,12 @@ def replay(
     exchange = ReplayExchange.from_config(settings.replay, background_load=not preload)
     if preload:
         exchange.load_all(render=True)
-    import asyncio
+    from cli.common import run
 
-    asyncio.run(_serve(exchange))
+    run(lambda stop: _serve(exchange, stop))
 
 
-async def _serve(exchange: Any) -> None:
-    from cli.common import stop_on_signals
-
-    stop = stop_on_signals()
+async def _serve(exchange: Any, stop: Any) -> None:
     try:
         await exchange.start()
     except OSError as exc:

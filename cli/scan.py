@@ -20,7 +20,7 @@ from cli.common import (
     fail,
     handle_errors,
     load,
-    stop_on_signals,
+    run,
     symbols_and_intervals,
 )
 
@@ -58,20 +58,16 @@ def scan(
     path = settings.store_path()
 
     if live:
-        import asyncio
-
-        asyncio.run(_live(settings, wanted, ivs, fmt, top, every, max_scans))
+        run(lambda stop: _live(settings, wanted, ivs, fmt, top, every, max_scans, stop))
         return
     if refresh:
-        import asyncio
-
-        asyncio.run(_refresh(settings, wanted, ivs))
-    from trader.errors import NoResultError, StoreError
+        run(lambda stop: _refresh(settings, wanted, ivs))
+    from trader.errors import NoResultError, StaleDataError, StoreError
 
     if not path.is_dir():
         raise StoreError(f"no kline store at {path}; run 'trader warm' first (or pass --refresh)")
 
-    from cli.render import render_scan
+    from cli.render import print_notes, render_scan
     from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
@@ -85,6 +81,12 @@ def scan(
     if top is not None:
         passing = passing[:top]
     render_scan(result, passing, fmt, threshold, ivs)
+    print_notes(result)
+    if not result.signals:
+        raise StaleDataError(
+            f"nothing could be scored: {len(result.stale)} stale, {len(result.insufficient)} too short, "
+            f"{len(result.errors)} failed of {result.universe} symbols; run 'trader warm' (or scan --refresh)"
+        )
     if not passing:
         raise NoResultError(f"no symbol scores {threshold:g} or more ({len(result.signals)} scored)")
 
@@ -107,17 +109,19 @@ async def _refresh(settings: Any, wanted: list[str], intervals: list[str]) -> No
         print(f"trader: warning: refresh {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
 
 
-async def _live(settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None) -> None:
+async def _live(
+    settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None, stop: Any
+) -> None:
     """``scan --live``: rescan from the live cache on every base-interval close (and/or every N s)."""
     import sys
 
-    from cli.render import render_scan
+    from cli.render import print_notes, render_scan
+    from cli.warm import _warn_lag
     from trader.live import LiveFeed
     from trader.loop import CloseBarrier, live_scans
     from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
-    stop = stop_on_signals()
     sc = settings.scan
     line_fmt = "table" if sys.stdout.isatty() and fmt == "table" else ("ndjson" if fmt == "table" else fmt)
     with KlineStore(settings.store_path()) as store:
@@ -137,6 +141,7 @@ async def _live(settings: Any, wanted: list[str], intervals: list[str], fmt: str
                 on_close=barrier.on_close,
                 depth=settings.warm.klines,
                 deadline_s=settings.warm.deadline_s,
+                on_lag=_warn_lag,
             )
             async with feed:
                 for err in feed.warm_report.errors:
@@ -146,3 +151,4 @@ async def _live(settings: Any, wanted: list[str], intervals: list[str], fmt: str
                     async for result in live_scans(feed, scanner, barrier, stop, every_s=every, max_scans=max_scans):
                         passing = result.passing(sc.min_score)[: top or None]
                         render_scan(result, passing, line_fmt, sc.min_score, intervals)
+                        print_notes(result)

@@ -16,7 +16,7 @@ from cli.common import (
     client,
     handle_errors,
     load,
-    stop_on_signals,
+    run,
     symbols_and_intervals,
 )
 
@@ -51,17 +51,23 @@ def warm(
         overrides["warm"] = warm_over
     settings = load(config, profile, rest_url, ws_url, store, overrides)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
-    import asyncio
-
     if follow:
-        asyncio.run(_follow(settings, wanted, top, ivs, as_json))
+        run(lambda stop: _follow(settings, wanted, top, ivs, as_json, stop))
         return
-    report = asyncio.run(_run(settings, wanted, top, ivs, as_json))
+    report = run(lambda stop: _run(settings, wanted, top, ivs, as_json))
     _render(report, as_json)
+    for symbol, interval in report.repaired:
+        print(f"trader: warning: {symbol} {interval}: damaged store entries quarantined and refetched", file=sys.stderr)
+    for symbol, interval in report.empty:
+        print(f"trader: warning: {symbol} {interval}: the exchange returned no klines (nothing stored)", file=sys.stderr)
     if report.errors:
         for err in report.errors:
             print(f"trader: error: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
         raise typer.Exit(max(e.exit_code for e in report.errors))
+    if report.series and len(report.empty) == report.series:
+        from trader.errors import NoResultError
+
+        raise NoResultError("nothing warmed: the exchange returned no klines for any series")
 
 
 async def _run(settings: Any, wanted: list[str], top: int | None, intervals: list[str], quiet: bool) -> Any:
@@ -78,21 +84,31 @@ async def _run(settings: Any, wanted: list[str], top: int | None, intervals: lis
                 return await warm(rest, store, symbols, intervals, depth=w.klines, deadline_s=w.deadline_s, progress=progress)
 
 
-async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: list[str], as_json: bool) -> None:
+def _warn_lag(lagging: list[tuple[str, str, float]]) -> None:
+    worst = max(lagging, key=lambda x: x[2])
+    print(
+        f"trader: warning: stream lagging: {len(lagging)} series behind (worst {worst[0]} {worst[1]}, "
+        f"{worst[2]:.0f} s late); backfilling over REST",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: list[str], as_json: bool, stop: Any) -> None:
     """``--follow``: warm, then stream closed klines into the store until SIGINT/SIGTERM."""
     from trader.live import LiveFeed
     from trader.loop import follow
     from trader.store.klines import KlineStore
     from trader.warm import resolve_symbols
 
-    stop = stop_on_signals()
     w = settings.warm
     with KlineStore(settings.store_path()) as store:
         async with store.writer_lock_async(w.lock_timeout_s), client(settings) as rest:
             symbols = await resolve_symbols(
                 rest, symbols=wanted, top=top, configured=settings.universe.symbols, quote_asset=settings.universe.quote_asset
             )
-            feed = LiveFeed(rest, store, symbols, intervals, settings.exchange.ws_url, stream_cfg=settings.stream, depth=w.klines, deadline_s=w.deadline_s)
+            feed = LiveFeed(rest, store, symbols, intervals, settings.exchange.ws_url, stream_cfg=settings.stream, depth=w.klines,
+                            deadline_s=w.deadline_s, on_lag=_warn_lag)
             async with feed:
                 _render(feed.warm_report, as_json)
                 for err in feed.warm_report.errors:

@@ -74,10 +74,13 @@ class ProfileConfig(_Model):
 
     @field_validator("rest_url", "ws_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
+    def _url(cls, value: str, info: Any) -> str:
         value = value.strip().rstrip("/")
-        if "://" not in value:
-            raise ValueError(f"not a URL: {value!r}")
+        if not value.isascii() or any(c.isspace() or ord(c) < 32 for c in value):
+            raise ValueError("not a URL: it must be plain ASCII without spaces or control characters")
+        schemes = ("http://", "https://") if info.field_name == "rest_url" else ("ws://", "wss://")
+        if not value.startswith(schemes) or len(value) <= len(value.split("://")[0]) + 3:
+            raise ValueError(f"{value!r} is not a {' or '.join(s[:-3] for s in schemes)} URL")
         return value
 
 
@@ -98,6 +101,13 @@ class StoreConfig(_Model):
     """Where the kline store lives. ``path: null`` means the platform user cache dir."""
 
     path: Path | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("the store path is empty (use null for the default location)")
+        return value
 
 
 class UniverseConfig(_Model):
@@ -203,6 +213,9 @@ class StreamConfig(_Model):
     backoff_max_s: float = Field(30.0, gt=0, description="reconnect wait cap, s")
     rotate_after_s: float = Field(84_600.0, gt=0, description="replace a connection after this, s (Binance cuts at 24 h)")
     open_timeout_s: float = Field(10.0, gt=0, description="connect + subscribe timeout of one attempt, s")
+    connect_deadline_s: float = Field(30.0, gt=0, description="give up (exit 3) if no connection is subscribed by then, s")
+    watchdog_s: float = Field(15.0, gt=0, description="how often the lag watchdog checks the exchange clock, s")
+    lag_grace_s: float = Field(10.0, ge=0, description="a series is lagging once its newest close is this late, s")
     snapshot_s: float = Field(60.0, ge=0, description="seconds between persists of the live cache to the store")
     capacity: int = Field(300, ge=60, description="klines kept in memory per series")
 
@@ -315,28 +328,94 @@ class Settings(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def _line_index(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
-    """Map every key path in a composed YAML document to its 1-based line number."""
-    lines: dict[tuple[str | int, ...], int] = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            lines.update(_line_index(value_node, (*path, key)))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines.update(_line_index(item, (*path, i)))
+#: YAML a config file may use: nesting depth and aliases (anchors are fine; "billion laughs" is not)
+MAX_YAML_DEPTH = 50
+MAX_YAML_ALIASES = 100
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing deep nesting, many aliases and recursive aliases.
+
+    A "billion laughs" file (aliases of aliases) expands exponentially in anything that walks it,
+    and a recursive alias (``&a [*a]``) never ends; a configuration needs neither.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._open_anchors: list[str] = []
+
+    def _refuse(self, what: str) -> ConfigError:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        return ConfigError(f"{getattr(self, '_source', '<config>')}:{mark.line + 1}: {what}")
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:  # type: ignore[override]
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise self._refuse(f"more than {MAX_YAML_ALIASES} YAML aliases")
+            if event.anchor in self._open_anchors:
+                raise self._refuse(f"recursive YAML alias *{event.anchor}")
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise self._refuse(f"YAML nested deeper than {MAX_YAML_DEPTH} levels")
+        anchor = getattr(event, "anchor", None) if not isinstance(event, yaml.AliasEvent) else None
+        if anchor:
+            self._open_anchors.append(anchor)
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+            if anchor:
+                self._open_anchors.pop()
+
+
+def _line_index(node: yaml.Node) -> dict[tuple[str | int, ...], int]:
+    """Map every key path in a composed YAML document to its 1-based line number.
+
+    Each node is visited once: a node shared through aliases is indexed at its first path only, so
+    the walk is linear in the file, not in its alias expansion.
+    """
+    lines: dict[tuple[str | int, ...], int] = {}
+    seen: set[int] = set()
+    todo: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(node, ())]
+    while todo:
+        current, path = todo.pop()
+        lines.setdefault(path, current.start_mark.line + 1)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                key = key_node.value
+                lines.setdefault((*path, key), key_node.start_mark.line + 1)
+                todo.append((value_node, (*path, key)))
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                todo.append((item, (*path, i)))
     return lines
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        loader = _BoundedLoader(text)
+        loader._source = str(path)  # type: ignore[attr-defined]
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -401,7 +480,7 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[str | in
             if loc[:n] in lines:
                 line = lines[loc[:n]]
                 break
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         where = f"{source}:{line}: " if line else (f"{source}: " if source else "")

@@ -13,6 +13,7 @@ TraderError                      exit 70 unless a subclass says otherwise
 │   ├── StoreLockedError         exit 4   another process holds the store's writer lock
 │   └── StoreCorruptError        exit 4   a stored value failed its integrity check
 ├── ModelError                   exit 5   a trained model is missing, invalid or mismatched
+├── StaleDataError               exit 6   nothing fresh enough to act on (every series stale or unscorable)
 └── NoResultError                exit 1   the command ran fine but found nothing (e.g. no signal passes)
 ```
 
@@ -33,6 +34,7 @@ __all__ = [
     "NetworkError",
     "NoResultError",
     "RateLimited",
+    "StaleDataError",
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
@@ -150,6 +152,16 @@ class ModelError(TraderError):
     """A trained model is missing, unreadable or does not match the feature set (exit code 5)."""
 
     exit_code = 5
+
+
+class StaleDataError(TraderError):
+    """Nothing could be scored: every series is stale, too short or failed (exit code 6).
+
+    Distinct from :class:`NoResultError` (exit 1, "scanned, nothing passed"): a cron job must not
+    read a dead feed as a quiet market.
+    """
+
+    exit_code = 6
 
 
 class NoResultError(TraderError):

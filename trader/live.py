@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trader.config import IndicatorConfig, StreamConfig
+from trader.errors import NetworkError, TraderError
 from trader.exchange.rest import BinanceClient
 from trader.exchange.stream import KlineStream
 from trader.features.indicators import IndicatorState
@@ -49,6 +50,7 @@ from trader.warm import WarmReport, last_closed_open_ms, warm
 __all__ = ["FeedStats", "LiveFeed"]
 
 CloseCallback = Callable[[str, str, int], None]
+LagCallback = Callable[[list[tuple[str, str, float]]], None]
 
 
 @dataclass
@@ -61,6 +63,8 @@ class FeedStats:
     backfilled_klines: int = 0
     snapshots: int = 0
     persisted_klines: int = 0
+    lag_events: int = 0  #: watchdog checks that found lagging series
+    lagging: int = 0  #: series lagging at the last check
 
 
 class LiveFeed:
@@ -78,6 +82,8 @@ class LiveFeed:
         on_close: called as ``on_close(symbol, interval, open_time_ms)`` after each closed kline is applied.
         depth: klines of history the initial warm ensures.
         deadline_s: deadline of the initial warm, s.
+        on_lag: called with ``[(symbol, interval, seconds late), ...]`` when the watchdog finds
+            series whose newest closed kline is overdue (they are then backfilled over REST).
 
     Attributes:
         warm_report: what the initial warm did (after entry).
@@ -98,6 +104,7 @@ class LiveFeed:
         on_close: CloseCallback | None = None,
         depth: int = 1000,
         deadline_s: float | None = None,
+        on_lag: LagCallback | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -113,6 +120,8 @@ class LiveFeed:
         self.deadline_s = deadline_s
         self.warm_report = WarmReport()
         self.live: list[tuple[str, str]] = []
+        self.on_lag = on_lag
+        self._watch_task: asyncio.Task[None] | None = None
         self.stats = FeedStats()
         self.states: dict[tuple[str, str], IndicatorState] = {}
         self.stream: KlineStream | None = None
@@ -143,20 +152,30 @@ class LiveFeed:
             if cols.shape[1]:
                 self._persisted[key] = int(cols[OPEN_TIME, -1])
             self._reset_state(key)
-        self.stream = KlineStream(ws_url or self.ws_url, series, self._on_kline, self._on_reconnect, self.stream_cfg)
+        url = ws_url or self.ws_url
+        self.stream = KlineStream(url, series, self._on_kline, self._on_reconnect, self.stream_cfg)
         await self.stream.start()
-        await self.stream.ready.wait()
+        deadline = self.stream_cfg.connect_deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                await self.stream.ready.wait()
+        except TimeoutError:
+            why = self.stream.last_error or "no answer"
+            await self.stream.stop()
+            raise NetworkError(f"cannot open the WebSocket stream at {url} within {deadline:g} s ({why})") from None
         # klines that closed between the warm and the subscription
         await asyncio.gather(*(self.backfill(*key) for key in series))
         if self.snapshot_s > 0:
             self._snap_task = asyncio.create_task(self._snapshot_loop())
+        self._watch_task = asyncio.create_task(self._watchdog())
 
     async def stop(self) -> None:
         """Unsubscribe, finish backfills, persist what is left."""
-        if self._snap_task is not None:
-            self._snap_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snap_task
+        for task in (self._snap_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.stream is not None:
             await self.stream.stop()
         for task in list(self._backfilling.values()):
@@ -261,6 +280,39 @@ class LiveFeed:
         self.stats.snapshots += 1
         self.stats.persisted_klines += total
         return total
+
+    def overdue(self, now_ms: int) -> list[tuple[str, str, float]]:
+        """Live series whose newest closed kline is more than ``lag_grace_s`` overdue at exchange time
+        ``now_ms``: ``[(symbol, interval, seconds late)]``. Pure."""
+        grace_ms = self.stream_cfg.lag_grace_s * 1000
+        out = []
+        for symbol, interval in self.live:
+            last = self.cache.ring(symbol, interval).last_open_ms
+            due = last_closed_open_ms(now_ms, interval)
+            if last is not None and last < due:
+                late_ms = now_ms - (due + interval_ms(interval))  # how long ago the missing kline closed
+                if late_ms > grace_ms:
+                    out.append((symbol, interval, late_ms / 1000.0))
+        return out
+
+    async def _watchdog(self) -> None:
+        """Every ``watchdog_s``: compare the cache with the exchange's clock; report and backfill lagging series."""
+        while True:
+            await asyncio.sleep(self.stream_cfg.watchdog_s)  # the check period, not request pacing
+            try:
+                now = await self.client.fetch_server_time()
+            except TraderError:
+                continue  # the REST side is unwell: the next check will tell
+            lagging = [key for key in self.overdue(now) if (key[0], key[1]) not in self._backfilling]
+            self.stats.lagging = len(lagging)
+            if not lagging:
+                continue
+            self.stats.lag_events += 1
+            if self.on_lag is not None:
+                self.on_lag(lagging)
+            for symbol, interval, _ in lagging:
+                key = (symbol, interval)
+                self._backfilling[key] = asyncio.create_task(self._backfill_task(key))
 
     async def _snapshot_loop(self) -> None:
         while True:

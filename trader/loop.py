@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from trader.live import LiveFeed
 from trader.scan import Scanner, ScanResult
 
-__all__ = ["CloseBarrier", "FollowStatus", "follow", "live_scans"]
+__all__ = ["CloseBarrier", "FollowStatus", "follow", "live_scans", "status_of"]
 
 
 class CloseBarrier:
@@ -124,19 +124,22 @@ async def live_scans(
 
 @dataclass(frozen=True)
 class FollowStatus:
-    """A status line's numbers: closed klines applied, backfilled, persisted; reconnects; malformed frames."""
+    """A status line's numbers: closed klines applied, backfilled, persisted; reconnects; malformed
+    frames; series lagging at the last watchdog check and checks that found any."""
 
     closed: int
     backfilled: int
     persisted: int
     reconnects: int
     malformed: int
+    lagging: int = 0
+    lag_events: int = 0
 
     def line(self) -> str:
-        """``follow: closed klines 12, backfilled 0, persisted 10, reconnects 0, malformed 0``."""
+        """``follow: closed klines 12, backfilled 0, persisted 10, reconnects 0, malformed 0, lagging 0 (0)``."""
         return (
             f"follow: closed klines {self.closed}, backfilled {self.backfilled}, persisted {self.persisted}, "
-            f"reconnects {self.reconnects}, malformed {self.malformed}"
+            f"reconnects {self.reconnects}, malformed {self.malformed}, lagging {self.lagging} ({self.lag_events} times)"
         )
 
 
@@ -145,7 +148,8 @@ def status_of(feed: LiveFeed) -> FollowStatus:
     fs = feed.stats
     st = feed.stream.stats if feed.stream is not None else None
     return FollowStatus(
-        fs.closed_applied, fs.backfilled_klines, fs.persisted_klines, st.reconnects if st else 0, st.malformed if st else 0
+        fs.closed_applied, fs.backfilled_klines, fs.persisted_klines, st.reconnects if st else 0, st.malformed if st else 0,
+        fs.lagging, fs.lag_events,
     )
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trader.config import ScanConfig
-from trader.errors import ConfigError
+from trader.errors import ConfigError, TraderError
 from trader.features.factors import FACTORS, interval_biases, score_universe
 from trader.features.indicators import compute_last
 from trader.features.structure import structure_features
@@ -271,7 +271,7 @@ class Scanner:
         size = self.params.block_symbols
         for b in range(0, len(symbols), size):
             tb = time.perf_counter()
-            loaded = self._load_block(symbols[b : b + size], now, stale, short)
+            loaded = self._load_block(symbols[b : b + size], now, stale, short, errors)
             load_s += time.perf_counter() - tb
             scored, errs = self._run(loaded)
             errors += errs
@@ -290,7 +290,12 @@ class Scanner:
         )
 
     def _load_block(
-        self, symbols: Sequence[str], now: int, stale: list[tuple[str, str, int, float]], short: list[tuple[str, str, int]]
+        self,
+        symbols: Sequence[str],
+        now: int,
+        stale: list[tuple[str, str, int, float]],
+        short: list[tuple[str, str, int]],
+        errors: list[tuple[str, str]],
     ) -> list[tuple[str, list[np.ndarray]]]:
         p = self.params
         loaded: list[tuple[str, list[np.ndarray]]] = []
@@ -298,7 +303,12 @@ class Scanner:
             arrays = []
             ok = True
             for interval in self.intervals:
-                raw = self._load(symbol, interval, p.lookback)
+                try:
+                    raw = self._load(symbol, interval, p.lookback)
+                except TraderError as exc:  # a damaged series: reported for this symbol, the scan goes on
+                    errors.append((symbol, str(exc)))
+                    ok = False
+                    break
                 n = raw.shape[1]
                 if n < p.min_history:
                     short.append((symbol, interval, n))

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trader.errors import ConfigError, TraderError
+from trader.errors import ConfigError, StoreCorruptError, TraderError
 from trader.exchange.rest import BinanceClient
 from trader.models import CLOSE_TIME, OPEN_TIME, interval_ms, kline_open_ms
 from trader.store.klines import KlineStore, missing_ranges
@@ -154,6 +154,8 @@ class WarmReport:
         seconds: wall time of the warm.
         breaker_waits: requests that waited for an open circuit breaker to recover.
         series_retries: series tried again in a later round after a retryable failure.
+        empty: series for which the exchange returned no kline at all and nothing is stored.
+        repaired: series whose damaged store entries were quarantined (and are being refetched).
         errors: series that failed for good (a non-retryable error, or the deadline).
     """
 
@@ -173,12 +175,16 @@ class WarmReport:
     seconds: float = 0.0
     breaker_waits: int = 0
     series_retries: int = 0
+    empty: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[tuple[str, str]] = field(default_factory=list)
     errors: list[SeriesError] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``errors`` as a list of dicts)."""
         out = dict(self.__dict__)
         out["errors"] = [e.__dict__ for e in self.errors]
+        out["empty"] = [list(k) for k in self.empty]
+        out["repaired"] = [list(k) for k in self.repaired]
         out["seconds"] = round(self.seconds, 4)
         return out
 
@@ -193,7 +199,14 @@ async def _warm_series(
     report: WarmReport,
 ) -> None:
     step = interval_ms(interval)
-    meta = store.meta(symbol, interval)
+    try:
+        meta = store.meta(symbol, interval)
+        gap_ranges = store.gaps(symbol, interval) if meta else []
+    except StoreCorruptError:  # damaged entries: quarantine them, then plan the refetch
+        store.repair(symbol, interval)
+        report.repaired.append((symbol, interval))
+        meta = store.meta(symbol, interval)
+        gap_ranges = store.gaps(symbol, interval) if meta else []
     ranges = plan_series(
         meta["first_open_ms"] if meta else None,
         meta["last_open_ms"] if meta else None,
@@ -202,7 +215,6 @@ async def _warm_series(
         interval,
         depth,
     )
-    gap_ranges = store.gaps(symbol, interval) if meta else []
     if not ranges and not gap_ranges:
         report.up_to_date += 1
         return
@@ -223,6 +235,8 @@ async def _warm_series(
         holes = missing_ranges(block[OPEN_TIME], step)
         store.record_exchange_gaps(symbol, interval, holes)
         report.exchange_gaps += len(holes)
+    if store.last_open_time(symbol, interval) is None:
+        report.empty.append((symbol, interval))
     for start, end in gap_ranges:
         block = await client.fetch_klines(symbol, interval, start, end)
         block = block[:, block[CLOSE_TIME] < now_ms]

@@ -123,6 +123,7 @@ class KlineStream:
         self._next_id = 0
         self.ready = asyncio.Event()
         self._ready_chunks = 0
+        self.last_error: str | None = None  #: why the last connection attempt failed (for a clear error)
 
     @staticmethod
     def stream_name(symbol: str, interval: str) -> str:
@@ -237,7 +238,8 @@ class KlineStream:
                 if ws is None:
                     try:
                         ws = await self._open(chunk)
-                    except (OSError, TimeoutError, websockets.WebSocketException):
+                    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                         await asyncio.sleep(self._backoff(attempt))
                         attempt += 1
                         continue

@@ -143,10 +143,14 @@ class KlineStore:
                 sqlite_cache_size=1024,
             )
         except sqlite3.DatabaseError as exc:
+            if _read_only(self.path, exc):
+                raise StoreError(_READ_ONLY.format(path=self.path)) from None
             raise StoreCorruptError(
                 f"store at {self.path} is corrupt ({exc}); move it aside and run 'trader warm' to rebuild"
             ) from None
         except OSError as exc:
+            if _read_only(self.path, exc):
+                raise StoreError(_READ_ONLY.format(path=self.path)) from None
             raise StoreError(f"cannot open store at {self.path}: {exc.strerror or exc}") from None
         with self._guard():
             if self._cache.get("format") is None:
@@ -172,8 +176,12 @@ class KlineStore:
         try:
             yield
         except sqlite3.DatabaseError as exc:
+            if _read_only(self.path, exc):
+                raise StoreError(_READ_ONLY.format(path=self.path)) from None
             raise StoreCorruptError(f"store at {self.path} is unreadable ({exc}); move it aside and re-warm") from None
         except OSError as exc:
+            if _read_only(self.path, exc):
+                raise StoreError(_READ_ONLY.format(path=self.path)) from None
             raise StoreError(f"store at {self.path}: {exc.strerror or exc}") from None
 
     # ------------------------------------------------------------------ the writer lock
@@ -485,7 +493,11 @@ class KlineStore:
                     added += new.shape[1]
                 self._cache.set(self._chunk_key(symbol, interval, cid), _pack(merged))
                 counts[cid] = int(merged.shape[1])
-            old_tail = self._tail(symbol, interval)
+            try:
+                old_tail = self._tail(symbol, interval)
+            except StoreCorruptError:  # derived data: rebuild it from the chunks just written
+                ids = sorted(counts)[-2:]
+                old_tail = np.concatenate([self._chunk(symbol, interval, c, counts[c]) for c in ids], axis=1)
             tail = cols if old_tail is None else _dedupe_last(np.concatenate([old_tail, cols], axis=1))
             self._cache.set(self._tail_key(symbol, interval), _pack(tail[:, -TAIL_ROWS:]))
             first, last = int(cols[OPEN_TIME, 0]), int(cols[OPEN_TIME, -1])
@@ -514,6 +526,97 @@ class KlineStore:
                 return
             meta["history_start_ms"] = int(first_open_ms)
             self._set_meta(symbol, interval, meta)
+
+    # ------------------------------------------------------------------ integrity
+
+    def check(self, symbol: str, interval: str) -> list[str]:
+        """Every damaged entry of one series, one line each (empty: the series is sound)."""
+        problems = []
+        try:
+            meta = self.meta(symbol, interval)
+        except StoreCorruptError as exc:
+            return [str(exc)]
+        if meta is None:
+            return []
+        for cid, rows in sorted(meta["chunks"].items()):
+            try:
+                with self._guard():
+                    self._chunk(symbol, interval, cid, rows)
+            except StoreCorruptError as exc:
+                problems.append(str(exc))
+        try:
+            with self._guard():
+                tail = self._tail(symbol, interval)
+            if tail is None and meta["chunks"]:
+                problems.append(f"store at {self.path}: the tail of {symbol} {interval} is missing")
+        except StoreCorruptError as exc:
+            problems.append(str(exc))
+        return problems
+
+    def damaged(self) -> list[tuple[str, str, list[str]]]:
+        """``(symbol, interval, problems)`` for every damaged series (reads every stored value)."""
+        out = []
+        for symbol, interval in self.series():
+            problems = self.check(symbol, interval)
+            if problems:
+                out.append((symbol, interval, problems))
+        return out
+
+    def repair(self, symbol: str, interval: str) -> list[str]:
+        """Quarantine the damaged entries of one series so the next warm refetches what they held.
+
+        A damaged chunk's bytes move to ``q/<symbol>/<interval>/<chunk>`` (kept for inspection, never
+        read as data) and the chunk leaves the meta; first/last open times and the tail are rebuilt
+        from the sound chunks, so the warm sees a hole (or shorter history) and refetches it. An
+        unreadable meta drops the whole series, which the next warm fetches anew.
+
+        Returns:
+            What was done, one line each (empty: nothing was damaged).
+        """
+        done: list[str] = []
+        try:
+            meta = self.meta(symbol, interval)
+        except StoreCorruptError:
+            meta = None
+            with self._guard(), self._cache.transact():
+                for key in [k for k in self._cache.iterkeys() if isinstance(k, str) and k.split("/")[1:3] == [symbol, interval]]:
+                    if key.startswith(("c/", "t/")):
+                        self._cache.set("q/" + key, self._cache.get(key))
+                    self._cache.delete(key)
+            return [f"{symbol} {interval}: unreadable meta; the series was dropped and will be fetched again"]
+        if meta is None:
+            return done
+        with self._guard(), self._cache.transact():
+            sound: dict[int, np.ndarray] = {}
+            for cid, rows in sorted(meta["chunks"].items()):
+                try:
+                    sound[cid] = np.array(self._chunk(symbol, interval, cid, rows))
+                except StoreCorruptError as exc:
+                    raw = self._cache.get(self._chunk_key(symbol, interval, cid))
+                    if raw is not None:
+                        self._cache.set(f"q/{symbol}/{interval}/{cid}", raw)
+                    self._cache.delete(self._chunk_key(symbol, interval, cid))
+                    done.append(f"{symbol} {interval}: quarantined chunk {cid} ({exc}); its klines will be refetched")
+            try:
+                tail_ok = self._tail(symbol, interval) is not None
+            except StoreCorruptError:
+                tail_ok = False
+            if not done and tail_ok:
+                return done
+            if not sound:
+                for key in (self._meta_key(symbol, interval), self._tail_key(symbol, interval)):
+                    self._cache.delete(key)
+                return [*done, f"{symbol} {interval}: nothing sound left; the series will be fetched again"]
+            ids = sorted(sound)
+            meta["chunks"] = {cid: int(sound[cid].shape[1]) for cid in ids}
+            meta["first_open_ms"] = int(sound[ids[0]][OPEN_TIME, 0])
+            meta["last_open_ms"] = int(sound[ids[-1]][OPEN_TIME, -1])
+            recent = np.concatenate([sound[c] for c in ids[-2:]], axis=1)[:, -TAIL_ROWS:]
+            self._cache.set(self._tail_key(symbol, interval), _pack(recent))
+            self._set_meta(symbol, interval, meta)
+            if not tail_ok:
+                done.append(f"{symbol} {interval}: rebuilt the tail from the sound chunks")
+        return done
 
     # ------------------------------------------------------------------ format 1 -> 2
 
@@ -550,6 +653,22 @@ class KlineStore:
                 c.set("format", str(FORMAT).encode())
         except (pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError, EOFError) as exc:
             raise StoreCorruptError(f"store at {self.path}: cannot migrate its format-1 data ({exc}); move it aside and re-warm") from None
+
+
+_READ_ONLY = (
+    "store at {path} is on read-only media or not writable by this user (nothing is wrong with its data); "
+    "trader needs write access to it — use --store DIR for a writable copy"
+)
+
+
+def _read_only(path: Path, exc: BaseException) -> bool:
+    """True when ``exc`` is about writing to read-only media or a directory we may not write."""
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text or "read only" in text:
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return True
+    return path.exists() and not os.access(path, os.W_OK)
 
 
 def _dedupe_last(cols: np.ndarray) -> np.ndarray:
