@@ -294,6 +294,8 @@ async def warm(
     def time_left() -> float | None:
         return None if client.deadline is None else client.deadline - client.breaker.now()
 
+    finished: set[tuple[str, str]] = set()
+
     async def one(symbol: str, interval: str) -> None:
         nonlocal done
         async with sem:
@@ -305,27 +307,42 @@ async def warm(
                     retry.append((symbol, interval, exc))  # a slow minute: try this series again later
                     return
                 report.errors.append(SeriesError(symbol, interval, str(exc), exc.exit_code))
+        finished.add((symbol, interval))
         done += 1
         if progress is not None:
             progress(done, total, symbol, interval)
 
-    pending = [(s, i) for s in symbols for i in intervals]
-    rounds = 0
-    while pending:
-        await asyncio.gather(*(one(s, i) for s, i in pending))
-        if not retry:
-            break
-        rounds += 1
-        left = time_left()
-        if (left is not None and left <= 0) or rounds > _MAX_ROUNDS:
-            for symbol, interval, exc in retry:
-                why = "deadline reached" if left is not None and left <= 0 else f"gave up after {rounds} rounds"
-                report.errors.append(SeriesError(symbol, interval, f"{exc} ({why})", exc.exit_code))
-            break
-        report.series_retries += len(retry)
-        pause = min(2.0**rounds, 30.0, left if left is not None else 30.0)
-        await client.sleep(max(pause, 0.0))  # let the exchange recover; a Retry-After is honoured by the budget
-        pending, retry = [(s, i) for s, i, _ in retry], []
+    async def rounds_until_done() -> None:
+        nonlocal retry
+        pending = [(s, i) for s in symbols for i in intervals]
+        rounds = 0
+        while pending:
+            await asyncio.gather(*(one(s, i) for s, i in pending))
+            if not retry:
+                return
+            rounds += 1
+            left = time_left()
+            if (left is not None and left <= 0) or rounds > _MAX_ROUNDS:
+                for symbol, interval, exc in retry:
+                    why = "deadline reached" if left is not None and left <= 0 else f"gave up after {rounds} rounds"
+                    report.errors.append(SeriesError(symbol, interval, f"{exc} ({why})", exc.exit_code))
+                    finished.add((symbol, interval))
+                return
+            report.series_retries += len(retry)
+            pause = min(2.0**rounds, 30.0, left if left is not None else 30.0)
+            await client.sleep(max(pause, 0.0))  # let the exchange recover; a Retry-After is honoured by the budget
+            pending, retry = [(s, i) for s, i, _ in retry], []
+
+    try:
+        # the overall deadline also bounds requests that are merely slow; appends are synchronous, so a
+        # cancellation lands between requests and every series is stored as before or after an append
+        async with asyncio.timeout(deadline_s):
+            await rounds_until_done()
+    except TimeoutError:
+        reported = {(e.symbol, e.interval) for e in report.errors}
+        for s, i in ((s, i) for s in symbols for i in intervals):
+            if (s, i) not in finished and (s, i) not in reported:
+                report.errors.append(SeriesError(s, i, f"deadline of {deadline_s:g} s reached before this series was warmed", 3))
     st = client.stats
     report.requests = st.requests
     report.kline_requests = st.kline_requests

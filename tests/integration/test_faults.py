@@ -82,3 +82,17 @@ def test_replay_refuses_bad_speed_and_clock_combinations() -> None:
     for args in (["--speed", "inf"], ["--speed", "1e9"], ["--clock", "wall", "--speed", "60"], ["--clock", "lunar"]):
         p = subprocess.run([sys.executable, "-m", "cli.main", "replay", "--port", "0", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert p.returncode == 2 and p.stderr.startswith("trader: error:") and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+async def test_deadline_ends_a_warm_on_a_too_slow_exchange_with_a_summary(dataset: ReplayDataset, tmp_path: Path) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0, faults=FaultConfig(latency_ms=1500)) as ex:
+        p = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cli.main", "warm", "--rest-url", ex.rest_url, "--store", str(tmp_path / "s"),
+             "-s", ",".join(SYMBOLS), "--concurrency", "2", "--deadline", "2", "--json"],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )
+    assert p.returncode == 3, p.stderr[-300:]
+    report = json.loads(p.stdout)  # the summary of what was stored is still printed
+    assert report["errors"] and all("deadline" in e["message"] for e in report["errors"])
+    assert report["seconds"] < 6 and report["candles_added"] == 1000 * (len(SYMBOLS) * 2 - len(report["errors"]))
