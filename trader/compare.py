@@ -333,10 +333,9 @@ def talib_scores(per_symbol: Sequence[Sequence[np.ndarray]], cfg: ScanConfig) ->
             o, h, lo, c, v, q = (np.ascontiguousarray(a[j]) for j in range(6))
             ind = _talib_indicators(o, h, lo, c, v, q, cfg.indicators)
             last = {name: (val[None, -50:] if name == "bb_width" else val[-1:]) for name, val in ind.items()}
-            w = min(cfg.structure_window, c.shape[0])
-            st = structure_features(o[None, -w:], h[None, -w:], lo[None, -w:], c[None, -w:], cfg.swing_length)
-            biases.append(interval_biases(last, st, o[-1:], c[-1:]))
-        out[k] = score_universe(biases, weights).score[0]
+            st = structure_features(o[None], h[None], lo[None], c[None], cfg.swing_length, window=cfg.structure_window)
+            biases.append(interval_biases(last, st, o[-1:], c[-1:], cfg.factors))
+        out[k] = score_universe(biases, weights, sharpness=cfg.factors.sharpness).score[0]
     return out
 
 

@@ -20,29 +20,33 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trader.errors import ConfigError
-from trader.models import parse_interval, validate_symbol
+from trader.models import duration_ms, parse_interval, validate_symbol
 
 __all__ = [
     "ENV_PREFIX",
     "ClientConfig",
+    "FactorConfig",
     "FaultConfig",
     "IndicatorConfig",
+    "MLConfig",
     "ProfileConfig",
     "ReplayConfig",
     "ScanConfig",
     "Settings",
     "StoreConfig",
     "StreamConfig",
+    "TuneConfig",
     "UniverseConfig",
     "WarmConfig",
     "WeightsConfig",
     "WsReplayConfig",
+    "XGBoostConfig",
     "load_settings",
 ]
 
@@ -269,6 +273,37 @@ class WeightsConfig(_Model):
         return self
 
 
+class FactorConfig(_Model):
+    """Coefficients of the factor formulas (:mod:`trader.features.factors`); ``trader tune search`` fits them.
+
+    A bias is a weighted sum of ``tanh``/clip terms; a negative weight turns a term around (e.g. a
+    momentum term into a reversal term). Scales are in the units of their input (ATRs, RSI points).
+    """
+
+    trend_spread: float = Field(0.6, ge=-2, le=2, description="weight of tanh(EMA spread / ATR / trend_spread_scale)")
+    trend_spread_scale: float = Field(2.0, gt=0)
+    trend_distance: float = Field(0.4, ge=-2, le=2, description="weight of tanh((close - EMA slow) / ATR / trend_distance_scale)")
+    trend_distance_scale: float = Field(3.0, gt=0)
+    adx_ref: float = Field(25.0, gt=0, description="ADX at which the trend bias is no longer damped")
+    adx_floor: float = Field(0.3, ge=0, le=1, description="damping of the trend bias at ADX 0")
+    momentum_rsi: float = Field(0.4, ge=-2, le=2, description="weight of clip((RSI - 50) / rsi_scale)")
+    rsi_scale: float = Field(20.0, gt=0)
+    momentum_macd: float = Field(0.4, ge=-2, le=2, description="weight of tanh(macd_gain x MACD hist / ATR)")
+    macd_gain: float = Field(4.0, gt=0)
+    momentum_vwap: float = Field(0.2, ge=-2, le=2, description="weight of tanh(VWAP distance in ATRs / vwap_scale)")
+    vwap_scale: float = Field(2.0, gt=0)
+    volume_obv: float = Field(0.6, ge=-2, le=2, description="weight of tanh(obv_gain x OBV slope)")
+    obv_gain: float = Field(2.0, gt=0)
+    volume_z: float = Field(0.4, ge=-2, le=2, description="weight of tanh(volume z / volume_z_scale) x sign of the last kline")
+    volume_z_scale: float = Field(2.0, gt=0)
+    structure_state: float = Field(0.5, ge=-2, le=2, description="weight of the market structure state (+1/-1)")
+    structure_ob: float = Field(0.2, ge=-2, le=2, description="weight of tanh(bullish - bearish order blocks)")
+    structure_fvg: float = Field(0.15, ge=-2, le=2, description="weight of tanh((bullish - bearish gaps) / fvg_scale)")
+    fvg_scale: float = Field(3.0, gt=0)
+    structure_sweep: float = Field(0.15, ge=-2, le=2, description="weight of the latest liquidity sweep (+1/-1)")
+    sharpness: float = Field(3.5, gt=0, le=10, description="a factor scores 50 + 50 sign(a) |a|^sharpness")
+
+
 class ScanConfig(_Model):
     """``trader scan``."""
 
@@ -283,13 +318,83 @@ class ScanConfig(_Model):
     swing_length: int = Field(5, ge=1)
     structure_window: int = Field(120, ge=20)
     weights: WeightsConfig = WeightsConfig()
+    factors: FactorConfig = FactorConfig()
     indicators: IndicatorConfig = IndicatorConfig()
+    fitted_until: str | None = Field(
+        None, description="UTC date the weights/factors were fitted up to (tune search); tune evaluate reports only later moments"
+    )
 
     @model_validator(mode="after")
     def _history(self) -> ScanConfig:
         if self.min_history > self.lookback:
             raise ValueError("min_history must not exceed lookback")
         return self
+
+
+def _check_duration(value: str) -> str:
+    try:
+        duration_ms(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+#: A duration written as ``4h``, ``24h``, ``7d`` (:func:`trader.models.duration_ms`).
+Duration = Annotated[str, AfterValidator(_check_duration)]
+
+
+class XGBoostConfig(_Model):
+    """XGBoost hyper-parameters of ``trader tune train`` (``tune search`` fits the main ones)."""
+
+    max_depth: int = Field(3, ge=1, le=12, description="tree depth")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="shrinkage per boosting round")
+    n_estimators: int = Field(400, ge=1, le=5000, description="boosting rounds at most (early stopping picks fewer)")
+    early_stopping_rounds: int = Field(40, ge=1, description="rounds without improvement on the fold's validation slice")
+    min_child_weight: float = Field(50.0, ge=0, description="minimum hessian per leaf (large: noisy labels)")
+    subsample: float = Field(0.8, gt=0, le=1, description="rows sampled per tree")
+    colsample_bytree: float = Field(0.8, gt=0, le=1, description="features sampled per tree")
+    reg_lambda: float = Field(1.0, ge=0, description="L2 regularisation of leaf weights")
+
+
+class BarrierConfig(_Model):
+    """Triple-barrier label: take profit / stop loss in ATRs of the base interval, time limit = ``ml.horizon``."""
+
+    take_profit_atr: float = Field(2.0, gt=0)
+    stop_loss_atr: float = Field(1.0, gt=0)
+
+
+class MLConfig(_Model):
+    """The dataset, the model and its registry (``trader tune train``, the scan's ``ml`` factor)."""
+
+    horizon: Duration = Field("24h", description="label horizon (forward return / time barrier)")
+    target: Literal["excess", "barrier"] = Field("excess", description="label: excess return > 0, or triple-barrier win")
+    fee: float = Field(0.001, ge=0, lt=0.05, description="fee per side, fraction (0.001 = 0.1 %)")
+    grid: Duration = Field("4h", description="moments sampled for training and evaluation")
+    folds: int = Field(5, ge=2, le=20, description="walk-forward test folds")
+    min_train_fraction: float = Field(0.4, gt=0, lt=1, description="share of the window before the first test fold")
+    embargo: Duration = Field("24h", description="gap between a training fold's end (after the purge) and its test fold")
+    valid_fraction: float = Field(0.15, gt=0, lt=0.5, description="end of each training fold used for early stopping only")
+    nthread: int = Field(0, ge=0, le=256, description="XGBoost threads; 0 = every core")
+    seed: int = Field(0, description="seed of training and of the permutation test")
+    activate_min_t: float = Field(2.0, ge=0, description="activate a new model only if its out-of-sample rank IC t >= this")
+    max_age: Duration = Field("7d", description="tune train --if-due: retrain a model older than this")
+    retrain_interval: int = Field(50, ge=1, description="--if-due: or once this many new labelled signals exist")
+    min_training_samples: int = Field(200, ge=1, description="refuse to train on fewer labelled rows")
+    barrier: BarrierConfig = BarrierConfig()
+    xgboost: XGBoostConfig = XGBoostConfig()
+
+
+class TuneConfig(_Model):
+    """``trader tune evaluate`` and ``trader tune search``."""
+
+    horizons: tuple[Duration, ...] = Field(("4h", "24h", "72h"), min_length=1)
+    thresholds: tuple[float, ...] = Field((60.0, 70.0, 75.0, 80.0), min_length=1)
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="block-bootstrap resamples (blocks = UTC weeks)")
+    random_draws: int = Field(200, ge=10, le=10_000, description="random pick sets per threshold (the random baseline)")
+    seed: int = Field(0, description="seed of bootstraps and random baselines")
+    trials: int = Field(40, ge=1, description="tune search: Optuna trials")
+    objective: Literal["ic", "excess"] = Field("ic", description="tune search: mean OOS rank IC, or top-decile excess net of fees")
+    storage: str | None = Field(None, description="tune search: SQLAlchemy URL; null = SQLite in <store>/tune/optuna.db")
 
 
 class Settings(_Model):
@@ -304,6 +409,8 @@ class Settings(_Model):
     warm: WarmConfig = WarmConfig()
     scan: ScanConfig = ScanConfig()
     stream: StreamConfig = StreamConfig()
+    ml: MLConfig = MLConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:

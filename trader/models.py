@@ -40,6 +40,7 @@ __all__ = [
     "TRADES",
     "VOLUME",
     "check_klines",
+    "duration_ms",
     "empty_klines",
     "interval_ms",
     "kline_open_ms",
@@ -145,6 +146,22 @@ def interval_ms(interval: str) -> int:
     ms = BINANCE_INTERVALS.get(parse_interval(interval))
     assert ms is not None
     return ms
+
+
+_DURATION_UNITS: Final[dict[str, int]] = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def duration_ms(text: str) -> int:
+    """A duration such as ``"4h"``, ``"24h"``, ``"7d"``, ``"90m"``, ``"2w"`` in milliseconds. Pure.
+
+    Raises:
+        ConfigError: not a positive integer followed by one of m, h, d, w.
+    """
+    t = str(text).strip()
+    unit = _DURATION_UNITS.get(t[-1:])
+    if unit is None or not t[:-1].isdigit() or int(t[:-1]) <= 0:
+        raise ConfigError(f"invalid duration {text!r}; expected e.g. 4h, 24h, 7d, 90m, 2w")
+    return int(t[:-1]) * unit
 
 
 def kline_open_ms(t_ms: int, interval: str) -> int:

@@ -140,13 +140,12 @@ def score_arrays(data: Sequence[np.ndarray], cfg: ScanConfig) -> tuple[np.ndarra
         stacked = np.concatenate([data[i] for i in idxs]) if len(idxs) > 1 else data[idxs[0]]
         o, h, lo, c, v, q = (np.ascontiguousarray(stacked[:, j, :]) for j in range(6))
         ind = compute_last(o, h, lo, c, v, q, p, window=50)
-        w = min(cfg.structure_window, c.shape[1])
-        st = structure_features(o[:, -w:], h[:, -w:], lo[:, -w:], c[:, -w:], cfg.swing_length)
-        b = interval_biases(ind, st, o[:, -1], c[:, -1])
+        st = structure_features(o, h, lo, c, cfg.swing_length, window=cfg.structure_window)
+        b = interval_biases(ind, st, o[:, -1], c[:, -1], cfg.factors)
         n = data[idxs[0]].shape[0]
         for j, i in enumerate(idxs):
             biases[i] = {k: val[j * n : (j + 1) * n] for k, val in b.items()}
-    res = score_universe(biases, cfg.weights.model_dump())
+    res = score_universe(biases, cfg.weights.model_dump(), sharpness=cfg.factors.sharpness)
     return res.score, res.direction, res.factors, res.valid
 
 

@@ -43,10 +43,9 @@ def main() -> None:
                 v, q = df["volume"].to_numpy(), df["quote_volume"].to_numpy()
                 ind = _talib_indicators(o, h, lo, c, v, q, cfg.indicators)
                 last = {k: (x[None, -50:] if k == "bb_width" else x[-1:]) for k, x in ind.items()}
-                w = min(cfg.structure_window, len(df))
-                st = structure_features(o[None, -w:], h[None, -w:], lo[None, -w:], c[None, -w:], cfg.swing_length)
-                biases.append(interval_biases(last, st, o[-1:], c[-1:]))
-            scores[symbol] = float(score_universe(biases, weights).score[0])
+                st = structure_features(o[None], h[None], lo[None], c[None], cfg.swing_length, window=cfg.structure_window)
+                biases.append(interval_biases(last, st, o[-1:], c[-1:], cfg.factors))
+            scores[symbol] = float(score_universe(biases, weights, sharpness=cfg.factors.sharpness).score[0])
     assert talib and np
     print(json.dumps({"scored": len(scores), "best": max(scores.values())}))
 

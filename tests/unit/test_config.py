@@ -113,3 +113,21 @@ def test_env_list_values() -> None:
 def test_store_path_default_is_user_cache_dir() -> None:
     assert Settings().store_path().name == "store"
     assert load_settings(environ={"TRADER_STORE": "/tmp/x"}).store_path() == Path("/tmp/x")
+
+
+def test_default_yaml_spells_out_every_key() -> None:
+    """Every config key is in config/default.yaml (with its comment): nothing only in code."""
+    import yaml
+
+    def keys(tree: object, prefix: str = "") -> set[str]:
+        if not isinstance(tree, dict):
+            return set()
+        out = set()
+        for k, v in tree.items():
+            out.add(prefix + str(k))
+            if k != "profiles":
+                out |= keys(v, prefix + str(k) + ".")
+        return out
+
+    written = keys(yaml.safe_load((ROOT / "config" / "default.yaml").read_text()))
+    assert keys(Settings().model_dump(mode="json")) == written

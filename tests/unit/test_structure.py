@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trader.features.structure import structure_features, swing_points
+from trader.features.structure import STRUCTURE_KEYS, structure_features, structure_series, swing_points
 
 
 def candles(closes: list[float], wick: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -83,3 +83,45 @@ def test_vectorised_over_symbols_equals_one_by_one() -> None:
         alone = structure_features(o[i : i + 1], h[i : i + 1], lo[i : i + 1], c[i : i + 1])
         for k in together:
             assert together[k][i] == alone[k][0], k
+
+
+def _random_candles(n: int, T: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    c = 100 + np.cumsum(rng.normal(0, 1, (n, T)), axis=1)
+    o = np.concatenate([c[:, :1], c[:, :-1]], axis=1) + rng.normal(0, 0.3, (n, T))
+    h = np.maximum(o, c) + rng.uniform(0, 0.8, c.shape)
+    lo = np.minimum(o, c) - rng.uniform(0, 0.8, c.shape)
+    return o, h, lo, c
+
+
+def test_series_is_causal_and_equals_the_last_kline_features_at_every_t() -> None:
+    """The value at t is what a scan of klines <= t would see: prefixes give the same numbers."""
+    o, h, lo, c = _random_candles(4, 260, 3)
+    series = structure_series(o, h, lo, c, swing_length=3, window=60)
+    for t in (20, 59, 60, 61, 150, 259):
+        last = structure_features(o[:, : t + 1], h[:, : t + 1], lo[:, : t + 1], c[:, : t + 1], swing_length=3, window=60)
+        for k in STRUCTURE_KEYS:
+            np.testing.assert_array_equal(series[k][:, t], last[k], err_msg=f"{k} at {t}")
+
+
+def test_wild_later_klines_change_nothing_before_them() -> None:
+    o, h, lo, c = _random_candles(3, 300, 4)
+    base = structure_series(o, h, lo, c)
+    o2, h2, lo2, c2 = (x.copy() for x in (o, h, lo, c))
+    rng = np.random.default_rng(9)
+    wild = rng.uniform(1, 1000, (3, 100))
+    o2[:, 200:], c2[:, 200:] = wild, wild[:, ::-1]
+    h2[:, 200:] = np.maximum(o2[:, 200:], c2[:, 200:]) + 50
+    lo2[:, 200:] = np.minimum(o2[:, 200:], c2[:, 200:]) - 50
+    changed = structure_series(o2, h2, lo2, c2)
+    for k in STRUCTURE_KEYS:
+        np.testing.assert_array_equal(base[k][:, :200], changed[k][:, :200], err_msg=k)
+
+
+def test_events_leave_the_window() -> None:
+    closes = [5, 6, 7, 8, 10, 9, 8, 7, 6.5, 7, 8, 9, 10.2, 11, 11.5] + [11.5 + 0.01 * i for i in range(40)]
+    o, h, lo, c = candles(closes, wick=0.1)
+    s = structure_series(o, h, lo, c, swing_length=2, window=20)
+    assert s["ob_bull"][0, 12] == 1.0 and s["state"][0, 12] == 1.0
+    assert s["ob_bull"][0, 12 + 19] == 1.0 and s["ob_bull"][0, 12 + 20] == 0.0  # formed 20 klines ago: gone
+    assert s["bos_bull"][0, 12 + 19] >= 1.0

@@ -1,6 +1,8 @@
 """Factor scores (0-100), multi-timeframe agreement, direction and the blended score. Pure numpy.
 
-Per interval, each directional factor first becomes a *bias* in [-1, 1] (+1 = strongly bullish):
+Per interval, each directional factor first becomes a *bias* in about [-1, 1] (+1 = strongly
+bullish). With the default coefficients (``scan.factors``, :class:`trader.config.FactorConfig`;
+``trader tune search`` fits them, and a negative weight turns a term around):
 
 - **trend** = (0.6 tanh(EMA spread / ATR / 2) + 0.4 tanh((close - EMA slow) / ATR / 3)) x
   clip(ADX / 25, 0.3, 1): EMA alignment and distance, damped when ADX says there is no trend.
@@ -25,12 +27,15 @@ at or above 75 with the default weights.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FACTORS", "FactorResult", "interval_biases", "score_universe"]
+from trader.config import FactorConfig
+
+__all__ = ["FACTORS", "FactorResult", "bb_ratio", "interval_biases", "score_universe"]
 
 #: Factor names in display order.
 FACTORS = ("trend", "momentum", "volume", "volatility", "structure", "mtf")
@@ -41,36 +46,60 @@ def _clip(x: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
     return out
 
 
-def interval_biases(ind: Mapping[str, np.ndarray], st: Mapping[str, np.ndarray], last_open: np.ndarray, last_close: np.ndarray) -> dict[str, np.ndarray]:
-    """Directional biases in [-1, 1] and the volatility score for one interval.
+_DEFAULT = FactorConfig()
+
+
+def bb_ratio(bb_width: np.ndarray) -> np.ndarray:
+    """Last Bollinger width over the mean of a recent window: ``(n, w) -> (n,)`` (NaNs ignored)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, reported as invalid
+        out: np.ndarray = bb_width[:, -1] / np.nanmean(bb_width, axis=1)
+    return out
+
+
+def interval_biases(
+    ind: Mapping[str, np.ndarray],
+    st: Mapping[str, np.ndarray],
+    last_open: np.ndarray,
+    last_close: np.ndarray,
+    coef: FactorConfig = _DEFAULT,
+) -> dict[str, np.ndarray]:
+    """Directional biases and the volatility score for one interval; elementwise, any shape.
 
     Args:
-        ind: indicator values; each ``(n,)`` at the last kline, except ``bb_width`` ``(n, w)`` (recent window).
-        st: structure features ``(n,)`` (see :func:`trader.features.structure.structure_features`).
-        last_open, last_close: ``(n,)`` of the last closed kline, quote-asset prices.
+        ind: indicator values, each of the common shape (e.g. ``(n,)`` at the last kline, or
+            ``(n, T)`` at every kline), plus either ``bb_ratio`` (last Bollinger width over its
+            recent mean) or ``bb_width`` ``(n, w)`` (a recent window, from which it is computed).
+        st: structure features of the same shape (:func:`trader.features.structure.structure_series`).
+        last_open, last_close: of the kline scored, quote-asset prices, same shape.
+        coef: the formulas' coefficients (``scan.factors``).
 
     Returns:
-        ``{"trend", "momentum", "volume", "structure": bias (n,), "volatility": score 0-100 (n,)}``.
+        ``{"trend", "momentum", "volume", "structure": bias, "volatility": score 0-100}``.
     """
+    c = coef
+    ratio = ind["bb_ratio"] if "bb_ratio" in ind else bb_ratio(ind["bb_width"])
     with np.errstate(invalid="ignore", divide="ignore"):
         atr = np.where(ind["atr"] > 0, ind["atr"], np.nan)
-        trend = (0.6 * np.tanh((ind["ema_fast"] - ind["ema_slow"]) / atr / 2.0) + 0.4 * np.tanh((last_close - ind["ema_slow"]) / atr / 3.0))
-        trend *= _clip(ind["adx"] / 25.0, 0.3, 1.0)
+        trend = c.trend_spread * np.tanh((ind["ema_fast"] - ind["ema_slow"]) / atr / c.trend_spread_scale) + c.trend_distance * np.tanh(
+            (last_close - ind["ema_slow"]) / atr / c.trend_distance_scale
+        )
+        trend *= _clip(ind["adx"] / c.adx_ref, c.adx_floor, 1.0)
         atr_frac = atr / last_close
         momentum = (
-            0.4 * _clip((ind["rsi"] - 50.0) / 20.0)
-            + 0.4 * np.tanh(4.0 * ind["macd_hist"] / atr)
-            + 0.2 * np.tanh(ind["vwap_dist"] / atr_frac / 2.0)
+            c.momentum_rsi * _clip((ind["rsi"] - 50.0) / c.rsi_scale)
+            + c.momentum_macd * np.tanh(c.macd_gain * ind["macd_hist"] / atr)
+            + c.momentum_vwap * np.tanh(ind["vwap_dist"] / atr_frac / c.vwap_scale)
         )
-        volume = 0.6 * np.tanh(2.0 * ind["obv_slope"]) + 0.4 * np.tanh(ind["volume_z"] / 2.0) * np.sign(last_close - last_open)
+        volume = c.volume_obv * np.tanh(c.obv_gain * ind["obv_slope"]) + c.volume_z * np.tanh(ind["volume_z"] / c.volume_z_scale) * np.sign(
+            last_close - last_open
+        )
         structure = (
-            0.5 * st["state"]
-            + 0.2 * np.tanh(st["ob_bull"] - st["ob_bear"])
-            + 0.15 * np.tanh((st["fvg_bull"] - st["fvg_bear"]) / 3.0)
-            + 0.15 * st["sweep"]
+            c.structure_state * st["state"]
+            + c.structure_ob * np.tanh(st["ob_bull"] - st["ob_bear"])
+            + c.structure_fvg * np.tanh((st["fvg_bull"] - st["fvg_bear"]) / c.fvg_scale)
+            + c.structure_sweep * st["sweep"]
         )
-        bbw = ind["bb_width"]
-        ratio = bbw[:, -1] / np.nanmean(bbw, axis=1)
         volatility = 50.0 + 50.0 * np.tanh(np.log(ratio))
     return {"trend": trend, "momentum": momentum, "volume": volume, "structure": structure, "volatility": volatility}
 
@@ -92,14 +121,14 @@ class FactorResult:
     valid: np.ndarray
 
 
-#: Exponent that compresses moderate biases: a factor scores ``50 + 50 x sign(a) |a|^SHARPNESS``
-#: where ``a = direction x bias``. Calibrated on the bundled data (bench/calibrate.py) so that a
-#: blended score of 75+ is rare but not empty; see the README for the measured share.
-SHARPNESS = 3.5
+#: Default exponent that compresses moderate biases (``scan.factors.sharpness``): a factor scores
+#: ``50 + 50 x sign(a) |a|^SHARPNESS`` where ``a = direction x bias``. Calibrated on the bundled data
+#: (bench/calibrate.py) so that a blended score of 75+ is rare but not empty (README).
+SHARPNESS = _DEFAULT.sharpness
 
 
 def _agree(direction: np.ndarray, bias: np.ndarray, gamma: float) -> np.ndarray:
-    a = direction * bias
+    a = np.clip(direction * bias, -1.0, 1.0)  # fitted coefficients may sum beyond 1
     out: np.ndarray = 50.0 + 50.0 * np.sign(a) * np.abs(a) ** gamma
     return out
 
@@ -113,7 +142,8 @@ def score_universe(
     """Blend per-interval biases into factor scores, direction and score.
 
     Args:
-        per_interval: :func:`interval_biases` outputs, base (fastest) interval first, all ``(n,)``.
+        per_interval: :func:`interval_biases` outputs, base (fastest) interval first, all of one shape
+            (``(n,)`` for a scan; any shape works elementwise, e.g. ``(n, T)`` for every kline).
         weights: factor -> weight (>= 0); factors missing or 0 are ignored; ``ml`` used only with a model.
         ml_probability: ``(n,)`` probability (0-1) that a long signal is right, or None.
 
