@@ -13,6 +13,7 @@ from cli.compare import compare
 from cli.replay import replay
 from cli.scan import scan
 from cli.store import store_app
+from cli.tune import tune_app
 from cli.warm import warm
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command("warm")(warm)
 app.command("scan")(scan)
 app.command("compare")(compare)
 app.add_typer(store_app, name="store")
+app.add_typer(tune_app, name="tune")
 
 
 @app.callback()

@@ -13,7 +13,8 @@ JSON document (``--format json``; stable, versioned by ``schema``)::
       "signals": [                             # score >= min_score, best first (--top N keeps N)
         {"symbol": "ETHUSDT", "direction": "long", "score": 79.61,
          "factors": {"trend": .., "momentum": .., "volume": .., "volatility": .., "structure": .., "mtf": ..},
-         "last_close": 2631.3, "change_24h_pct": 2.113, "close_time_ms": 1728921599999, "data_age_s": 0.0}
+         "last_close": 2631.3, "change_24h_pct": 2.113, "close_time_ms": 1728921599999, "data_age_s": 0.0,
+         "ml_probability": 0.5312}            # the active model's P(beats the universe median), null without one
       ],
       "stale": [{"symbol": .., "interval": .., "newest_close_ms": .., "age_s": ..}],
       "insufficient_history": [{"symbol": .., "interval": .., "klines": ..}],
@@ -66,11 +67,12 @@ def render_scan(result: Any, signals: list[Any], fmt: str, min_score: float, int
     elif fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["symbol", "direction", "score", *FACTORS, "last_close", "change_24h_pct", "close_time_ms", "data_age_s"])
+        w.writerow(["symbol", "direction", "score", *FACTORS, "ml", "last_close", "change_24h_pct", "close_time_ms", "data_age_s", "ml_probability"])
         for s in signals:
             d = s.as_dict()
-            w.writerow([d["symbol"], d["direction"], d["score"], *(d["factors"].get(f, "") for f in FACTORS),
-                        d["last_close"], d["change_24h_pct"], d["close_time_ms"], d["data_age_s"]])
+            w.writerow([d["symbol"], d["direction"], d["score"], *(d["factors"].get(f, "") for f in FACTORS), d["factors"].get("ml", ""),
+                        d["last_close"], d["change_24h_pct"], d["close_time_ms"], d["data_age_s"],
+                        "" if d["ml_probability"] is None else d["ml_probability"]])
         sys.stdout.write(buf.getvalue())
     else:
         _table(result, signals, min_score, intervals)
@@ -102,6 +104,9 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for f in FACTORS:
         table.add_column(f[:6], justify="right")
+    with_ml = any(s.ml_probability is not None for s in signals)
+    if with_ml:
+        table.add_column("P(ml)", justify="right")
     table.add_column("last close", justify="right")
     table.add_column("24h %", justify="right")
     table.add_column("age", justify="right")
@@ -113,6 +118,7 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
             f"[{colour}]{s.direction}[/]" if colour else s.direction,
             f"[bold]{s.score:.1f}[/]" if tty else f"{s.score:.1f}",
             *(f"{s.factors.get(f, float('nan')):.0f}" for f in FACTORS),
+            *([("–" if s.ml_probability is None or s.ml_probability != s.ml_probability else f"{s.ml_probability:.2f}")] if with_ml else []),
             f"{s.last_close:g}",
             change,
             _fmt_age(s.data_age_s),

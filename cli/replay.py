@@ -16,7 +16,7 @@ def replay(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1, loopback only).", show_default=False)] = None,
     port: Annotated[int | None, typer.Option(help="TCP port; 0 picks a free one (default 8765).", show_default=False)] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Directory of <SYMBOL>-<interval>.csv[.gz] files (default: bundled data).", show_default=False)] = None,
-    start: Annotated[str | None, typer.Option(help="Replay start: 'auto', epoch ms or ISO-8601 UTC.", show_default=False)] = None,
+    start: Annotated[str | None, typer.Option(help="Replay start: 'auto', 'end' (every recorded kline closed), epoch ms or ISO-8601 UTC.", show_default=False)] = None,
     speed: Annotated[float | None, typer.Option(help="Replay ms per wall ms (0 freezes the clock).", show_default=False)] = None,
     clock: Annotated[str | None, typer.Option("--clock", help="replay (recorded time from --start) or wall (recording shifted so now = wall clock).", show_default=False)] = None,
     tls: Annotated[bool, typer.Option("--tls", help="Serve https:// and wss:// with a self-signed certificate (path printed on stderr).")] = False,

@@ -37,6 +37,7 @@ def scan(
     strategy: Annotated[str | None, typer.Option("--strategy", help="vectorized | serial | threads | processes.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size for threads/processes.", min=1, show_default=False)] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Run an incremental warm first (one cron line does both).")] = False,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Ignore the active model (no ml factor, no onnxruntime).")] = False,
     live: Annotated[bool, typer.Option("--live", help="Warm once, subscribe over WebSocket, rescan on every base-interval close; zero REST per scan.")] = False,
     every: Annotated[float | None, typer.Option("--every", help="With --live: also rescan every this many seconds.", min=0.1, show_default=False)] = None,
     max_scans: Annotated[int | None, typer.Option("--max-scans", help="With --live: stop after N scans.", min=1, show_default=False)] = None,
@@ -58,7 +59,7 @@ def scan(
     path = settings.store_path()
 
     if live:
-        run(lambda stop: _live(settings, wanted, ivs, fmt, top, every, max_scans, stop))
+        run(lambda stop: _live(settings, wanted, ivs, fmt, top, every, max_scans, stop, no_model))
         return
     if refresh:
         run(lambda stop: _refresh(settings, wanted, ivs))
@@ -68,10 +69,11 @@ def scan(
         raise StoreError(f"no kline store at {path}; run 'trader warm' first (or pass --refresh)")
 
     from cli.render import print_notes, render_scan
-    from trader.scan import Scanner
+    from trader.scan import ActiveModel, Scanner
     from trader.store.klines import KlineStore
 
-    with KlineStore(path) as kstore, Scanner(kstore, settings.scan, ivs) as scanner:
+    model = None if no_model else ActiveModel.from_store(path)
+    with KlineStore(path) as kstore, Scanner(kstore, settings.scan, ivs, model=model) as scanner:
         universe = wanted or scanner.universe()
         if not universe:
             raise StoreError(f"the store at {path} has no symbol with {', '.join(ivs)} klines; run 'trader warm' first")
@@ -110,7 +112,8 @@ async def _refresh(settings: Any, wanted: list[str], intervals: list[str]) -> No
 
 
 async def _live(
-    settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None, stop: Any
+    settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None, stop: Any,
+    no_model: bool = False,
 ) -> None:
     """``scan --live``: rescan from the live cache on every base-interval close (and/or every N s)."""
     import sys
@@ -119,10 +122,11 @@ async def _live(
     from cli.warm import _warn_lag
     from trader.live import LiveFeed
     from trader.loop import CloseBarrier, live_scans
-    from trader.scan import Scanner
+    from trader.scan import ActiveModel, Scanner
     from trader.store.klines import KlineStore
 
     sc = settings.scan
+    model = None if no_model else ActiveModel.from_store(settings.store_path())
     line_fmt = "table" if sys.stdout.isatty() and fmt == "table" else ("ndjson" if fmt == "table" else fmt)
     with KlineStore(settings.store_path()) as store:
         symbols = wanted or sorted({sym for sym, _ in store.series()}) or list(settings.universe.symbols)
@@ -147,7 +151,7 @@ async def _live(
                 for err in feed.warm_report.errors:
                     print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
                 barrier.expected = {s for s, i in feed.live if i == intervals[0]}
-                with Scanner(store, sc, intervals, loader=feed.load) as scanner:
+                with Scanner(store, sc, intervals, loader=feed.load, model=model) as scanner:
                     async for result in live_scans(feed, scanner, barrier, stop, every_s=every, max_scans=max_scans):
                         passing = result.passing(sc.min_score)[: top or None]
                         render_scan(result, passing, line_fmt, sc.min_score, intervals)

@@ -390,7 +390,6 @@ class TuneConfig(_Model):
     horizons: tuple[Duration, ...] = Field(("4h", "24h", "72h"), min_length=1)
     thresholds: tuple[float, ...] = Field((60.0, 70.0, 75.0, 80.0), min_length=1)
     bootstrap: int = Field(1000, ge=100, le=100_000, description="block-bootstrap resamples (blocks = UTC weeks)")
-    random_draws: int = Field(200, ge=10, le=10_000, description="random pick sets per threshold (the random baseline)")
     seed: int = Field(0, description="seed of bootstraps and random baselines")
     trials: int = Field(40, ge=1, description="tune search: Optuna trials")
     objective: Literal["ic", "excess"] = Field("ic", description="tune search: mean OOS rank IC, or top-decile excess net of fees")

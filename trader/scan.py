@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,16 +36,16 @@ from trader.errors import ConfigError, TraderError
 from trader.features.factors import FACTORS, interval_biases, score_universe
 from trader.features.indicators import compute_last
 from trader.features.structure import structure_features
-from trader.models import CLOSE, CLOSE_TIME, OHLCVQ, interval_ms
+from trader.models import CLOSE, CLOSE_TIME, OHLCVQ, TAKER_BUY_BASE_VOLUME, interval_ms
 from trader.store.klines import KlineStore
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-__all__ = ["STRATEGIES", "ScanResult", "Scanner", "Signal", "score_arrays"]
+__all__ = ["STRATEGIES", "ActiveModel", "ScanResult", "Scanner", "Signal", "score_arrays"]
 
 STRATEGIES = ("vectorized", "serial", "threads", "processes")
-_FEATURE_ROWS = list(OHLCVQ)  # the kline-block rows the features read
+_FEATURE_ROWS = [*OHLCVQ, TAKER_BUY_BASE_VOLUME]  # the kline-block rows the features (and a model) read
 _DAY_MS = 86_400_000
 
 
@@ -61,6 +62,8 @@ class Signal:
         change_24h_pct: percent change of the close over the last 24 h (percent, not fraction).
         close_time_ms: close time of that kline, epoch ms.
         data_age_s: exchange now minus that close time, seconds.
+        ml_probability: the active model's probability (0-1) that the symbol beats the universe
+            median over the model's horizon; None without an active model.
     """
 
     symbol: str
@@ -71,6 +74,7 @@ class Signal:
     change_24h_pct: float
     close_time_ms: int
     data_age_s: float
+    ml_probability: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the documented ``signals[]`` object)."""
@@ -83,6 +87,7 @@ class Signal:
             "change_24h_pct": None if np.isnan(self.change_24h_pct) else round(self.change_24h_pct, 3),
             "close_time_ms": self.close_time_ms,
             "data_age_s": round(self.data_age_s, 1),
+            "ml_probability": None if self.ml_probability is None or np.isnan(self.ml_probability) else round(self.ml_probability, 4),
         }
 
 
@@ -118,14 +123,18 @@ class ScanResult:
 # ------------------------------------------------------------------ pure scoring of stacked data
 
 
-def score_arrays(data: Sequence[np.ndarray], cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Score ``n`` symbols from stacked klines. Pure; used by every strategy.
+def score_arrays(
+    data: Sequence[np.ndarray], cfg: ScanConfig, model: ActiveModel | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Score ``n`` symbols from stacked klines. Pure (given the model); used by every strategy.
 
     Args:
-        data: one array per interval (base first), each ``(n, 6, L)``: the :data:`~trader.models.OHLCVQ`
-            rows (open, high, low, close, volume, quote_volume) of the last ``L`` klines (``L`` may
-            differ per interval).
+        data: one array per interval (base first), each ``(n, 7, L)``: the :data:`_FEATURE_ROWS`
+            (open, high, low, close, volume, quote_volume, taker_buy_base_volume) of the last ``L``
+            klines (``L`` may differ per interval). ``(n, 6, L)`` works without a model.
         cfg: the ``scan`` config section (indicator periods, structure settings, weights).
+        model: the active model; its probability becomes factor ``ml`` (weight ``scan.weights.ml``)
+            and ``factors["ml_probability"]`` (0-1).
 
     Returns:
         ``(score (n,), direction (n,), factors {name: (n,)}, valid (n,))``.
@@ -145,16 +154,78 @@ def score_arrays(data: Sequence[np.ndarray], cfg: ScanConfig) -> tuple[np.ndarra
         n = data[idxs[0]].shape[0]
         for j, i in enumerate(idxs):
             biases[i] = {k: val[j * n : (j + 1) * n] for k, val in b.items()}
-    res = score_universe(biases, cfg.weights.model_dump(), sharpness=cfg.factors.sharpness)
-    return res.score, res.direction, res.factors, res.valid
+    prob = model.probability(data) if model is not None else None
+    res = score_universe(biases, cfg.weights.model_dump(), ml_probability=prob, sharpness=cfg.factors.sharpness)
+    factors = res.factors
+    if prob is not None:
+        factors = {**factors, "ml_probability": prob}
+    return res.score, res.direction, factors, res.valid
 
 
-def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanConfig) -> list[tuple[str, Any]]:
+class ActiveModel:
+    """The active model as the scan uses it: an ONNX session and the feature parameters it was trained with.
+
+    Loaded once per process (the scanner, or each pool worker at start). Its features are computed
+    by :func:`trader.features.matrix.last_features` — the dataset's own code — with the model's
+    settings, whatever the scan's are.
+
+    Args:
+        folder: the model's registry folder.
+        meta: its ``meta.json``.
+
+    Raises:
+        ModelError: the model's feature set or names differ from this version's, or it cannot be loaded.
+    """
+
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+        from trader.errors import ModelError
+        from trader.features.matrix import FEATURE_SET, FeatureParams, feature_names
+        from trader.ml.predict import OnnxModel
+
+        if meta.get("feature_set") != FEATURE_SET:
+            raise ModelError(f"active model {meta.get('id')} uses feature set {meta.get('feature_set')!r}, not {FEATURE_SET!r}; retrain it")
+        self.params = FeatureParams.from_dict(meta["feature_params"])
+        if feature_names(self.params.intervals) != meta.get("features"):
+            raise ModelError(f"active model {meta.get('id')}: its feature names differ from this version's; retrain it")
+        self.id = str(meta.get("id"))
+        self.folder = folder
+        self.meta = meta
+        self.onnx = OnnxModel.load(folder, meta)
+
+    @classmethod
+    def from_store(cls, store_path: Path) -> ActiveModel | None:
+        """The store's active model, or None (reads one small file when there is none)."""
+        from trader.ml.registry import Registry
+
+        info = Registry(store_path).active()
+        return None if info is None else cls(info.path, info.meta)
+
+    def probability(self, data: Sequence[np.ndarray]) -> np.ndarray:
+        """``(n,)`` probability of outperforming the universe median over the model's horizon (NaN
+        where a symbol's features are not all finite). ``data`` as :func:`score_arrays` takes it.
+
+        Raises:
+            ModelError: the scan's intervals differ from the model's.
+        """
+        from trader.errors import ModelError
+        from trader.features.matrix import last_features
+
+        if len(data) != len(self.params.intervals) or data[0].shape[1] < 7:
+            raise ModelError(f"the active model {self.id} needs {'/'.join(self.params.intervals)} klines with taker volumes")
+        X = last_features(data, self.params)
+        ok = np.isfinite(X).all(axis=1)
+        p = np.full(X.shape[0], np.nan)
+        if ok.any():
+            p[ok] = self.onnx.predict(X[ok])
+        return p
+
+
+def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanConfig, model: ActiveModel | None = None) -> list[tuple[str, Any]]:
     """Serial per-symbol scoring of a chunk; each symbol isolated. Returns ``(symbol, result or error str)``."""
     out: list[tuple[str, Any]] = []
     for symbol, arrays in chunk:
         try:
-            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params)
+            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params, model)
             if not valid[0]:
                 out.append((symbol, "non-finite factor values (flat or degenerate prices)"))
             else:
@@ -165,16 +236,19 @@ def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanConfig) 
 
 
 _WORKER_PARAMS: ScanConfig | None = None
+_WORKER_MODEL: ActiveModel | None = None
 
 
-def _init_worker(params: ScanConfig) -> None:
-    global _WORKER_PARAMS
+def _init_worker(params: ScanConfig, model_folder: str | None = None, model_meta: dict[str, Any] | None = None) -> None:
+    """Pool-worker start: keep the parameters and load the active model's ONNX session once."""
+    global _WORKER_PARAMS, _WORKER_MODEL
     _WORKER_PARAMS = params
+    _WORKER_MODEL = ActiveModel(Path(model_folder), model_meta) if model_folder and model_meta else None
 
 
 def _worker_chunk(chunk: list[tuple[str, list[np.ndarray]]]) -> list[tuple[str, Any]]:
     assert _WORKER_PARAMS is not None
-    return _score_chunk(chunk, _WORKER_PARAMS)
+    return _score_chunk(chunk, _WORKER_PARAMS, _WORKER_MODEL)
 
 
 # ------------------------------------------------------------------ the scanner
@@ -189,6 +263,9 @@ class Scanner:
         intervals: base (fastest) interval first, e.g. ``("1h", "4h")``.
         loader: ``loader(symbol, interval, limit) -> kline block (11, n)``; default ``store.load``
             (a live cache passes its own, e.g. :meth:`trader.live.LiveFeed.load`).
+        model: the active model (:meth:`ActiveModel.from_store`), or None: the ``ml`` factor is
+            then absent and scores are exactly the model-free ones. Process-pool workers load it
+            once at start.
 
     Raises:
         ConfigError: unknown strategy, or no interval.
@@ -200,6 +277,7 @@ class Scanner:
         cfg: ScanConfig,
         intervals: Sequence[str],
         loader: Callable[[str, str, int], np.ndarray] | None = None,
+        model: ActiveModel | None = None,
     ) -> None:
         if cfg.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {cfg.strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -212,6 +290,11 @@ class Scanner:
         self.workers = cfg.workers
         self._load = loader or (lambda symbol, interval, limit: store.load(symbol, interval, limit=limit))
         self._pool: Executor | None = None
+        self.model = model
+        if model is not None and tuple(model.params.intervals) != self.intervals:
+            from trader.errors import ModelError
+
+            raise ModelError(f"the active model {model.id} was trained on {'/'.join(model.params.intervals)}; scan those intervals")
 
     def _executor(self) -> Executor:
         from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -221,7 +304,8 @@ class Scanner:
                 import multiprocessing as mp
 
                 self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=mp.get_context("forkserver"), initializer=_init_worker, initargs=(self.params,)
+                    self.workers, mp_context=mp.get_context("forkserver"), initializer=_init_worker,
+                    initargs=(self.params, str(self.model.folder) if self.model else None, self.model.meta if self.model else None),
                 )
             else:
                 self._pool = ThreadPoolExecutor(self.workers)
@@ -340,6 +424,7 @@ class Scanner:
                     direction="long" if direction > 0 else "short",
                     score=score,
                     factors={k: factors[k] for k in (*FACTORS, "ml") if k in factors},
+                    ml_probability=factors.get("ml_probability"),
                     last_close=float(close[-1]),
                     change_24h_pct=float(change),
                     close_time_ms=close_time,
@@ -357,10 +442,10 @@ class Scanner:
         if self.strategy == "vectorized":
             return self._vectorized(chunks)
         if self.strategy == "serial":
-            results = _score_chunk(chunks, self.params)
+            results = _score_chunk(chunks, self.params, self.model)
         elif self.strategy == "threads":
             pool = self._executor()
-            results = [r for part in pool.map(lambda c: _score_chunk([c], self.params), chunks) for r in part]
+            results = [r for part in pool.map(lambda c: _score_chunk([c], self.params, self.model), chunks) for r in part]
         else:
             pool = self._executor()
             size = max(1, -(-len(chunks) // (self.workers * 4)))
@@ -377,9 +462,9 @@ class Scanner:
         for group in groups.values():
             try:
                 data = [np.stack([arrs[i] for _, arrs in group]) for i in range(len(self.intervals))]
-                score, direction, factors, valid = score_arrays(data, self.params)
+                score, direction, factors, valid = score_arrays(data, self.params, self.model)
             except Exception:  # noqa: BLE001 - find the culprit symbol by symbol
-                part_scored, part_errors = _split(_score_chunk(group, self.params))
+                part_scored, part_errors = _split(_score_chunk(group, self.params, self.model))
                 scored.update(part_scored)
                 errors += part_errors
                 continue

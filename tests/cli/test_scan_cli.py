@@ -27,7 +27,8 @@ def check_document(doc: dict) -> None:  # type: ignore[type-arg]
     for key, typ in types.items():
         assert isinstance(doc[key], typ), key
     for s in doc["signals"]:
-        assert set(s) == {"symbol", "direction", "score", "factors", "last_close", "change_24h_pct", "close_time_ms", "data_age_s"}
+        assert set(s) == {"symbol", "direction", "score", "factors", "last_close", "change_24h_pct", "close_time_ms", "data_age_s", "ml_probability"}
+        assert s["ml_probability"] is None  # no active model in these stores
         assert s["direction"] in ("long", "short") and 0 <= s["score"] <= 100 and set(s["factors"]) == FACTORS
         assert s["score"] >= doc["min_score"]
 

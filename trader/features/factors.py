@@ -169,7 +169,8 @@ def score_universe(
     used = {k: w for k, w in weights.items() if w > 0 and k in factors}
     total = sum(used.values()) or 1.0
     score = sum(w * factors[k] for k, w in used.items()) / total
-    stacked = np.stack([*factors.values(), score])
+    # validity is judged on what the score uses (an unweighted ml factor may be NaN without harm)
+    stacked = np.stack([*(factors[k] for k in factors if k != "ml" or "ml" in used), score])
     valid = np.isfinite(stacked).all(axis=0)
     score = np.where(valid, np.clip(score, 0.0, 100.0), np.nan)
     return FactorResult(score=score, direction=direction, factors=factors, valid=valid)

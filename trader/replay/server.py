@@ -201,7 +201,7 @@ class ReplayExchange:
 
     @classmethod
     def from_config(cls, cfg: ReplayConfig, *, port: int | None = None, tls_dir: Path | None = None, **kwargs: Any) -> ReplayExchange:
-        """Build from the ``replay`` section (``start``: "auto", epoch ms or ISO-8601; ``clock``: replay | wall).
+        """Build from the ``replay`` section (``start``: "auto", "end", epoch ms or ISO-8601; ``clock``: replay | wall).
 
         Raises:
             ConfigError: bad data directory, start time, or clock/speed combination.
@@ -210,6 +210,8 @@ class ReplayExchange:
         start_ms: int | None
         if cfg.start == "auto":
             start_ms = None
+        elif cfg.start == "end":  # every recorded kline closed: a whole-history warm (tune's datasets)
+            start_ms = dataset.bounds_ms()[1]
         elif isinstance(cfg.start, int) or str(cfg.start).lstrip("-").isdigit():
             start_ms = int(cfg.start)
         else:
@@ -218,7 +220,7 @@ class ReplayExchange:
             try:
                 parsed = datetime.fromisoformat(str(cfg.start))
             except ValueError:
-                raise ConfigError(f"replay.start: {cfg.start!r} is not 'auto', epoch ms or an ISO-8601 time") from None
+                raise ConfigError(f"replay.start: {cfg.start!r} is not 'auto', 'end', epoch ms or an ISO-8601 time") from None
             start_ms = int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
         clock = None
         if cfg.clock == "wall":
