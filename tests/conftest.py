@@ -87,3 +87,34 @@ def warmed_store(dataset: ReplayDataset, tmp_path_factory: pytest.TempPathFactor
             return ex.clock.now_ms()
 
     return path, asyncio.run(run())
+
+
+#: the universe of the tune tests: enough symbols for cross-sectional statistics, small enough to train in seconds
+TUNE_SYMBOLS = [
+    "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT", "PEOPLEUSDT", "FILUSDT", "BCHUSDT",
+    "AVAXUSDT", "DOTUSDT", "LTCUSDT", "TRXUSDT", "ETCUSDT", "ATOMUSDT", "NEARUSDT", "BNBUSDT", "HBARUSDT", "XLMUSDT",
+    "CRVUSDT", "GALAUSDT", "AAVEUSDT", "UNIUSDT",
+]
+
+
+@pytest.fixture(scope="session")
+def history_store(dataset: ReplayDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the whole recorded history of :data:`TUNE_SYMBOLS` (1h + 4h), warmed through the
+    replay exchange started at the end of the recording (``--start end``) — what ``trader tune`` reads."""
+    from trader.config import ClientConfig, ProfileConfig
+    from trader.exchange.rest import BinanceClient
+    from trader.store.klines import KlineStore
+    from trader.warm import warm
+
+    path = tmp_path_factory.mktemp("history") / "store"
+    symbols = TUNE_SYMBOLS
+
+    async def run() -> None:
+        async with ReplayExchange(dataset, port=0, speed=0, start_ms=dataset.bounds_ms()[1]) as ex:
+            async with BinanceClient(ProfileConfig(rest_url=ex.rest_url, ws_url=ex.ws_url), ClientConfig()) as client:
+                with KlineStore(path) as store:
+                    report = await warm(client, store, symbols, ["1h", "4h"], depth=8000)
+                    assert not report.errors
+
+    asyncio.run(run())
+    return path

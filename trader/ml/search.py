@@ -33,7 +33,7 @@ import numpy as np
 from trader.config import FactorConfig, MLConfig, Settings, WeightsConfig
 from trader.errors import ConfigError, ModelError
 from trader.ml.dataset import Dataset, excess_over_median
-from trader.ml.evaluate import evaluate, newey_west_t, probability_scorer, rank_ic, score_at_moments
+from trader.ml.evaluate import evaluate, newey_west_t, nw_lags, probability_scorer, rank_ic, score_at_moments
 from trader.ml.splits import walk_forward
 from trader.models import duration_ms
 
@@ -232,7 +232,7 @@ def run_search(
     report = evaluate(held_ds, scorers, horizons=[cfg.horizon], thresholds=settings.tune.thresholds, grid=cfg.grid, fee=cfg.fee,
                       bootstrap=settings.tune.bootstrap, seed=settings.tune.seed)
     ic = rank_ic(tuned.signal, np.where(held_ds.valid, held_ds.forward[cfg.horizon], np.nan))
-    mean, t = newey_west_t(ic, max(1, -(-h_ms // duration_ms(cfg.grid))))
+    mean, t = newey_west_t(ic, nw_lags(cfg.horizon, cfg.grid))
     from datetime import UTC, datetime
 
     return {

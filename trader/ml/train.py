@@ -35,7 +35,7 @@ import numpy as np
 from trader.config import MLConfig
 from trader.errors import ModelError
 from trader.ml.dataset import Dataset, excess_over_median
-from trader.ml.evaluate import newey_west_t, rank_ic
+from trader.ml.evaluate import newey_west_t, nw_lags, rank_ic
 from trader.ml.splits import Fold, walk_forward
 from trader.models import duration_ms
 
@@ -150,7 +150,7 @@ def _fold_metrics(ds: Dataset, cfg: MLConfig, p: np.ndarray, y: np.ndarray, mome
     fwd = np.where(ds.valid, ds.forward[horizon], np.nan)[:, moments]
     sig = oos_p[:, moments] - 0.5
     ic = rank_ic(sig, fwd)
-    mean, t = newey_west_t(ic, max(1, -(-duration_ms(horizon) // duration_ms(cfg.grid))))
+    mean, t = newey_west_t(ic, nw_lags(horizon, cfg.grid))
     ex = excess_over_median(ds.forward[horizon], ds.valid)[:, moments]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -251,8 +251,7 @@ def train(ds: Dataset, cfg: MLConfig, *, permutation: bool = False, progress: Pr
         tested = np.unique(np.concatenate([f.test for f in folds]))
         fwd = np.where(ds.valid, ds.forward[cfg.horizon], np.nan)[:, tested]
         ic = rank_ic(p_oos[:, tested] - 0.5, fwd)
-        lags = max(1, -(-duration_ms(cfg.horizon) // duration_ms(cfg.grid)))
-        mean, t = newey_west_t(ic, lags)
+        mean, t = newey_west_t(ic, nw_lags(cfg.horizon, cfg.grid))
         perm = {"rank_ic": None if not math.isfinite(mean) else round(mean, 5), "t": None if not math.isfinite(t) else round(t, 2), "n_moments": int(np.isfinite(ic).sum())}
     rounds = max(10, int(np.median(best)))
     Xa, ya, _ = _rows(ds, y, np.arange(last))

@@ -1,0 +1,196 @@
+"""trader.ml on real data: no look-ahead, one implementation for scan and dataset, honest training, ONNX.
+
+Real components only: the bundled klines, a real diskcache store warmed through the replay
+exchange (``history_store``), real XGBoost, onnxmltools and onnxruntime sessions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TUNE_SYMBOLS
+from trader.config import MLConfig, ScanConfig, Settings, XGBoostConfig
+from trader.errors import ModelError
+from trader.features.matrix import FeatureParams, feature_names, last_features
+from trader.ml.dataset import build_dataset
+from trader.ml.evaluate import baseline_scorer, evaluate, score_at_moments
+from trader.models import CLOSE, CLOSE_TIME, HIGH, LOW, OPEN, QUOTE_VOLUME, TAKER_BUY_BASE_VOLUME, VOLUME
+from trader.replay.dataset import ReplayDataset
+
+PARAMS = FeatureParams(("1h", "4h"))
+FAST = MLConfig(folds=3, xgboost=XGBoostConfig(n_estimators=60, early_stopping_rounds=15, learning_rate=0.1), nthread=2)
+
+
+def _blocks(dataset: ReplayDataset, symbols: list[str]) -> dict[tuple[str, str], np.ndarray]:
+    return {(s, iv): dataset.series(s, iv).values for s in symbols for iv in ("1h", "4h")}
+
+
+@pytest.fixture(scope="module")
+def full_ds(dataset: ReplayDataset):  # type: ignore[no-untyped-def]
+    blocks = _blocks(dataset, TUNE_SYMBOLS)
+    return build_dataset(lambda s, iv: blocks[(s, iv)], TUNE_SYMBOLS, PARAMS)
+
+
+def test_no_look_ahead_later_klines_cut_or_replaced_change_no_feature(dataset: ReplayDataset, full_ds) -> None:  # type: ignore[no-untyped-def]
+    """Features at τ use only klines closed by τ: cutting everything after τ, or replacing it with wild
+    prices, leaves every feature (and the score inputs) at moments <= τ bit-for-bit unchanged."""
+    symbols = TUNE_SYMBOLS[:12]
+    blocks = _blocks(dataset, symbols)
+    base = build_dataset(lambda s, iv: blocks[(s, iv)], symbols, PARAMS)
+    cut_ms = int(base.moments_ms[len(base.moments_ms) // 2])
+    rng = np.random.default_rng(0)
+
+    def cut(b: np.ndarray) -> np.ndarray:
+        return b[:, b[CLOSE_TIME] < cut_ms]
+
+    def wild(b: np.ndarray) -> np.ndarray:
+        out = b.copy()
+        later = out[CLOSE_TIME] >= cut_ms
+        k = int(later.sum())
+        price = rng.uniform(0.001, 1e6, k)
+        out[1, later], out[4, later] = price, price[::-1]
+        out[2, later] = np.maximum(out[1, later], out[4, later]) * 3
+        out[3, later] = np.minimum(out[1, later], out[4, later]) / 3
+        out[5, later] *= rng.uniform(0, 100, k)
+        return out
+
+    for variant in (cut, wild):
+        changed = build_dataset(lambda s, iv, v=variant: v(blocks[(s, iv)]), symbols, PARAMS)  # type: ignore[misc]
+        upto = int(np.searchsorted(base.moments_ms, cut_ms, side="right"))
+        assert np.array_equal(changed.moments_ms[:upto], base.moments_ms[:upto])
+        np.testing.assert_array_equal(changed.features[:, :upto], base.features[:, :upto], err_msg=variant.__name__)
+        np.testing.assert_array_equal(changed.valid[:, :upto], base.valid[:, :upto])
+        for a, b in zip(changed.score_inputs, base.score_inputs, strict=True):
+            for k in a:
+                np.testing.assert_array_equal(a[k][:, :upto], b[k][:, :upto], err_msg=k)
+
+
+def test_labels_come_strictly_after_the_moment(dataset: ReplayDataset, full_ds) -> None:  # type: ignore[no-untyped-def]
+    ds = full_ds
+    s = dataset.series("BTCUSDT", "1h")
+    i = ds.symbols.index("BTCUSDT")
+    j = ds.n_moments // 3
+    tau = int(ds.moments_ms[j])
+    k = int(np.searchsorted(s.open_time_ms, tau))  # the kline opening at τ is the first one after it
+    close = s.values[4]
+    assert ds.close[i, j] == close[k - 1]
+    assert ds.forward["24h"][i, j] == pytest.approx(close[k - 1 + 24] / close[k - 1] - 1.0, rel=1e-12)
+    assert ds.past_return[i, j] == pytest.approx(close[k - 1] / close[k - 1 - 24] - 1.0, rel=1e-12)
+    assert np.isnan(ds.forward["72h"][:, -1]).all()  # nothing after the data
+    assert ds.valid[:, j].all() and np.isfinite(ds.features[:, j]).all()
+    assert (ds.moments_ms % (4 * 3_600_000) == 0).all()
+
+
+def test_the_scan_and_the_dataset_share_one_implementation(dataset: ReplayDataset, full_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A scan of a store holding only klines closed by τ gives the dataset's score at τ, and the
+    model features a scan computes from its 300 klines are the dataset's (seeded from the whole history)."""
+    from trader.scan import Scanner
+    from trader.store.klines import KlineStore
+
+    ds = full_ds
+    j = ds.n_moments - 200
+    tau = int(ds.moments_ms[j])
+    with KlineStore(tmp_path / "s") as store:
+        for s in ds.symbols:
+            for iv in ("1h", "4h"):
+                b = dataset.series(s, iv).values
+                store.append(s, iv, np.ascontiguousarray(b[:, b[CLOSE_TIME] < tau]))
+        cfg = ScanConfig()
+        with Scanner(store, cfg, ["1h", "4h"]) as scanner:
+            res = scanner.scan(ds.symbols, now_ms=tau)
+        scored = {sig.symbol: sig.score for sig in res.signals}
+        dset, _, _ = score_at_moments(ds, cfg.weights, cfg.factors)
+        diff = np.array([abs(scored[s] - dset.score[i, j]) for i, s in enumerate(ds.symbols)])
+        assert np.median(diff) < 0.05 and diff.max() < 1.0, diff  # EMA/ADX seeds: 300 klines vs the whole history
+        rows = [OPEN, HIGH, LOW, CLOSE, VOLUME, QUOTE_VOLUME, TAKER_BUY_BASE_VOLUME]  # what the scan hands a model
+        data = [np.stack([store.load(s, iv, limit=cfg.lookback)[rows] for s in ds.symbols]) for iv in ("1h", "4h")]
+    X = last_features(data, PARAMS)
+    ref = ds.features[:, j]
+    close = np.isclose(X, ref, rtol=1e-3, atol=1e-3)
+    assert close.mean() > 0.995, [feature_names(PARAMS.intervals)[c] for c in np.flatnonzero(~close.all(axis=0))]
+
+
+def test_evaluate_report_shape_and_baselines(full_ds) -> None:  # type: ignore[no-untyped-def]
+    ds = full_ds
+    cfg = ScanConfig()
+    score, _, _ = score_at_moments(ds, cfg.weights, cfg.factors)
+    scorers = {"score": score, "random": baseline_scorer("random", ds), "reversal_24h": baseline_scorer("reversal_24h", ds)}
+    rep = evaluate(ds, scorers, horizons=["24h"], thresholds=[60, 75], grid="4h", fee=0.001, bootstrap=200)
+    r = rep["scorers"]["random"]["24h"]
+    assert set(r["rank_ic"]) >= {"mean", "t", "n_moments"} and abs(r["rank_ic"]["t"]) < 3
+    th = rep["scorers"]["score"]["24h"]["thresholds"]["75"]
+    assert set(th) >= {"n", "excess_mean", "excess_ci", "hit_rate", "random"} and th["n"] > 0
+    lo, hi = th["excess_ci"]
+    assert lo <= th["excess_mean"] <= hi
+    assert len(rep["scorers"]["score"]["24h"]["deciles"]) == 10
+    # the matched random baseline of the random scorer is itself: no selection skill
+    assert abs(rep["scorers"]["random"]["24h"]["top_decile"]["random"]["diff_mean"]) < 0.002
+
+
+def test_walk_forward_training_permutation_and_onnx_parity(full_ds) -> None:  # type: ignore[no-untyped-def]
+    from trader.ml.export import PARITY_TOLERANCE, check_parity, to_onnx
+    from trader.ml.train import train
+
+    res = train(full_ds, FAST, permutation=True)
+    assert len(res.folds) == 3 and all(f["rows_test"] > 0 for f in res.folds)
+    assert res.permutation is not None and abs(res.permutation["t"]) < 2.0, res.permutation  # shuffled labels: no signal
+    tested = np.isfinite(res.oos).any(axis=0)
+    assert np.flatnonzero(tested)[0] >= 0.39 * full_ds.n_moments  # the first 40 % (of labelled moments) only ever trains
+    onnx = to_onnx(res.booster, full_ds.features.shape[2])
+    rows = full_ds.features[full_ds.valid][:500]
+    assert check_parity(res.booster, onnx, rows) <= PARITY_TOLERANCE
+    with pytest.raises(ModelError):
+        check_parity(res.booster, to_onnx(train(full_ds.window(None, int(full_ds.moments_ms[900])), FAST).booster, rows.shape[1]), rows)
+
+
+def test_registry_is_atomic_and_rolls_back(tmp_path: Path) -> None:
+    from trader.ml.registry import Registry
+
+    reg = Registry(tmp_path)
+    assert reg.active() is None
+    a = reg.register("20260101T000000Z-aaaa", {"model.onnx": b"x"}, {"id": "a"})
+    b = reg.register("20260102T000000Z-bbbb", {"model.onnx": b"y"}, {"id": "b"})
+    with pytest.raises(ModelError):
+        reg.register(a.id, {}, {})
+    reg.use(a.id)
+    reg.use("20260102")  # a unique prefix
+    assert reg.active_id() == b.id and reg.previous_id() == a.id
+    assert reg.rollback().id == a.id and reg.active_id() == a.id
+    (tmp_path / "models" / ".tmp-crashed").mkdir()  # a process killed mid-register
+    assert [m.id for m in reg.models()] == [a.id, b.id]
+    with pytest.raises(ModelError):
+        reg.use("2026")  # ambiguous
+
+
+def test_scan_with_an_active_model(dataset: ReplayDataset, history_store: Path, tmp_path: Path) -> None:
+    """The ml factor: probabilities in the result, same numbers with every strategy, the model
+    loaded once per pool worker; without a model the scan is exactly the model-free one."""
+    from trader.ml.jobs import train_job
+    from trader.scan import ActiveModel, Scanner
+    from trader.store.klines import KlineStore
+
+    settings = Settings(ml=FAST)
+    summary = train_job(settings, history_store, [], ["1h", "4h"], None, None, activate=False, permutation=False)
+    from trader.ml.registry import Registry
+
+    info = Registry(history_store).get(summary["id"])
+    model = ActiveModel(info.path, info.meta)
+    cfg = ScanConfig(weights={"trend": 0.25, "momentum": 0.2, "volume": 0.1, "volatility": 0.1, "structure": 0.15, "mtf": 0.2, "ml": 0.5})
+    with KlineStore(history_store) as store:
+        now = int(store.load("BTCUSDT", "1h", limit=1)[CLOSE_TIME, -1]) + 1
+        plain = Scanner(store, ScanConfig(), ["1h", "4h"]).scan(now_ms=now)
+        results = {}
+        for strategy in ("vectorized", "serial", "processes"):
+            c = cfg.model_copy(update={"strategy": strategy})
+            with Scanner(store, c, ["1h", "4h"], model=model) as sc:
+                results[strategy] = {s.symbol: (s.score, s.ml_probability) for s in sc.scan(now_ms=now).signals}
+    v = results["vectorized"]
+    assert len(v) == len(TUNE_SYMBOLS) and all(0 < p < 1 for _, p in v.values())
+    for strategy in ("serial", "processes"):
+        for sym, (score, p) in results[strategy].items():
+            assert score == pytest.approx(v[sym][0], abs=1e-6) and p == pytest.approx(v[sym][1], abs=1e-6)
+    assert all(s.ml_probability is None and "ml" not in s.factors for s in plain.signals)
+    assert {s.symbol: s.score for s in plain.signals} != {k: sc for k, (sc, _) in v.items()}  # the model moved the scores
