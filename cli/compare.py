@@ -28,6 +28,7 @@ MENU = {
     "rest-vs-ws": ("REST per scan vs WebSocket cache (100 ms and 0 ms latency), 20 symbols", True, ["rest_vs_ws", "rest_vs_ws_0ms"]),
     "serial-vs-concurrent": ("serial vs concurrent REST fetching (and ccxt), 20 symbols", True, ["serial_vs_concurrent"]),
     "scoring": ("serial TA-Lib loop vs trader's scan core, 20 symbols", True, ["scoring"]),
+    "ml": ("native XGBoost vs ONNX (batch, per row), pool with the model preloaded vs per scan, 20 symbols", True, ["ml_batch", "ml_row", "ml_pool"]),
     "all": ("all comparisons, every bundled symbol", False, None),
 }
 
@@ -86,6 +87,8 @@ def compare(
 
 
 def _fmt_s(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
