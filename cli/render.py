@@ -19,7 +19,8 @@ JSON document (``--format json``; stable, versioned by ``schema``)::
       "stale": [{"symbol": .., "interval": .., "newest_close_ms": .., "age_s": ..}],
       "insufficient_history": [{"symbol": .., "interval": .., "klines": ..}],
       "errors": [{"symbol": .., "message": ..}],
-      "timings_ms": {"load": .., "features": .., "total": ..}
+      "timings_ms": {"load": .., "features": .., "total": ..},
+      "model": "20261201T203815Z-6fa47060"     # the active model behind the ml factor, or null
     }
 
 NDJSON prints one ``signals[]`` object per line; CSV one row per signal with the factors as columns.
@@ -54,6 +55,7 @@ def scan_document(result: Any, signals: list[Any], min_score: float, intervals: 
         "insufficient_history": [{"symbol": s, "interval": i, "klines": n} for s, i, n in result.insufficient],
         "errors": [{"symbol": s, "message": m} for s, m in result.errors],
         "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
+        "model": result.model,
     }
 
 
@@ -137,6 +139,7 @@ def print_notes(result: Any) -> None:
                      + ", ".join(f"{s} {i} ({n})" for s, i, n in result.insufficient[:8]))
     for s, m in result.errors:
         notes.append(f"{s}: {m}")
+    notes += list(getattr(result, "warnings", []))
     for n in notes:
         print(f"trader: warning: {n}", file=sys.stderr)
 

@@ -176,7 +176,7 @@ def _plot(path: Path, report: dict[str, Any], series: dict[Any, Any], horizon: s
 @tune_app.command("evaluate")
 @handle_errors
 def evaluate_cmd(
-    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="score | ml | a factor (trend, momentum, volume, volatility, structure, mtf) | momentum_24h | reversal_24h | random (repeatable; default: all).", show_default=False)] = None,
+    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="score | score+ml | ml | a factor (trend, momentum, volume, volatility, structure, mtf) | momentum_24h | reversal_24h | random (repeatable; default: all).", show_default=False)] = None,
     horizon: Annotated[str | None, typer.Option("--horizon", help="Comma-separated horizons (default 4h,24h,72h).", show_default=False)] = None,
     frm: FromOpt = None,
     to: ToOpt = None,

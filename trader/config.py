@@ -264,7 +264,7 @@ class WeightsConfig(_Model):
     volatility: float = Field(0.1, ge=0)
     structure: float = Field(0.15, ge=0)
     mtf: float = Field(0.2, ge=0)
-    ml: float = Field(0.0, ge=0)
+    ml: float = Field(1.0, ge=0, description="weight of the model's conviction; used only while a model is active")
 
     @model_validator(mode="after")
     def _some_weight(self) -> WeightsConfig:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,8 @@ class ScanResult:
         universe: symbols asked for.
         strategy: execution strategy used.
         timings_ms: ``load``, ``features`` (features + score), ``total``.
+        warnings: notes for stderr (e.g. a cross-section too small for the model).
+        model: id of the model behind the ``ml`` factor, or None.
     """
 
     signals: list[Signal]
@@ -114,6 +116,8 @@ class ScanResult:
     universe: int
     strategy: str
     timings_ms: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    model: str | None = None
 
     def passing(self, min_score: float) -> list[Signal]:
         """Signals with ``score >= min_score``, best first."""
@@ -124,17 +128,18 @@ class ScanResult:
 
 
 def score_arrays(
-    data: Sequence[np.ndarray], cfg: ScanConfig, model: ActiveModel | None = None
+    data: Sequence[np.ndarray], cfg: ScanConfig, ml: tuple[np.ndarray, np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Score ``n`` symbols from stacked klines. Pure (given the model); used by every strategy.
+    """Score ``n`` symbols from stacked klines. Pure; used by every strategy.
 
     Args:
-        data: one array per interval (base first), each ``(n, 7, L)``: the :data:`_FEATURE_ROWS`
-            (open, high, low, close, volume, quote_volume, taker_buy_base_volume) of the last ``L``
-            klines (``L`` may differ per interval). ``(n, 6, L)`` works without a model.
+        data: one array per interval (base first), each ``(n, r, L)`` with ``r >= 6``: the
+            :data:`_FEATURE_ROWS` (open, high, low, close, volume, quote_volume[, taker_buy_base_volume])
+            of the last ``L`` klines (``L`` may differ per interval).
         cfg: the ``scan`` config section (indicator periods, structure settings, weights).
-        model: the active model; its probability becomes factor ``ml`` (weight ``scan.weights.ml``)
-            and ``factors["ml_probability"]`` (0-1).
+        ml: ``(probability (n,), percentile (n,))`` from the active model (:meth:`ActiveModel.predict`),
+            or None: the percentile becomes factor ``ml`` (weight ``scan.weights.ml``), the
+            probability ``factors["ml_probability"]`` (0-1).
 
     Returns:
         ``(score (n,), direction (n,), factors {name: (n,)}, valid (n,))``.
@@ -154,20 +159,20 @@ def score_arrays(
         n = data[idxs[0]].shape[0]
         for j, i in enumerate(idxs):
             biases[i] = {k: val[j * n : (j + 1) * n] for k, val in b.items()}
-    prob = model.probability(data) if model is not None else None
-    res = score_universe(biases, cfg.weights.model_dump(), ml_probability=prob, sharpness=cfg.factors.sharpness)
+    res = score_universe(biases, cfg.weights.model_dump(), ml_percentile=None if ml is None else ml[1], sharpness=cfg.factors.sharpness)
     factors = res.factors
-    if prob is not None:
-        factors = {**factors, "ml_probability": prob}
+    if ml is not None:
+        factors = {**factors, "ml_probability": ml[0]}
     return res.score, res.direction, factors, res.valid
 
 
 class ActiveModel:
-    """The active model as the scan uses it: an ONNX session and the feature parameters it was trained with.
+    """The active model as the scan uses it: one ONNX session and the feature parameters it was trained with.
 
-    Loaded once per process (the scanner, or each pool worker at start). Its features are computed
-    by :func:`trader.features.matrix.last_features` — the dataset's own code — with the model's
-    settings, whatever the scan's are.
+    Loaded once per :class:`Scanner` (a long-running ``scan --live`` or ``trade`` keeps it). Its
+    features are computed by :func:`trader.features.matrix.last_features` — the dataset's own
+    code — with the model's settings, whatever the scan's are, then ranked across the universe
+    (:func:`~trader.features.matrix.cross_sectional_rank`) and scored in one onnxruntime call.
 
     Args:
         folder: the model's registry folder.
@@ -200,32 +205,51 @@ class ActiveModel:
         info = Registry(store_path).active()
         return None if info is None else cls(info.path, info.meta)
 
-    def probability(self, data: Sequence[np.ndarray]) -> np.ndarray:
-        """``(n,)`` probability of outperforming the universe median over the model's horizon (NaN
-        where a symbol's features are not all finite). ``data`` as :func:`score_arrays` takes it.
+    def feature_rows(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> np.ndarray:
+        """Raw feature rows ``(len(rows), F)`` float32 of ``(symbol, [kline rows per interval, (7, L)])``."""
+        from trader.features.matrix import feature_names, last_features
 
-        Raises:
-            ModelError: the scan's intervals differ from the model's.
+        X = np.full((len(rows), len(feature_names(self.params.intervals))), np.nan, dtype=np.float32)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, (_, arrays) in enumerate(rows):
+            groups.setdefault(tuple(a.shape[1] for a in arrays), []).append(k)
+        for members in groups.values():
+            data = [np.stack([rows[k][1][i] for k in members]) for i in range(len(self.params.intervals))]
+            X[members] = last_features(data, self.params)
+        return X
+
+    def predict(self, symbols: Sequence[str], X: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Rank the raw rows across the cross-section (every row of ``X``) and predict in one call.
+
+        Returns:
+            ``{symbol: (probability, percentile of it in the cross-section)}`` of the symbols whose
+            features are all finite; empty when fewer than
+            :data:`~trader.features.matrix.MIN_CROSS_SECTION` are.
         """
-        from trader.errors import ModelError
-        from trader.features.matrix import last_features
+        from trader.features.matrix import MIN_CROSS_SECTION, cross_sectional_rank
 
-        if len(data) != len(self.params.intervals) or data[0].shape[1] < 7:
-            raise ModelError(f"the active model {self.id} needs {'/'.join(self.params.intervals)} klines with taker volumes")
-        X = last_features(data, self.params)
-        ok = np.isfinite(X).all(axis=1)
-        p = np.full(X.shape[0], np.nan)
-        if ok.any():
-            p[ok] = self.onnx.predict(X[ok])
-        return p
+        finite = np.isfinite(X).all(axis=1) if X.size else np.zeros(len(symbols), dtype=bool)
+        if finite.sum() < MIN_CROSS_SECTION:
+            return {}
+        p = self.onnx.predict(cross_sectional_rank(X, finite)[finite])
+        pct = cross_sectional_rank(p[:, None])[:, 0]
+        return {symbols[int(k)]: (float(v), float(q)) for k, v, q in zip(np.flatnonzero(finite), p, pct, strict=True)}
+
+    def probabilities(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> dict[str, tuple[float, float]]:
+        """:meth:`feature_rows` then :meth:`predict` for one cross-section held in memory."""
+        return self.predict([r[0] for r in rows], self.feature_rows(rows))
 
 
-def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanConfig, model: ActiveModel | None = None) -> list[tuple[str, Any]]:
+_Item = tuple[str, list[np.ndarray], tuple[float, float] | None]  # (symbol, kline rows per interval, (ml probability, percentile))
+
+
+def _score_chunk(chunk: Sequence[_Item], params: ScanConfig) -> list[tuple[str, Any]]:
     """Serial per-symbol scoring of a chunk; each symbol isolated. Returns ``(symbol, result or error str)``."""
     out: list[tuple[str, Any]] = []
-    for symbol, arrays in chunk:
+    for symbol, arrays, prob in chunk:
         try:
-            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params, model)
+            ml = None if prob is None else (np.array([prob[0]]), np.array([prob[1]]))
+            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params, ml)
             if not valid[0]:
                 out.append((symbol, "non-finite factor values (flat or degenerate prices)"))
             else:
@@ -236,19 +260,16 @@ def _score_chunk(chunk: list[tuple[str, list[np.ndarray]]], params: ScanConfig, 
 
 
 _WORKER_PARAMS: ScanConfig | None = None
-_WORKER_MODEL: ActiveModel | None = None
 
 
-def _init_worker(params: ScanConfig, model_folder: str | None = None, model_meta: dict[str, Any] | None = None) -> None:
-    """Pool-worker start: keep the parameters and load the active model's ONNX session once."""
-    global _WORKER_PARAMS, _WORKER_MODEL
+def _init_worker(params: ScanConfig) -> None:
+    global _WORKER_PARAMS
     _WORKER_PARAMS = params
-    _WORKER_MODEL = ActiveModel(Path(model_folder), model_meta) if model_folder and model_meta else None
 
 
-def _worker_chunk(chunk: list[tuple[str, list[np.ndarray]]]) -> list[tuple[str, Any]]:
+def _worker_chunk(chunk: list[_Item]) -> list[tuple[str, Any]]:
     assert _WORKER_PARAMS is not None
-    return _score_chunk(chunk, _WORKER_PARAMS, _WORKER_MODEL)
+    return _score_chunk(chunk, _WORKER_PARAMS)
 
 
 # ------------------------------------------------------------------ the scanner
@@ -264,8 +285,10 @@ class Scanner:
         loader: ``loader(symbol, interval, limit) -> kline block (11, n)``; default ``store.load``
             (a live cache passes its own, e.g. :meth:`trader.live.LiveFeed.load`).
         model: the active model (:meth:`ActiveModel.from_store`), or None: the ``ml`` factor is
-            then absent and scores are exactly the model-free ones. Process-pool workers load it
-            once at start.
+            then absent and scores are exactly the model-free ones. With a model, every scan first
+            ranks the model's features across the store's fresh universe and predicts it in one
+            onnxruntime call in this process (the session lives as long as the scanner); every
+            strategy then scores with those probabilities.
 
     Raises:
         ConfigError: unknown strategy, or no interval.
@@ -304,8 +327,7 @@ class Scanner:
                 import multiprocessing as mp
 
                 self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=mp.get_context("forkserver"), initializer=_init_worker,
-                    initargs=(self.params, str(self.model.folder) if self.model else None, self.model.meta if self.model else None),
+                    self.workers, mp_context=mp.get_context("forkserver"), initializer=_init_worker, initargs=(self.params,)
                 )
             else:
                 self._pool = ThreadPoolExecutor(self.workers)
@@ -350,18 +372,22 @@ class Scanner:
         short: list[tuple[str, str, int]] = []
         errors: list[tuple[str, str]] = []
         signals: list[Signal] = []
+        warnings: list[str] = []
         load_s = 0.0
         size = self.params.block_symbols
+        probs = self._probabilities(now, warnings) if self.model is not None else None
         for b in range(0, len(symbols), size):
             tb = time.perf_counter()
             loaded = self._load_block(symbols[b : b + size], now, stale, short, errors)
             load_s += time.perf_counter() - tb
-            scored, errs = self._run(loaded)
+            scored, errs = self._run(loaded, probs)
             errors += errs
             signals += self._signals(loaded, scored, now)
         signals.sort(key=lambda s: (-s.score, s.symbol))
         t2 = time.perf_counter()
         return ScanResult(
+            warnings=warnings,
+            model=self.model.id if self.model is not None and probs else None,
             signals=signals,
             stale=stale,
             insufficient=short,
@@ -371,6 +397,32 @@ class Scanner:
             strategy=self.strategy,
             timings_ms={"load": load_s * 1e3, "features": (t2 - t0 - load_s) * 1e3, "total": (t2 - t0) * 1e3},
         )
+
+    def _probabilities(self, now: int, warnings: list[str]) -> dict[str, tuple[float, float]] | None:
+        """The model's probabilities for the store's whole fresh universe (its cross-section), or
+        None (with a warning) when the cross-section is too small. Block by block: only feature
+        rows are kept, never every symbol's klines."""
+        assert self.model is not None
+        universe = self.universe()
+        names: list[str] = []
+        parts: list[np.ndarray] = []
+        size = self.params.block_symbols
+        for b in range(0, len(universe), size):
+            loaded = self._load_block(universe[b : b + size], now, [], [], [])
+            if loaded:
+                names += [s for s, _ in loaded]
+                parts.append(self.model.feature_rows([(s, [a[_FEATURE_ROWS] for a in arrs]) for s, arrs in loaded]))
+        X = np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)
+        probs = self.model.predict(names, X)
+        if not probs:
+            from trader.features.matrix import MIN_CROSS_SECTION
+
+            warnings.append(
+                f"model {self.model.id}: fewer than {MIN_CROSS_SECTION} fresh symbols in the store to rank its features across; "
+                "scanned without the ml factor"
+            )
+            return None
+        return probs
 
     def _load_block(
         self,
@@ -435,17 +487,21 @@ class Scanner:
 
     # ------------------------------------------------------------------ strategies
 
-    def _run(self, loaded: list[tuple[str, list[np.ndarray]]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
+    def _run(
+        self, loaded: list[tuple[str, list[np.ndarray]]], probs: dict[str, tuple[float, float]] | None = None
+    ) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
         if not loaded:
             return {}, []
-        chunks: list[tuple[str, list[np.ndarray]]] = [(s, [a[_FEATURE_ROWS] for a in arrs]) for s, arrs in loaded]
+        chunks: list[_Item] = [
+            (s, [a[_FEATURE_ROWS] for a in arrs], None if probs is None else probs.get(s, (float("nan"), float("nan")))) for s, arrs in loaded
+        ]
         if self.strategy == "vectorized":
             return self._vectorized(chunks)
         if self.strategy == "serial":
-            results = _score_chunk(chunks, self.params, self.model)
+            results = _score_chunk(chunks, self.params)
         elif self.strategy == "threads":
             pool = self._executor()
-            results = [r for part in pool.map(lambda c: _score_chunk([c], self.params, self.model), chunks) for r in part]
+            results = [r for part in pool.map(lambda c: _score_chunk([c], self.params), chunks) for r in part]
         else:
             pool = self._executor()
             size = max(1, -(-len(chunks) // (self.workers * 4)))
@@ -453,26 +509,30 @@ class Scanner:
             results = [r for part in pool.map(_worker_chunk, parts) for r in part]
         return _split(results)
 
-    def _vectorized(self, chunks: list[tuple[str, list[np.ndarray]]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
-        groups: dict[tuple[int, ...], list[tuple[str, list[np.ndarray]]]] = {}
+    def _vectorized(self, chunks: list[_Item]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
+        groups: dict[tuple[int, ...], list[_Item]] = {}
         for item in chunks:
             groups.setdefault(tuple(a.shape[1] for a in item[1]), []).append(item)
         scored: dict[str, tuple[float, float, dict[str, float]]] = {}
         errors: list[tuple[str, str]] = []
         for group in groups.values():
             try:
-                data = [np.stack([arrs[i] for _, arrs in group]) for i in range(len(self.intervals))]
-                score, direction, factors, valid = score_arrays(data, self.params, self.model)
+                data = [np.stack([arrs[i] for _, arrs, _ in group]) for i in range(len(self.intervals))]
+                ml = None
+                if group[0][2] is not None:
+                    pp = np.array([p for _, _, p in group], dtype=np.float64)  # (g, 2)
+                    ml = (pp[:, 0], pp[:, 1])
+                score, direction, factors, valid = score_arrays(data, self.params, ml)
             except Exception:  # noqa: BLE001 - find the culprit symbol by symbol
-                part_scored, part_errors = _split(_score_chunk(group, self.params, self.model))
+                part_scored, part_errors = _split(_score_chunk(group, self.params))
                 scored.update(part_scored)
                 errors += part_errors
                 continue
-            for j, (symbol, _) in enumerate(group):
+            for j, (symbol, _, _) in enumerate(group):
                 if valid[j]:
                     scored[symbol] = (float(score[j]), float(direction[j]), {k: float(v[j]) for k, v in factors.items()})
                 else:
-                    errors.append((symbol, "non-finite factor values (flat or degenerate prices)"))
+                    errors.append((symbol, "non-finite factor values (flat or degenerate prices, or no model probability)"))
         return scored, errors
 
 

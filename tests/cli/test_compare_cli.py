@@ -19,7 +19,7 @@ def test_compare_quick_json(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["schema"] == "trader.compare/2" and doc["mode"] == "quick" and doc["latency_ms"] == 2.0 and doc["runs"] == 3
     names = [c["name"] for c in doc["comparisons"]]
-    assert names == ["rest_vs_ws", "rest_vs_ws_0ms", "serial_vs_concurrent", "scoring", "incremental", "process_pool"]
+    assert names == ["rest_vs_ws", "rest_vs_ws_0ms", "serial_vs_concurrent", "scoring", "incremental", "process_pool", "ml_batch", "ml_row", "ml_pool"]
     keys = {"label", "wall_s", "wall_min_s", "wall_max_s", "runs", "api_calls", "weight", "symbols_per_s"}
     for c in doc["comparisons"]:
         assert set(c) == {"name", "title", "baseline", "contenders", "reference", "note", "ratios", "verdicts"}
@@ -32,6 +32,8 @@ def test_compare_quick_json(tmp_path: Path) -> None:
     assert ws["contenders"][0]["api_calls"] == 0 and ws["baseline"]["api_calls"] == 41
     scoring = next(c for c in doc["comparisons"] if c["name"] == "scoring")
     assert scoring["baseline"]["label"] == "serial TA-Lib loop" and "same scores" in scoring["note"]
+    ml = next(c for c in doc["comparisons"] if c["name"] == "ml_batch")
+    assert ml["baseline"]["label"] == "xgboost inplace_predict" and ml["contenders"][0]["label"] == "onnxruntime"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

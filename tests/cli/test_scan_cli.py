@@ -24,6 +24,7 @@ def check_document(doc: dict) -> None:  # type: ignore[type-arg]
     assert doc["schema"] == "trader.scan/1"
     types = {"exchange_time_ms": int, "min_score": float, "intervals": list, "strategy": str, "universe": int,
              "scored": int, "signals": list, "stale": list, "insufficient_history": list, "errors": list, "timings_ms": dict}
+    assert doc["model"] is None
     for key, typ in types.items():
         assert isinstance(doc[key], typ), key
     for s in doc["signals"]:

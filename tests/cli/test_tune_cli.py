@@ -91,7 +91,7 @@ def test_train_register_activate_list_use_and_scan(store: Path, tmp_path: Path) 
     summary = json.loads(p.stdout)
     assert summary["activated"] and summary["checks"]["parity_max_abs"] <= 1e-5
     assert summary["permutation"] is not None and abs(summary["permutation"]["t"]) < 2
-    assert {"ml", "score", "reversal_24h", "momentum_24h", "random"} == set(summary["oos"]["scorers"])
+    assert {"ml", "score+ml", "score", "reversal_24h", "momentum_24h", "random"} == set(summary["oos"]["scorers"])
     folder = store / "models" / summary["id"]
     meta = json.loads((folder / "meta.json").read_text())
     assert {"model.onnx", "model.ubj", "meta.json", "oos.npz", "report.json"} <= {f.name for f in folder.iterdir()}

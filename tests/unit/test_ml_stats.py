@@ -100,3 +100,22 @@ def test_triple_barrier_stop_first_take_profit_and_time_limit() -> None:
     out = barrier_returns(close, high, low, atr, idx, 3, BarrierConfig(take_profit_atr=2, stop_loss_atr=1), fee=0.001)
     assert out[:, 0].tolist() == pytest.approx([0.02 - 0.002, -0.01 - 0.002, 0.004 - 0.002, -0.01 - 0.002])
     assert np.isnan(barrier_returns(close, high, low, atr, np.array([[6]]), 3, BarrierConfig(), 0.0)).all()  # runs past the data
+
+
+def test_cross_sectional_rank_equals_scipy_with_ties_nans_and_a_minimum_cross_section() -> None:
+    from scipy.stats import rankdata
+
+    from trader.features.matrix import MIN_CROSS_SECTION, cross_sectional_rank
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 30, 6)).astype(np.float32)
+    X[:, :, 2] = np.round(X[:, :, 2])  # a discrete feature: many ties
+    X[rng.random(X.shape) < 0.05] = np.nan
+    valid = rng.random((40, 30)) > 0.1
+    valid[MIN_CROSS_SECTION - 1 :, 0] = False  # moment 0: too few symbols
+    got = cross_sectional_rank(X, valid)
+    ok = np.isfinite(X) & valid[..., None]
+    ref = np.where(ok, rankdata(np.where(ok, X, np.nan), axis=0, nan_policy="omit") / ok.sum(axis=0, keepdims=True), np.nan)
+    ref[:, 0] = np.nan
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert got.dtype == np.float32 and np.nanmax(got) <= 1.0 and np.nanmin(got) > 0.0

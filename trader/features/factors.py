@@ -19,7 +19,8 @@ higher intervals' trend; a factor's score is ``50 + 50 x direction x bias`` (abo
 (expanding ranges score high). **mtf** is the mean over all intervals of
 ``(1 + direction x tanh(2 (trend + momentum) / 2)) / 2``, x 100: how far every timeframe agrees.
 The **score** is the weighted mean of the factor scores with the config weights (``scan.weights``);
-an ML probability can join as factor ``ml`` (0-100 = probability x 100) when a model is present.
+a model can join as factor ``ml`` when one is active: the cross-sectional percentile of its
+probability, x 100 in the signal's direction (see :func:`score_universe`).
 
 Calibration (``bench/calibrate.py``, bundled data): see the README for the share of symbol-hours
 at or above 75 with the default weights.
@@ -136,7 +137,7 @@ def _agree(direction: np.ndarray, bias: np.ndarray, gamma: float) -> np.ndarray:
 def score_universe(
     per_interval: Sequence[dict[str, np.ndarray]],
     weights: Mapping[str, float],
-    ml_probability: np.ndarray | None = None,
+    ml_percentile: np.ndarray | None = None,
     sharpness: float = SHARPNESS,
 ) -> FactorResult:
     """Blend per-interval biases into factor scores, direction and score.
@@ -145,7 +146,11 @@ def score_universe(
         per_interval: :func:`interval_biases` outputs, base (fastest) interval first, all of one shape
             (``(n,)`` for a scan; any shape works elementwise, e.g. ``(n, T)`` for every kline).
         weights: factor -> weight (>= 0); factors missing or 0 are ignored; ``ml`` used only with a model.
-        ml_probability: ``(n,)`` probability (0-1) that a long signal is right, or None.
+        ml_percentile: ``(n,)`` the cross-sectional percentile (0-1] of the model's probability of
+            beating the universe median, or None (no model): the ``ml`` factor is its conviction,
+            ``100 pct`` for a long, ``100 (1 - pct)`` for a short, so a model's top decile scores
+            >= 90 like any other factor's strongest reading (raw probabilities of a cross-sectional
+            model sit within ~0.40-0.60 and could never move a blend).
 
     Returns:
         A :class:`FactorResult`.
@@ -164,8 +169,8 @@ def score_universe(
     factors["volatility"] = _agree(np.ones_like(direction), (base["volatility"] - 50.0) / 50.0, sharpness)
     agreement = [direction * np.tanh(b["trend"] + b["momentum"]) for b in per_interval]
     factors["mtf"] = _agree(np.ones_like(direction), np.mean(agreement, axis=0), sharpness)
-    if ml_probability is not None:
-        factors["ml"] = 100.0 * np.where(direction > 0, ml_probability, 1.0 - ml_probability)
+    if ml_percentile is not None:
+        factors["ml"] = 100.0 * np.where(direction > 0, ml_percentile, 1.0 - ml_percentile)
     used = {k: w for k, w in weights.items() if w > 0 and k in factors}
     total = sum(used.values()) or 1.0
     score = sum(w * factors[k] for k, w in used.items()) / total

@@ -35,6 +35,14 @@ Per interval (prefix ``<interval>_``, e.g. ``1h_rsi``), with ATR = Wilder ATR in
 and the seed configuration's twelve structure features (ten per interval, two across intervals),
 defined in :data:`SEED_FEATURES`. Feature names and order are :func:`feature_names`; a model
 records them and the parameters (:class:`FeatureParams`) and is refused if they differ.
+
+**What the model sees** is each feature's *cross-sectional rank* at the moment
+(:func:`cross_sectional_rank`: percentile in (0, 1] among the symbols valid at that moment, ties
+averaged). Ranks are scale-free and stable across regimes (a 2 % ATR is large in a calm month and
+small in a wild one); measured on the bundled data's walk-forward folds they raised the
+out-of-sample rank IC in 4 of 5 folds over the raw values (README, "What the signals are worth").
+The cross-section is the universe: the dataset's symbols at a moment, the store's fresh symbols in
+a scan (at least :data:`MIN_CROSS_SECTION`).
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ __all__ = [
     "SEED_FEATURES",
     "FeatureParams",
     "cross_interval_features",
+    "cross_sectional_rank",
     "feature_names",
     "interval_series",
     "last_features",
@@ -64,7 +73,9 @@ __all__ = [
 ]
 
 #: Version of the feature definitions; a model trained on another version is refused.
-FEATURE_SET = "trader.features/1"
+FEATURE_SET = "trader.features/2"
+#: Fewest symbols a moment's cross-section may have (fewer: the model's features are NaN).
+MIN_CROSS_SECTION = 10
 #: Return lags, in klines of each interval.
 RETURN_LAGS = (1, 6, 24, 72)
 #: Bollinger widths averaged for ``bb_ratio`` (as in the volatility factor).
@@ -300,3 +311,46 @@ def last_features(data: Sequence[np.ndarray], params: FeatureParams) -> np.ndarr
     cross = cross_interval_features(per, params.factors.adx_ref)
     cols += [cross[name] for name in CROSS_FEATURES]
     return np.stack(cols, axis=1).astype(np.float32)
+
+
+def _average_ranks(X: np.ndarray) -> np.ndarray:
+    """1-based ranks along axis 0 with ties averaged (as ``scipy.stats.rankdata``); ``X`` finite or +inf.
+
+    Sorted along the last, contiguous axis (a transposed copy): sorting many short strided
+    columns in place is ~10x slower."""
+    T = np.ascontiguousarray(np.moveaxis(X, 0, -1))
+    n = T.shape[-1]
+    order = np.argsort(T, axis=-1)
+    xs = np.take_along_axis(T, order, axis=-1)
+    pos = np.arange(1, n + 1, dtype=np.float32)
+    starts = np.ones(xs.shape, dtype=bool)
+    starts[..., 1:] = xs[..., 1:] != xs[..., :-1]
+    ends = np.ones(xs.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, np.float32(0)), axis=-1)
+    last = np.minimum.accumulate(np.where(ends, pos, np.float32(n + 1))[..., ::-1], axis=-1)[..., ::-1]
+    out = np.empty(xs.shape, dtype=np.float32)
+    np.put_along_axis(out, order, (first + last) * np.float32(0.5), axis=-1)
+    return np.moveaxis(out, -1, 0)
+
+
+def cross_sectional_rank(X: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Rank percentile of every feature across symbols (axis 0), in (0, 1], ties averaged.
+
+    Args:
+        X: ``(n, ..., F)`` features (e.g. ``(n, M, F)`` for a dataset, ``(n, F)`` for one scan).
+        valid: ``(n, ...)`` rows that belong to the cross-section (default: all).
+
+    Returns:
+        float32 of ``X``'s shape; NaN where the row is not valid, the value is not finite, or fewer
+        than :data:`MIN_CROSS_SECTION` values are. Equal to ``scipy.stats.rankdata(...,
+        nan_policy="omit") / count`` (test), 3-4x faster: one sort of small columns.
+    """
+    ok = np.isfinite(X)
+    if valid is not None:
+        ok &= valid[..., None]
+    r = _average_ranks(np.where(ok, X, np.inf).astype(np.float32))  # excluded values sort last, out of the ranks
+    cnt = ok.sum(axis=0, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(ok & (cnt >= MIN_CROSS_SECTION), r / np.maximum(cnt, 1).astype(np.float32), np.float32(np.nan))
+    return out.astype(np.float32, copy=False)

@@ -37,6 +37,7 @@ from trader.features.matrix import (
     SCORE_INPUTS,
     FeatureParams,
     cross_interval_features,
+    cross_sectional_rank,
     feature_names,
     interval_series,
 )
@@ -67,7 +68,9 @@ class Dataset:
         symbols: ``(n,)`` symbol names.
         params: the feature parameters.
         moments_ms: ``(M,)`` int64 moments, epoch ms (a base kline's ``close_time + 1``), ascending.
-        features: ``(n, M, F)`` float32, columns :attr:`feature_names`; NaN where not valid.
+        features: ``(n, M, F)`` float32, columns :attr:`feature_names`: each feature's
+            cross-sectional rank in (0, 1] at the moment (:func:`~trader.features.matrix.cross_sectional_rank`);
+            NaN where not valid.
         feature_names: ``F`` names.
         score_inputs: per interval, ``{name: (n, M)}`` float64 — the raw inputs of the configurable
             score (:func:`trader.ml.evaluate.score_at_moments` recomputes it for any weights).
@@ -322,6 +325,7 @@ def build_dataset(
     for col, name in enumerate(CROSS_FEATURES):
         X[:, :, len(intervals) * n_per + col] = cross[name]
     X[~valid] = np.nan
+    X = cross_sectional_rank(X, valid)  # what the model sees (trader.features.matrix)
     # moments before any symbol is warm carry nothing: start at the first usable one
     usable = np.flatnonzero(valid.any(axis=0))
     first = int(usable[0]) if usable.size else M

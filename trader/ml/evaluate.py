@@ -91,9 +91,14 @@ def score_at_moments(ds: Dataset, weights: WeightsConfig, factors: FactorConfig,
         ind["bb_ratio"] = inp["bb_ratio_raw"]
         st = {k: inp[k] for k in ("state", "ob_bull", "ob_bear", "fvg_bull", "fvg_bear", "sweep")}
         per.append(interval_biases(ind, st, inp["open"], inp["close"], factors))
+    pct = None
+    if ml_probability is not None:  # the ml factor is the probability's percentile at each moment, as in a scan
+        from trader.features.matrix import cross_sectional_rank
+
+        pct = cross_sectional_rank(ml_probability[:, :, None], ds.valid & np.isfinite(ml_probability))[:, :, 0].astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = score_universe(per, weights.model_dump(), ml_probability=ml_probability, sharpness=factors.sharpness)
+        res = score_universe(per, weights.model_dump(), ml_percentile=pct, sharpness=factors.sharpness)
     ok = res.valid & ds.valid
     score = np.where(ok, res.score, np.nan)
     return Scored(res.direction * (score - 50.0), score, res.direction), res.factors, per

@@ -46,8 +46,10 @@ from trader.models import duration_ms
 
 __all__ = ["SCORERS", "due", "evaluate_job", "load_dataset", "model_predictions", "parse_date", "train_job"]
 
-#: Every scorer name ``--scorer`` accepts.
-SCORERS = ("score", *FACTORS, "ml", *BASELINES)
+#: Every scorer name ``--scorer`` accepts: ``score`` is the configured score without a model,
+#: ``score+ml`` the score as a scan computes it while a model is active (its ``ml`` factor weighted
+#: by ``scan.weights.ml``), ``ml`` the model's probability alone.
+SCORERS = ("score", "score+ml", *FACTORS, "ml", *BASELINES)
 
 
 def parse_date(text: str | None, flag: str) -> int | None:
@@ -180,6 +182,10 @@ def build_scorers(names: Sequence[str], ds: Dataset, settings: Settings, ml_prob
     for name in names:
         if name == "score":
             out[name] = score
+        elif name == "score+ml":
+            if ml_probability is None:
+                raise ModelError("no active model: train one with 'trader tune train' (or drop --scorer score+ml)")
+            out[name] = score_at_moments(ds, scan.weights, scan.factors, ml_probability=ml_probability)[0]
         elif name in FACTORS:
             out[name] = factor_scorer(name, factor_scores, biases, scan.factors, ds.valid)
         elif name in BASELINES:
@@ -218,7 +224,7 @@ def evaluate_job(
         duration_ms(h)
     registry = Registry(store_path)
     active = registry.active()
-    names = list(scorers) if scorers else ["score", *FACTORS, *(["ml"] if active else []), *BASELINES]
+    names = list(scorers) if scorers else ["score", *(["score+ml", "ml"] if active else []), *FACTORS, *BASELINES]
     for n in names:
         if n not in SCORERS:
             raise ConfigError(f"unknown scorer {n!r}; expected one of {', '.join(SCORERS)}")
@@ -231,7 +237,7 @@ def evaluate_job(
     if ds.n_moments == 0:
         raise ModelError("no moments in the window (check --from/--to and what the store holds)")
     ml_p = None
-    if "ml" in names:
+    if "ml" in names or "score+ml" in names:
         if active is None:
             raise ModelError("no active model: train one with 'trader tune train' (or drop --scorer ml)")
         ml_p, first = model_predictions(active, ds, settings, store_path)
@@ -328,7 +334,7 @@ def train_job(
     oos_p = result.oos[:, tested[0] :]
     keep = np.isfinite(oos_p).any(axis=0)
     oos_ds.valid = oos_ds.valid & keep[None, :]
-    built = build_scorers(["ml", "score", "reversal_24h", "momentum_24h", "random"], oos_ds, settings, oos_p)
+    built = build_scorers(["ml", "score+ml", "score", "reversal_24h", "momentum_24h", "random"], oos_ds, settings, oos_p)
     report = evaluate(
         oos_ds, built, horizons=list(dict.fromkeys([cfg.horizon, *settings.tune.horizons])), thresholds=settings.tune.thresholds,
         grid=cfg.grid, fee=cfg.fee, bootstrap=settings.tune.bootstrap, seed=settings.tune.seed,
