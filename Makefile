@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STORE ?= .store/demo
 
-.PHONY: install test lint bench demo clean
+TUNE_STORE ?= .store/tune
+
+.PHONY: install test lint bench demo tune-demo clean
 .ONESHELL:
 SHELL := /bin/bash
 
@@ -33,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/scan.py
 	$(PY) bench/calibrate.py
 	$(PY) bench/live.py
+	$(PY) bench/ml.py
 	$(VENV)/bin/trader compare --full
 
 ## demo: replay exchange on a free port -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
@@ -47,6 +50,22 @@ demo: $(STAMP)
 	$(VENV)/bin/trader warm --top 96 --rest-url "$$URL" --store $(DEMO_STORE)
 	echo "== trader scan --min-score 75"
 	$(VENV)/bin/trader scan --min-score 75 --store $(DEMO_STORE) || [ $$? -eq 1 ]
+
+## tune-demo: the whole recorded history through the replay (--start end) -> tune evaluate -> tune train -> scan with the model
+tune-demo: $(STAMP)
+	set -euo pipefail
+	rm -rf $(TUNE_STORE)
+	coproc REPLAY { exec $(VENV)/bin/trader replay --port 0 --speed 0 --start end; }
+	trap 'kill $$REPLAY_PID 2>/dev/null; wait $$REPLAY_PID 2>/dev/null || true' EXIT
+	read -r URL <&"$${REPLAY[0]}"
+	echo "== trader warm --top 96 --klines 8000 (the whole recorded history, 1h and 4h, into $(TUNE_STORE))"
+	$(VENV)/bin/trader warm --top 96 --klines 8000 --rest-url "$$URL" --store $(TUNE_STORE)
+	echo "== trader tune evaluate --horizon 24h (the default score, its factors and the baselines, out of sample)"
+	$(VENV)/bin/trader tune evaluate --horizon 24h --store $(TUNE_STORE)
+	echo "== trader tune train (walk-forward XGBoost -> ONNX; active only if its out-of-sample checks pass)"
+	$(VENV)/bin/trader tune train --store $(TUNE_STORE) || [ $$? -eq 1 ]
+	echo "== trader scan --min-score 75 (with the model's ml factor when it is active)"
+	$(VENV)/bin/trader scan --min-score 75 --store $(TUNE_STORE) || [ $$? -eq 1 ]
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .store

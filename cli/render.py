@@ -108,6 +108,7 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
         table.add_column(f[:6], justify="right")
     with_ml = any(s.ml_probability is not None for s in signals)
     if with_ml:
+        table.add_column("ml", justify="right")
         table.add_column("P(ml)", justify="right")
     table.add_column("last close", justify="right")
     table.add_column("24h %", justify="right")
@@ -120,7 +121,8 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
             f"[{colour}]{s.direction}[/]" if colour else s.direction,
             f"[bold]{s.score:.1f}[/]" if tty else f"{s.score:.1f}",
             *(f"{s.factors.get(f, float('nan')):.0f}" for f in FACTORS),
-            *([("–" if s.ml_probability is None or s.ml_probability != s.ml_probability else f"{s.ml_probability:.2f}")] if with_ml else []),
+            *([f"{s.factors.get('ml', float('nan')):.0f}",
+               "–" if s.ml_probability is None or s.ml_probability != s.ml_probability else f"{s.ml_probability:.2f}"] if with_ml else []),
             f"{s.last_close:g}",
             change,
             _fmt_age(s.data_age_s),

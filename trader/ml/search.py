@@ -229,7 +229,21 @@ def run_search(
         scorers["ml (fold model)"] = probability_scorer(p_held[:, lo:], held_ds.valid)
     for b in ("reversal_24h", "momentum_24h", "random"):
         scorers[b] = baseline_scorer(b, held_ds, settings.tune.seed)
-    report = evaluate(held_ds, scorers, horizons=[cfg.horizon], thresholds=settings.tune.thresholds, grid=cfg.grid, fee=cfg.fee,
+    # a --min-score that keeps the tuned score as selective as the default one is (share >= threshold
+    # on the moments the search saw), so that 'scan --min-score' still means "rare"
+    seen = ds.window(None, start)
+    p_seen = None
+    if space in ("model", "all"):
+        p_seen = np.full(seen.valid.shape, np.nan)
+        for f in inner:
+            p_seen[:, f.test] = _fold_model_probability(ds, best_cfg, f, y)[:, f.test]
+    tuned_seen, _, _ = score_at_moments(seen, best_w, best_f, ml_probability=p_seen)
+    default_seen, _, _ = score_at_moments(seen, settings.scan.weights, settings.scan.factors)
+    share = float(np.nanmean(default_seen.score >= settings.scan.min_score))
+    tuned_vals = tuned_seen.score[np.isfinite(tuned_seen.score)]
+    min_score = float(np.round(np.quantile(tuned_vals, 1.0 - share), 1)) if tuned_vals.size and 0 < share < 1 else settings.scan.min_score
+    thresholds = sorted({*settings.tune.thresholds, min_score})
+    report = evaluate(held_ds, scorers, horizons=[cfg.horizon], thresholds=thresholds, grid=cfg.grid, fee=cfg.fee,
                       bootstrap=settings.tune.bootstrap, seed=settings.tune.seed)
     ic = rank_ic(tuned.signal, np.where(held_ds.valid, held_ds.forward[cfg.horizon], np.nan))
     mean, t = newey_west_t(ic, nw_lags(cfg.horizon, cfg.grid))
@@ -251,6 +265,8 @@ def run_search(
         "held_out": report,
         "held_out_ic": {"mean": mean, "t": t},
         "fitted_until": datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "min_score": min_score,
+        "min_score_share": share,
         "inner_folds": len(inner),
     }
 
@@ -292,8 +308,16 @@ def overlay_yaml(result: dict[str, Any]) -> str:
             f"#   {name:16s} rank IC {r['rank_ic']['mean']:+.4f} (t {r['rank_ic']['t']}), top decile net {pct(td['excess_mean'])} "
             f"[{pct(td['excess_ci'][0])}, {pct(td['excess_ci'][1])}], vs random {pct(rnd.get('diff_mean'))}"
         )
+    ms = result["min_score"]
+    row = rep["scorers"]["tuned"][hz]["thresholds"].get(f"{ms:g}") or {}
+    lines.append(
+        f"# scan.min_score {ms:g}: as selective as the default score at {result.get('min_score_share', 0) * 100:.2f} % of symbol-moments "
+        f"(on the held-out fold: {row.get('n', 0)} picks, excess net {row.get('excess_mean')})"
+    )
     lines.append("# scan.fitted_until makes 'trader tune evaluate' report only moments after the data the search saw.")
-    doc: dict[str, Any] = {"scan": {"weights": result["weights"], "factors": result["factors"], "fitted_until": result["fitted_until"]}}
+    doc: dict[str, Any] = {
+        "scan": {"min_score": ms, "weights": result["weights"], "factors": result["factors"], "fitted_until": result["fitted_until"]}
+    }
     if result["xgboost"]:
         doc["ml"] = {"xgboost": result["xgboost"]}
     return "\n".join(lines) + "\n" + yaml.safe_dump(doc, sort_keys=False)
