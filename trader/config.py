@@ -30,11 +30,13 @@ from trader.models import duration_ms, parse_interval, validate_symbol
 
 __all__ = [
     "ENV_PREFIX",
+    "AccountConfig",
     "ClientConfig",
     "FactorConfig",
     "FaultConfig",
     "IndicatorConfig",
     "MLConfig",
+    "MatchingReplayConfig",
     "ProfileConfig",
     "ReplayConfig",
     "ScanConfig",
@@ -58,7 +60,7 @@ ENV_SHORTCUTS: dict[str, tuple[str, ...]] = {
     "TRADER_STORE": ("store", "path"),
 }
 #: Variables read elsewhere (not config keys): never treated as ``TRADER_<KEY>`` overrides.
-_ENV_RESERVED = {"TRADER_CONFIG", "TRADER_REST_URL", "TRADER_WS_URL", "TRADER_API_KEY", "TRADER_API_SECRET"}
+_ENV_RESERVED = {"TRADER_CONFIG", "TRADER_REST_URL", "TRADER_WS_URL", "TRADER_API_KEY", "TRADER_API_SECRET", "TRADER_API_SECRET_FILE", "TRADER_ED25519_KEY_FILE"}
 
 
 class _Model(BaseModel):
@@ -148,6 +150,13 @@ class FaultConfig(_Model):
     error_rate: float = Field(0.0, ge=0, le=1, description="fraction of REST requests answered HTTP 500 (-1001)")
     rate_429: float = Field(0.0, ge=0, le=1, description="fraction of REST requests answered HTTP 429 (-1003)")
     seed: int = Field(0, description="seed of the fault RNG, so a faulty run is reproducible")
+    order_5xx_rate: float = Field(
+        0.0, ge=0, le=1, description="fraction of accepted orders answered 500/503 or left to time out: status unknown"
+    )
+    order_reject_rate: float = Field(0.0, ge=0, le=1, description="fraction of order requests rejected before the engine")
+    order_latency_ms: float = Field(0.0, ge=0, description="extra delay of order endpoints, ms")
+    order_hang_s: float = Field(30.0, gt=0, description="how long a 'timed out' accepted order holds its response, s")
+    user_data_drop_every_events: int = Field(0, ge=0, description="abort a user-data connection after this many events (0 = never)")
 
 
 class WsReplayConfig(_Model):
@@ -169,6 +178,37 @@ class WsReplayConfig(_Model):
     seed: int = Field(0, description="seed of the stream fault RNG")
 
 
+class AccountConfig(_Model):
+    """One trading account of the replay venue: an API key with an HMAC secret or an Ed25519
+    public key (PEM), and starting balances (asset -> amount)."""
+
+    api_key: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    api_secret: str | None = Field(None, min_length=8, max_length=256, repr=False)
+    ed25519_public_key: str | None = Field(None, description="PEM text of the account's Ed25519 public key")
+    balances: dict[str, float] = Field(default_factory=lambda: {"USDT": 10_000.0})
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AccountConfig:
+        if (self.api_secret is None) == (self.ed25519_public_key is None):
+            raise ValueError("give exactly one of api_secret (HMAC) or ed25519_public_key (PEM)")
+        for asset, amount in self.balances.items():
+            if not asset.isalnum() or not asset.isupper() or amount < 0:
+                raise ValueError(f"balances: {asset}: {amount} is not an upper-case asset with an amount >= 0")
+        return self
+
+
+class MatchingReplayConfig(_Model):
+    """How the replay venue fills orders (see :mod:`trader.replay.matching`)."""
+
+    maker_fee: float = Field(0.001, ge=0, le=0.1, description="maker commission, fraction (0.001 = 0.1 %)")
+    taker_fee: float = Field(0.001, ge=0, le=0.1, description="taker commission, fraction")
+    fill_on_touch: bool = Field(False, description="a resting limit fills when the path reaches its price (else: trades through)")
+    max_volume_share: float = Field(0.1, gt=0, le=1, description="largest share of one kline's volume one order fills")
+    impact_bps: float = Field(5.0, ge=0, description="market-order impact, bps per 1 % of the kline's quote volume")
+    order_limit_10s: int = Field(100, ge=1, description="new orders per account per 10 s (Binance: 100)")
+    order_limit_1d: int = Field(200_000, ge=1, description="new orders per account per day (Binance: 200 000)")
+
+
 class ReplayConfig(_Model):
     """The local Binance-compatible replay exchange."""
 
@@ -186,6 +226,10 @@ class ReplayConfig(_Model):
     ban_after_429s: int = Field(3, ge=1)
     faults: FaultConfig = FaultConfig()
     ws: WsReplayConfig = WsReplayConfig()
+    accounts: list[AccountConfig] = Field(
+        default_factory=list, description="trading accounts; empty = one generated account with 10 000 USDT"
+    )
+    matching: MatchingReplayConfig = MatchingReplayConfig()
 
 
 class ClientConfig(_Model):

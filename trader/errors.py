@@ -6,6 +6,8 @@ TraderError                      exit 70 unless a subclass says otherwise
 ├── ExchangeError                exit 3   the exchange answered with an error (HTTP status + Binance code)
 │   ├── ExchangeServerError      exit 3   HTTP 5xx: execution status unknown; retryable for reads
 │   ├── RateLimited              exit 3   HTTP 429 / 418 with Retry-After; retryable after the wait
+│   ├── OrderRejected            exit 3   an order refused (by the exchange, or by the client's own filter check)
+│   └── OrderStatusUnknown       exit 3   an order whose fate could not be established yet (never resent)
 │   └── InvalidKlinesError       exit 3   klines that break Binance's invariants (malformed payload)
 ├── NetworkError                 exit 3   connect/read failure or timeout; retryable
 │   └── CircuitOpenError         exit 3   too many consecutive failures; fails fast until the cool-down
@@ -33,6 +35,8 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "NoResultError",
+    "OrderRejected",
+    "OrderStatusUnknown",
     "RateLimited",
     "StaleDataError",
     "StoreCorruptError",
@@ -114,6 +118,32 @@ class RateLimited(ExchangeError):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retry_after_s = retry_after_s
         self.banned = banned
+
+
+class OrderRejected(ExchangeError):
+    """The order was definitely not placed: a 4xx from the exchange (with its Binance code, e.g.
+    -1013 filter, -2010 balance / duplicate / would trigger) or the client's own filter check
+    (``code`` None, ``local`` True: that is a bug of the caller's sizing, never sent)."""
+
+    def __init__(self, message: str, *, local: bool = False, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.local = local
+
+
+class OrderStatusUnknown(ExchangeError):
+    """An order that may or may not exist: its request timed out or got a 5xx, and looking it up
+    by client order id has not settled it within the deadline. It is never resent while unknown;
+    the journal keeps it for the next resolution attempt.
+
+    Args:
+        client_order_id: the order's ``newClientOrderId``.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, client_order_id: str, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.client_order_id = client_order_id
 
 
 class InvalidKlinesError(ExchangeError):

@@ -16,7 +16,9 @@ Times are integer epoch milliseconds (UTC), named ``*_ms``; they are exact in fl
 from __future__ import annotations
 
 import re
-from typing import Final
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any, Final
 
 import numpy as np
 
@@ -39,6 +41,10 @@ __all__ = [
     "TAKER_BUY_QUOTE_VOLUME",
     "TRADES",
     "VOLUME",
+    "Balance",
+    "Fill",
+    "Order",
+    "SymbolRules",
     "check_klines",
     "duration_ms",
     "empty_klines",
@@ -220,3 +226,225 @@ def validate_symbol(value: str) -> str:
     if not _SYMBOL_RE.match(symbol):
         raise ConfigError(f"invalid symbol {value!r}: expected 1-20 characters of A-Z, 0-9, '-', '_', '.'")
     return symbol
+
+
+# ---------------------------------------------------------------------------------------------- orders
+#
+# What is sent to or read from an exchange about orders is exact decimal: prices and quantities
+# are ``Decimal`` (never binary floats), rounded to the symbol's tick and step before sending.
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """The trading filters of one symbol, as ``exchangeInfo`` publishes them (Decimals).
+
+    Source: Binance spot "Filters" documentation (PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE,
+    NOTIONAL, PERCENT_PRICE_BY_SIDE, MAX_NUM_ORDERS). Shared by the replay venue, which enforces
+    them, and the client, which checks an order against them before sending it.
+
+    Attributes:
+        symbol, base, quote: the symbol and its assets.
+        tick: PRICE_FILTER tickSize (prices are multiples of it); min_price / max_price its bounds.
+        step: LOT_SIZE stepSize; min_qty / max_qty its bounds (base asset).
+        market_max_qty: MARKET_LOT_SIZE maxQty (0 = no limit).
+        min_notional, max_notional: NOTIONAL bounds, quote asset (``price x qty``).
+        bid_up, bid_down, ask_up, ask_down: PERCENT_PRICE_BY_SIDE multipliers of the 5-minute avgPrice.
+        max_num_orders: MAX_NUM_ORDERS, open orders per symbol.
+    """
+
+    symbol: str
+    base: str
+    quote: str
+    tick: Decimal
+    min_price: Decimal
+    max_price: Decimal
+    step: Decimal
+    min_qty: Decimal
+    max_qty: Decimal
+    market_max_qty: Decimal
+    min_notional: Decimal
+    max_notional: Decimal
+    bid_up: Decimal = Decimal(5)
+    bid_down: Decimal = Decimal("0.2")
+    ask_up: Decimal = Decimal(5)
+    ask_down: Decimal = Decimal("0.2")
+    max_num_orders: int = 200
+
+    @classmethod
+    def from_symbol_info(cls, doc: dict[str, Any]) -> SymbolRules:
+        """Build from one ``exchangeInfo`` ``symbols[]`` object (missing filters: no limit).
+
+        Raises:
+            ConfigError: a filter value is not a decimal number.
+        """
+        f = {x.get("filterType"): x for x in doc.get("filters", [])}
+
+        def d(kind: str, key: str, default: str) -> Decimal:
+            raw = f.get(kind, {}).get(key, default)
+            try:
+                return Decimal(str(raw))
+            except ArithmeticError:
+                raise ConfigError(f"{doc.get('symbol')}: {kind}.{key} is not a number: {raw!r}") from None
+
+        return cls(
+            symbol=str(doc["symbol"]),
+            base=str(doc.get("baseAsset", "")),
+            quote=str(doc.get("quoteAsset", "")),
+            tick=d("PRICE_FILTER", "tickSize", "0"),
+            min_price=d("PRICE_FILTER", "minPrice", "0"),
+            max_price=d("PRICE_FILTER", "maxPrice", "0"),
+            step=d("LOT_SIZE", "stepSize", "0"),
+            min_qty=d("LOT_SIZE", "minQty", "0"),
+            max_qty=d("LOT_SIZE", "maxQty", "0"),
+            market_max_qty=d("MARKET_LOT_SIZE", "maxQty", "0"),
+            min_notional=d("NOTIONAL", "minNotional", str(d("MIN_NOTIONAL", "minNotional", "0"))),
+            max_notional=d("NOTIONAL", "maxNotional", "0"),
+            bid_up=d("PERCENT_PRICE_BY_SIDE", "bidMultiplierUp", "0"),
+            bid_down=d("PERCENT_PRICE_BY_SIDE", "bidMultiplierDown", "0"),
+            ask_up=d("PERCENT_PRICE_BY_SIDE", "askMultiplierUp", "0"),
+            ask_down=d("PERCENT_PRICE_BY_SIDE", "askMultiplierDown", "0"),
+            max_num_orders=int(f.get("MAX_NUM_ORDERS", {}).get("maxNumOrders", 0)),
+        )
+
+    def round_price(self, price: Decimal | str | float, up: bool = False) -> Decimal:
+        """``price`` rounded to the tick (down, or up with ``up``); floats go through ``repr``."""
+        p = Decimal(repr(price)) if isinstance(price, float) else Decimal(price)
+        if not self.tick:
+            return p
+        return (p / self.tick).to_integral_value(ROUND_CEILING if up else ROUND_FLOOR) * self.tick
+
+    def round_qty(self, qty: Decimal | str | float) -> Decimal:
+        """``qty`` rounded *down* to the step (never more than asked)."""
+        q = Decimal(repr(qty)) if isinstance(qty, float) else Decimal(qty)
+        if not self.step:
+            return q
+        return (q / self.step).to_integral_value(ROUND_FLOOR) * self.step
+
+    def check(self, qty: Decimal | None, price: Decimal | None, *, market_price: Decimal | None = None,
+              avg_price: Decimal | None = None, side: str = "BUY", is_market: bool = False) -> str | None:
+        """The first filter a (quantity, price) would fail, as Binance names it, or None. Pure.
+
+        ``market_price`` stands in for the price of a MARKET order's notional; ``avg_price`` (the
+        5-minute average) enables the PERCENT_PRICE_BY_SIDE check.
+        """
+        for p in (price,):
+            if p is not None and self.tick and (p < self.min_price or (self.max_price and p > self.max_price) or p % self.tick):
+                return "PRICE_FILTER"
+        if qty is not None and self.step:
+            if qty < self.min_qty or (self.max_qty and qty > self.max_qty) or (qty - self.min_qty) % self.step:
+                return "LOT_SIZE"
+            if is_market and self.market_max_qty and qty > self.market_max_qty:
+                return "MARKET_LOT_SIZE"
+        ref = market_price if is_market else price
+        if qty is not None and ref is not None:
+            notional = qty * ref
+            if notional < self.min_notional or (not is_market and self.max_notional and notional > self.max_notional):
+                return "NOTIONAL"
+        if price is not None and avg_price is not None and not is_market and self.bid_up:
+            up, down = (self.bid_up, self.bid_down) if side == "BUY" else (self.ask_up, self.ask_down)
+            if price > avg_price * up or price < avg_price * down:
+                return "PERCENT_PRICE_BY_SIDE"
+        return None
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One trade of an order (Binance ``fills[]`` / ``myTrades``): price and qty in quote/base units,
+    commission in ``commission_asset``; ``time_ms`` epoch ms (0 when the response omits it)."""
+
+    trade_id: int
+    price: Decimal
+    qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    time_ms: int = 0
+    is_maker: bool = False
+
+    @classmethod
+    def from_binance(cls, doc: dict[str, Any]) -> Fill:
+        """From a ``fills[]`` element or a ``myTrades`` row."""
+        return cls(
+            trade_id=int(doc.get("tradeId", doc.get("id", -1))),
+            price=Decimal(doc["price"]),
+            qty=Decimal(doc["qty"]),
+            commission=Decimal(doc.get("commission", "0")),
+            commission_asset=str(doc.get("commissionAsset", "")),
+            time_ms=int(doc.get("time", 0)),
+            is_maker=bool(doc.get("isMaker", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order as the exchange reports it (``POST``/``GET``/``DELETE /api/v3/order``).
+
+    Attributes:
+        symbol, side (BUY | SELL), type (LIMIT, MARKET, ...), status (NEW, PARTIALLY_FILLED,
+        FILLED, CANCELED, EXPIRED, REJECTED; ``UNKNOWN`` only client-side, never from the exchange).
+        order_id: exchange id (-1 if not known); client_order_id: our id.
+        price, stop_price: quote asset (0 when not applicable); orig_qty, executed_qty: base asset;
+        cum_quote: quote asset spent/received so far.
+        time_ms, update_ms: epoch ms; order_list_id: OCO id or -1; fills: from a FULL response.
+    """
+
+    symbol: str
+    order_id: int
+    client_order_id: str
+    side: str
+    type: str
+    status: str
+    price: Decimal = Decimal(0)
+    stop_price: Decimal = Decimal(0)
+    orig_qty: Decimal = Decimal(0)
+    executed_qty: Decimal = Decimal(0)
+    cum_quote: Decimal = Decimal(0)
+    time_in_force: str = ""
+    time_ms: int = 0
+    update_ms: int = 0
+    order_list_id: int = -1
+    fills: tuple[Fill, ...] = field(default_factory=tuple)
+
+    @property
+    def is_open(self) -> bool:
+        """NEW or PARTIALLY_FILLED."""
+        return self.status in ("NEW", "PARTIALLY_FILLED")
+
+    @property
+    def avg_price(self) -> Decimal:
+        """Average fill price (quote per base), 0 before any fill."""
+        return self.cum_quote / self.executed_qty if self.executed_qty else Decimal(0)
+
+    @classmethod
+    def from_binance(cls, doc: dict[str, Any], side: str = "", type_: str = "") -> Order:
+        """From an order response (ACK/RESULT/FULL), a query or a cancel answer."""
+        return cls(
+            symbol=str(doc["symbol"]),
+            order_id=int(doc.get("orderId", -1)),
+            client_order_id=str(doc.get("origClientOrderId") or doc.get("clientOrderId", "")),
+            side=str(doc.get("side", side)),
+            type=str(doc.get("type", type_)),
+            status=str(doc.get("status", "NEW")),
+            price=Decimal(doc.get("price", "0")),
+            stop_price=Decimal(doc.get("stopPrice", "0")),
+            orig_qty=Decimal(doc.get("origQty", "0")),
+            executed_qty=Decimal(doc.get("executedQty", "0")),
+            cum_quote=Decimal(doc.get("cummulativeQuoteQty", "0")),
+            time_in_force=str(doc.get("timeInForce", "")),
+            time_ms=int(doc.get("time", doc.get("transactTime", 0))),
+            update_ms=int(doc.get("updateTime", doc.get("transactTime", 0))),
+            order_list_id=int(doc.get("orderListId", -1)),
+            fills=tuple(Fill.from_binance(f) for f in doc.get("fills", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Balance:
+    """One asset of an account: ``free`` and ``locked`` (in open orders), in that asset."""
+
+    asset: str
+    free: Decimal
+    locked: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.free + self.locked

@@ -78,6 +78,17 @@ def _usdm_klines(params: Mapping[str, str]) -> int:
     return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
 
+_ORDERS = ("REQUEST_WEIGHT", "ORDERS")
+
+
+def _test_order(params: Mapping[str, str]) -> int:
+    return 20 if params.get("computeCommissionRates") == "true" else 1
+
+
+def _my_trades(params: Mapping[str, str]) -> int:
+    return 5 if params.get("orderId") else 20
+
+
 def _usdm_ticker(params: Mapping[str, str]) -> int:
     return 1 if params.get("symbol") else 40
 
@@ -94,6 +105,8 @@ class Endpoint:
         signed: needs ``timestamp`` + ``signature`` (TRADE / USER_DATA security).
         idempotent: safe to repeat after a timeout or 5xx (reads); never true for orders.
         counters: rate limiters the request moves (``REQUEST_WEIGHT``, ``ORDERS``).
+        orders: new orders one request places (the ``ORDERS`` count: 1, 2 for an OCO).
+        api_key: needs ``X-MBX-APIKEY`` (every signed endpoint, and the listenKey endpoints).
     """
 
     name: str
@@ -103,6 +116,8 @@ class Endpoint:
     signed: bool = False
     idempotent: bool = True
     counters: tuple[str, ...] = ("REQUEST_WEIGHT",)
+    orders: int = 0
+    api_key: bool = False
 
 
 def _spot() -> dict[str, Endpoint]:
@@ -119,6 +134,20 @@ def _spot() -> dict[str, Endpoint]:
         Endpoint("tickerPrice", "GET", f"{v3}/ticker/price", _one_or_all(2, 4)),
         Endpoint("bookTicker", "GET", f"{v3}/ticker/bookTicker", _one_or_all(2, 4)),
         Endpoint("ticker", "GET", f"{v3}/ticker", _rolling_ticker),
+        # Trading / account / user data (Binance spot REST API, "Trading endpoints", "Account endpoints")
+        Endpoint("newOrder", "POST", f"{v3}/order", _fixed(1), signed=True, idempotent=False, counters=_ORDERS, orders=1, api_key=True),
+        Endpoint("testOrder", "POST", f"{v3}/order/test", _test_order, signed=True, idempotent=False, api_key=True),
+        Endpoint("queryOrder", "GET", f"{v3}/order", _fixed(4), signed=True, api_key=True),
+        Endpoint("cancelOrder", "DELETE", f"{v3}/order", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("openOrders", "GET", f"{v3}/openOrders", _one_or_all(6, 80), signed=True, api_key=True),
+        Endpoint("cancelOpenOrders", "DELETE", f"{v3}/openOrders", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("allOrders", "GET", f"{v3}/allOrders", _fixed(20), signed=True, api_key=True),
+        Endpoint("myTrades", "GET", f"{v3}/myTrades", _my_trades, signed=True, api_key=True),
+        Endpoint("account", "GET", f"{v3}/account", _fixed(20), signed=True, api_key=True),
+        Endpoint("newOco", "POST", f"{v3}/orderList/oco", _fixed(1), signed=True, idempotent=False, counters=_ORDERS, orders=2, api_key=True),
+        Endpoint("newListenKey", "POST", f"{v3}/userDataStream", _fixed(2), idempotent=False, api_key=True),
+        Endpoint("keepaliveListenKey", "PUT", f"{v3}/userDataStream", _fixed(2), api_key=True),
+        Endpoint("closeListenKey", "DELETE", f"{v3}/userDataStream", _fixed(2), api_key=True),
     ]
     return {e.name: e for e in eps}
 

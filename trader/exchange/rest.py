@@ -276,7 +276,9 @@ class BinanceClient:
 
     # ------------------------------------------------------------------ transport
 
-    async def _send_once(self, ep: Endpoint, url: str, weight: int, where: str, counted: bool) -> bytes:
+    async def _send_once(
+        self, ep: Endpoint, url: str, weight: int, where: str, counted: bool, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> tuple[bytes, httpx.Headers]:
         """One attempt. ``counted``: whether a failure counts toward the breaker (first attempt only)."""
         if self._http is None:
             raise RuntimeError("BinanceClient used outside 'async with'")
@@ -293,7 +295,7 @@ class BinanceClient:
             raise
         try:
             resp = await self._http.handle_async_request(
-                httpx.Request(ep.method, url, headers=self._headers, extensions=self._extensions)
+                httpx.Request(ep.method, url, headers=headers or self._headers, extensions=self._extensions)
             )
             try:
                 content = await resp.aread()
@@ -318,7 +320,7 @@ class BinanceClient:
             self.stats.weight_used = max(self.stats.weight_used, used)
         if resp.status_code == 200:
             self.breaker.success()
-            return content
+            return content, resp.headers
         err = map_error(resp.status_code, content, resp.headers, where)
         if isinstance(err, RateLimited):
             self.stats.rate_limited += 1
@@ -339,14 +341,38 @@ class BinanceClient:
         Raises:
             ExchangeError, RateLimited, NetworkError, CircuitOpenError: after retries where retryable.
         """
+        content, _ = await self.request_full(name, params)
+        return content
+
+    async def request_full(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        query: Callable[[], str] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> tuple[bytes, httpx.Headers]:
+        """:meth:`request` with the response headers, for signed requests too.
+
+        Args:
+            name: endpoint name in :mod:`trader.exchange.endpoints`.
+            params: the request's parameters (their weight; the query unless ``query`` is given).
+            query: builds the query string for each attempt (a signed request needs a fresh
+                ``timestamp`` and signature every time); the parameters then only price the weight.
+            headers: request headers (``X-MBX-APIKEY``) instead of the defaults.
+        """
         ep = endpoint(self.market, name)
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        url = self._base + ep.path + ("?" + urlencode(query) if query else "")
-        weight = ep.weight({k: str(v) for k, v in query.items()})
-        where = _describe(ep.method, ep.path, query)
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+
+        def url() -> str:
+            q = query() if query is not None else (urlencode(clean) if clean else "")
+            return self._base + ep.path + ("?" + q if q else "")
+
+        weight = ep.weight({k: str(v) for k, v in clean.items()})
+        where = _describe(ep.method, ep.path, clean)
         attempts = self.cfg.max_attempts if ep.idempotent else 1
         try:  # the first attempt goes out directly: tenacity's set-up costs ~50 µs a call
-            return await self._send_once(ep, url, weight, where, counted=True)
+            return await self._send_once(ep, url(), weight, where, True, headers)
         except TraderError as exc:
             if attempts == 1 or not retryable(exc, ep):
                 raise
@@ -362,7 +388,7 @@ class BinanceClient:
         async for attempt in retrying:
             with attempt:
                 self.stats.retries += 1
-                return await self._send_once(ep, url, weight, where, counted=False)
+                return await self._send_once(ep, url(), weight, where, False, headers)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ endpoints

@@ -48,6 +48,7 @@ __all__ = [
     "AVG_PRICE_MINS",
     "WindowStats",
     "avg_price",
+    "bid_ask",
     "book_ticker",
     "depth",
     "fmt_price",
@@ -261,6 +262,12 @@ def ticker_doc(series: Series, stats: WindowStats, full: bool, spread_bps: float
         count=stats.trades,
     )
     return out
+
+
+def bid_ask(price: float, pd: int, spread_bps: float) -> tuple[str, str]:
+    """``(bid, ask)`` strings ``spread_bps`` apart around ``price``, rounded outward to the tick
+    ``10**-pd`` and at least one tick apart: the book the venue quotes and fills market orders at."""
+    return _bid_ask(price, pd, spread_bps)
 
 
 def _bid_ask(price: float, pd: int, spread_bps: float) -> tuple[str, str]:

@@ -35,6 +35,7 @@ JSON body. Non-Binance control endpoints for tests and demos live under ``/repla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import threading
@@ -49,7 +50,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from trader.config import FaultConfig, ReplayConfig, WsReplayConfig
+from trader.config import AccountConfig, FaultConfig, MatchingReplayConfig, ReplayConfig, WsReplayConfig
 from trader.errors import ConfigError
 from trader.exchange.endpoints import by_path
 from trader.models import BINANCE_INTERVALS
@@ -57,7 +58,9 @@ from trader.replay import market
 from trader.replay.clock import ReplayClock
 from trader.replay.dataset import DERIVABLE, ReplayDataset, Series
 from trader.replay.limits import WeightLimiter
+from trader.replay.matching import Rejected
 from trader.replay.streams import StreamHub
+from trader.replay.trading import TradingVenue
 
 __all__ = ["SHIFT_PERIOD_MS", "BinanceError", "ReplayExchange", "ReplayStats", "default_start_ms", "wall_shift_ms"]
 
@@ -158,6 +161,8 @@ class ReplayExchange:
         wall: monotonic clock of the replay clock (seconds).
         weight_clock: epoch-seconds clock of the weight windows (injectable for tests).
         background_load: parse and validate every data file in a background thread after start.
+        accounts: trading accounts (``replay.accounts``); empty = one generated account.
+        matching: fill rules and order limits (``replay.matching``).
     """
 
     def __init__(
@@ -178,6 +183,8 @@ class ReplayExchange:
         wall: Callable[[], float] = time.monotonic,
         weight_clock: Callable[[], float] = time.time,
         background_load: bool = False,
+        accounts: list[AccountConfig] | None = None,
+        matching: MatchingReplayConfig | None = None,
     ) -> None:
         self.dataset = dataset if dataset is not None else ReplayDataset()
         self.host = host
@@ -198,6 +205,17 @@ class ReplayExchange:
         self._background = background_load
         self.problems: dict[str, str] = {}  #: symbol -> why its data cannot be served
         self.cert_path: Path | None = None
+        self.trading = TradingVenue(
+            self.dataset,
+            self.clock,
+            spread_bps,
+            accounts or [],
+            matching or MatchingReplayConfig(),
+            self.faults,
+            weight_clock,
+            symbol_check=self._symbol,
+        )
+        self._trading_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, cfg: ReplayConfig, *, port: int | None = None, tls_dir: Path | None = None, **kwargs: Any) -> ReplayExchange:
@@ -252,6 +270,8 @@ class ReplayExchange:
             ws=cfg.ws,
             spread_bps=cfg.spread_bps,
             ssl_context=ssl_context,
+            accounts=list(cfg.accounts),
+            matching=cfg.matching,
             **kwargs,
         )
         ex.cert_path = cert
@@ -284,8 +304,9 @@ class ReplayExchange:
         r.add_get("/api/v3/ticker/bookTicker", self._book_ticker)
         r.add_get("/api/v3/avgPrice", self._avg_price)
         r.add_get("/api/v3/depth", self._depth)
+        self.trading.routes(app)
         r.add_get("/ws", self.hub.handle)
-        r.add_get("/ws/{streams:.*}", self.hub.handle)
+        r.add_get("/ws/{streams:.*}", self._ws_path)
         r.add_get("/stream", self.hub.handle)
         r.add_get("/replay/clock", self._clock_get)
         r.add_post("/replay/clock", self._clock_post)
@@ -300,6 +321,7 @@ class ReplayExchange:
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         self.hub.start()
+        self._trading_task = asyncio.get_running_loop().create_task(self.trading.run())
         if self._background:
             threading.Thread(target=self.load_all, name="replay-load", daemon=True).start()
 
@@ -315,6 +337,11 @@ class ReplayExchange:
     async def stop(self) -> None:
         """Stop serving and release the socket."""
         await self.hub.stop()
+        if self._trading_task is not None:
+            self._trading_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trading_task
+            self._trading_task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -369,11 +396,11 @@ class ReplayExchange:
                     raise BinanceError(500, -1001, "Internal error; unable to process your request. Please try again.", used)
                 try:
                     response = await handler(request)
-                except BinanceError as exc:
+                except (BinanceError, Rejected) as exc:
                     exc.headers.update(used)
                     raise
                 response.headers.update(used)
-        except BinanceError as exc:
+        except (BinanceError, Rejected) as exc:
             response = web.Response(
                 status=exc.status,
                 body=orjson.dumps({"code": exc.code, "msg": exc.msg}),
@@ -478,7 +505,14 @@ class ReplayExchange:
 
     async def _time(self, request: web.Request) -> web.Response:
         self._check_params(request, set())
-        return _json({"serverTime": self.clock.now_ms()})
+        # replaySpeed: an extension (Binance sends serverTime only) so our client keeps timestamps on a fast clock
+        return _json({"serverTime": self.clock.now_ms(), "replaySpeed": self.clock.speed})
+
+    async def _ws_path(self, request: web.Request) -> web.StreamResponse:
+        token = request.match_info.get("streams", "")
+        if self.trading.is_listen_key(token):
+            return await self.trading.listen_key_socket(request, token)
+        return await self.hub.handle(request)
 
     async def _klines(self, request: web.Request) -> web.Response:
         params = self._check_params(request, _KLINE_PARAMS)

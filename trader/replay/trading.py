@@ -1,0 +1,900 @@
+"""The replay venue's trading endpoints, request security and user-data streams (aiohttp).
+
+Endpoints (Binance spot REST API, "Trading endpoints", "Account endpoints", "User data stream
+endpoints"; weights and counters in :mod:`trader.exchange.endpoints`):
+
+====================================  ==============================================================
+POST   /api/v3/order                  LIMIT, MARKET (quantity | quoteOrderQty), STOP_LOSS(_LIMIT),
+                                      TAKE_PROFIT(_LIMIT), LIMIT_MAKER; newOrderRespType ACK/RESULT/FULL
+POST   /api/v3/order/test             the same checks, nothing placed (computeCommissionRates)
+GET    /api/v3/order                  orderId | origClientOrderId (any order, open or closed)
+DELETE /api/v3/order                  orderId | origClientOrderId (an OCO leg cancels the list)
+GET    /api/v3/openOrders             symbol optional
+DELETE /api/v3/openOrders             symbol
+GET    /api/v3/allOrders              symbol; orderId, startTime, endTime, limit (500, max 1000)
+GET    /api/v3/myTrades               symbol; orderId, startTime, endTime, fromId, limit
+GET    /api/v3/account                omitZeroBalances
+POST   /api/v3/orderList/oco          above*/below* legs (the current OCO endpoint)
+POST/PUT/DELETE /api/v3/userDataStream  listenKey (API key only); events on ``/ws/<listenKey>``
+WS     /ws-api/v3                     ``userDataStream.subscribe.signature``, ``.unsubscribe``, ping, time
+====================================  ==============================================================
+
+**Security** ("Request security"): ``X-MBX-APIKEY`` names the account (missing/malformed ->
+-2014, unknown -> -2015, HTTP 401); the signature covers the raw, percent-encoded query string
+concatenated with the raw body, minus the ``signature`` parameter itself: HMAC-SHA256 hex, or Ed25519
+base64 (percent-encoded in transit) for accounts registered with a public key (-1022 if it does not
+verify). ``timestamp`` must satisfy ``timestamp < serverTime + 1000`` and ``serverTime - timestamp <=
+recvWindow`` (default 5000, at most 60000: -1131) on the replay clock (-1021 otherwise). ``/api/v3/time``
+also reports ``replaySpeed`` (an extension field) so that :mod:`trader.exchange.trading` keeps
+a timestamp on a replay clock that runs faster than the wall; standard clients run against
+``--clock wall`` (or a speed-1 clock with their time-difference adjustment).
+
+**Order limits**: 100 new orders per 10 s and 200 000 per day per account (wall clock), reported in
+``X-MBX-ORDER-COUNT-10S`` / ``X-MBX-ORDER-COUNT-1D``; beyond, HTTP 429 -1015.
+
+**Faults** (``replay.faults``): ``order_reject_rate`` refuses an order before the engine
+(HTTP 400 -2010); ``order_5xx_rate`` *accepts* the order and then answers 500 (-1001), 503 (-1007,
+"execution status unknown") or holds the response ``order_hang_s`` so the client times out;
+``order_latency_ms`` delays order endpoints; ``user_data_drop_every_events`` aborts user-data
+connections. Orders are matched by :mod:`trader.replay.matching` on the replay clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import contextlib
+import hashlib
+import hmac
+import itertools
+import random
+import secrets
+import string
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from trader.config import AccountConfig, FaultConfig, MatchingReplayConfig
+from trader.errors import ConfigError
+from trader.models import CLOSE, HIGH, LOW, OPEN, QUOTE_VOLUME, VOLUME, SymbolRules
+from trader.replay import market
+from trader.replay.matching import (
+    ORDER_TYPES,
+    Account,
+    MatchingConfig,
+    MatchingEngine,
+    OrderRequest,
+    Rejected,
+    VenueOrder,
+)
+
+if TYPE_CHECKING:
+    from trader.replay.clock import ReplayClock
+    from trader.replay.dataset import ReplayDataset, Series
+
+__all__ = ["SeriesMarket", "TradingVenue", "generate_account"]
+
+_KEY_CHARS = string.ascii_letters + string.digits
+_DEC_RANGE = "^([0-9]{1,20})(\\.[0-9]{1,20})?$"
+_CLIENT_ID_OK = set(string.ascii_letters + string.digits + "._:/-")
+_TIFS = {"GTC", "IOC", "FOK"}
+_RESP_TYPES = {"ACK", "RESULT", "FULL"}
+_SECURITY = {"timestamp", "recvWindow", "signature"}
+_ORDER_PARAMS = {
+    "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price", "newClientOrderId", "stopPrice",
+    "newOrderRespType", "selfTradePreventionMode", "strategyId", "strategyType", "computeCommissionRates",
+}
+_LISTEN_KEY_TTL_S = 3600.0
+
+
+def generate_account(balances: dict[str, float] | None = None) -> AccountConfig:
+    """A fresh HMAC account (64-character key and secret, as Binance issues) with 10 000 USDT by default."""
+    key = "".join(secrets.choice(_KEY_CHARS) for _ in range(64))
+    secret = "".join(secrets.choice(_KEY_CHARS) for _ in range(64))
+    return AccountConfig(api_key=key, api_secret=secret, balances=balances or {"USDT": 10_000.0})
+
+
+class SeriesMarket:
+    """:class:`~trader.replay.matching.MarketView` over the recorded klines (finest interval).
+
+    The filters are parsed from the very ``exchangeInfo`` document the venue serves
+    (:func:`trader.replay.market.symbol_info`), so what is published is what is enforced.
+    """
+
+    def __init__(self, dataset: ReplayDataset, spread_bps: float) -> None:
+        self.dataset = dataset
+        self.spread_bps = spread_bps
+        self._series: dict[str, Series] = {}
+        self._rules: dict[tuple[str, int], SymbolRules] = {}
+        self._avg: dict[tuple[str, int], Decimal] = {}
+
+    def series(self, symbol: str) -> Series:
+        s = self._series.get(symbol)
+        if s is None:
+            s = self._series[symbol] = self.dataset.series(symbol, self.dataset.finest(symbol))
+        return s
+
+    def _index(self, symbol: str, t_ms: int) -> tuple[Series, int]:
+        s = self.series(symbol)
+        return s, max(s.visible(t_ms) - 1, 0)
+
+    def rules(self, symbol: str, t_ms: int) -> SymbolRules:
+        s, i = self._index(symbol, t_ms)
+        r = self._rules.get((symbol, i))
+        if r is None:
+            r = self._rules[(symbol, i)] = SymbolRules.from_symbol_info(market.symbol_info(s, t_ms))
+        return r
+
+    def price(self, symbol: str, t_ms: int) -> float:
+        return market.current_price(self.series(symbol), t_ms)
+
+    def book(self, symbol: str, price: float, t_ms: int) -> tuple[Decimal, Decimal]:
+        s, i = self._index(symbol, t_ms)
+        pd, _ = s.decimals(i)
+        bid, ask = market.bid_ask(price, pd, self.spread_bps)
+        return Decimal(bid), Decimal(ask)
+
+    def avg_price(self, symbol: str, t_ms: int) -> Decimal:
+        key = (symbol, t_ms // 1000)
+        v = self._avg.get(key)
+        if v is None:
+            if len(self._avg) > 10_000:
+                self._avg.clear()
+            v = self._avg[key] = Decimal(market.avg_price(self.series(symbol), t_ms)["price"])
+        return v
+
+    def kline(self, symbol: str, t_ms: int) -> tuple[int, float, float]:
+        s, i = self._index(symbol, t_ms)
+        return i, float(s.values[VOLUME, i]), float(s.values[QUOTE_VOLUME, i])
+
+    def segments(self, symbol: str, t0_ms: int, t1_ms: int) -> Iterator[tuple[int, float, int, float, bool]]:
+        """Pieces of the documented intrabar path over ``(t0, t1]``, with the jumps between klines."""
+        s = self.series(symbol)
+        ol = s.data.open_list
+        iv = s.interval_ms
+        v = s.values
+        i = max(bisect.bisect_right(ol, t0_ms) - 1, 0)
+        n = s.visible(t1_ms)
+        while i < n:
+            ot = ol[i]
+            o, h, lo, c = float(v[OPEN, i]), float(v[HIGH, i]), float(v[LOW, i]), float(v[CLOSE, i])
+            if i > 0 and t0_ms < ot <= t1_ms:
+                prev = float(v[CLOSE, i - 1])
+                if prev != o:
+                    yield ot, prev, ot, o, True
+            w = (o, lo, h, c) if c >= o else (o, h, lo, c)
+            for k in range(3):
+                sa, sb = ot + k * iv / 3, ot + (k + 1) * iv / 3
+                a, b = max(sa, t0_ms), min(sb, t1_ms)
+                if b <= a:
+                    continue
+                pa = w[k] + (w[k + 1] - w[k]) * (a - sa) / (sb - sa)
+                pb = w[k] + (w[k + 1] - w[k]) * (b - sa) / (sb - sa)
+                yield int(a), pa, int(b), pb, False
+            i += 1
+
+
+class _OrderCounter:
+    """New orders per account in the last 10 s and this UTC day (wall clock)."""
+
+    def __init__(self, limit_10s: int, limit_1d: int, clock: Callable[[], float]) -> None:
+        self.limit_10s, self.limit_1d = limit_10s, limit_1d
+        self.clock = clock
+        self._recent: dict[str, deque[float]] = {}
+        self._day: dict[str, tuple[int, int]] = {}
+
+    def counts(self, key: str) -> tuple[int, int]:
+        now = self.clock()
+        q = self._recent.setdefault(key, deque())
+        while q and now - q[0] >= 10.0:
+            q.popleft()
+        day, n = self._day.get(key, (int(now // 86400), 0))
+        if day != int(now // 86400):
+            n = 0
+        return len(q), n
+
+    def admit(self, key: str, n: int) -> tuple[int, int]:
+        """Count ``n`` new orders; raise -1015 (HTTP 429) if a limit would be passed."""
+        c10, c1d = self.counts(key)
+        if c10 + n > self.limit_10s or c1d + n > self.limit_1d:
+            over10 = c10 + n > self.limit_10s
+            limit, unit = (self.limit_10s, "10 SECOND") if over10 else (self.limit_1d, "1 DAY")
+            retry = 10 if over10 else 86400 - int(self.clock() % 86400)
+            raise Rejected(-1015, f"Too many new orders; current limit is {limit} orders per {unit}.", 429,
+                           {"Retry-After": str(retry), **self.headers(c10, c1d)})
+        now = self.clock()
+        for _ in range(n):
+            self._recent[key].append(now)
+        self._day[key] = (int(now // 86400), c1d + n)
+        return c10 + n, c1d + n
+
+    @staticmethod
+    def headers(c10: int, c1d: int) -> dict[str, str]:
+        return {"X-MBX-ORDER-COUNT-10S": str(c10), "X-MBX-ORDER-COUNT-1D": str(c1d)}
+
+
+@dataclass
+class _Subscriber:
+    queue: asyncio.Queue[bytes]
+    ws: web.WebSocketResponse
+    request: web.Request
+    subscription_id: int | None = None  # WS API: events wrapped as {"subscriptionId", "event"}
+    sent: int = 0
+
+
+@dataclass
+class _ListenKey:
+    account: Account
+    expires: float
+    sockets: set[_Subscriber] = field(default_factory=set)
+
+
+def _dec(params: dict[str, str], name: str) -> Decimal | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    body = raw.split(".")
+    if not (1 <= len(body) <= 2 and all(p.isdigit() and p.isascii() and len(p) <= 20 for p in body)):
+        raise Rejected(-1100, f"Illegal characters found in parameter '{name}'; legal range is '{_DEC_RANGE}'.")
+    try:
+        return Decimal(raw)
+    except InvalidOperation:  # pragma: no cover - digits only
+        raise Rejected(-1100, f"Illegal characters found in parameter '{name}'; legal range is '{_DEC_RANGE}'.") from None
+
+
+def _mandatory(params: dict[str, str], name: str) -> str:
+    value = params.get(name, "")
+    if not value:
+        raise Rejected(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return value
+
+
+def _int(params: dict[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 20:
+        raise Rejected(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+    return int(raw)
+
+
+def _strip_signature(raw: str) -> str:
+    return "&".join(p for p in raw.split("&") if p and not p.startswith("signature="))
+
+
+class TradingVenue:
+    """Accounts, matching, security, order limits and user data of one replay exchange.
+
+    Args:
+        dataset, clock, spread_bps: the venue's market.
+        accounts: account configs; empty = one :func:`generate_account`.
+        matching: fill rules and order limits.
+        faults: the ``replay.faults`` section (order faults are read here).
+        weight_clock: epoch-seconds wall clock of the order-count windows.
+        symbol_check: the exchange's symbol validator (-1100 / -1121).
+    """
+
+    def __init__(
+        self,
+        dataset: ReplayDataset,
+        clock: ReplayClock,
+        spread_bps: float,
+        accounts: list[AccountConfig],
+        matching: MatchingReplayConfig,
+        faults: FaultConfig,
+        weight_clock: Callable[[], float] = time.time,
+        symbol_check: Callable[[str], str] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.clock = clock
+        self.faults = faults
+        self.market = SeriesMarket(dataset, spread_bps)
+        cfg = MatchingConfig(
+            maker_fee=Decimal(repr(matching.maker_fee)),
+            taker_fee=Decimal(repr(matching.taker_fee)),
+            fill_on_touch=matching.fill_on_touch,
+            max_volume_share=matching.max_volume_share,
+            impact_bps=matching.impact_bps,
+        )
+        self.engine = MatchingEngine(self.market, cfg, self._emit)
+        self.account_configs = list(accounts) or [generate_account()]
+        for ac in self.account_configs:
+            self.engine.add_account(_account(ac))
+        self.counter = _OrderCounter(matching.order_limit_10s, matching.order_limit_1d, weight_clock)
+        self._symbol_check = symbol_check or (lambda s: s)
+        self._rng = random.Random(faults.seed + 1)
+        self._listen_keys: dict[str, _ListenKey] = {}
+        self._ws_api: dict[str, set[_Subscriber]] = {}
+        self._sub_ids = itertools.count(0)
+        self.user_data_dropped = 0
+        self.unknown_status_orders: list[str] = []  #: client order ids answered 5xx / held after acceptance
+        clock.listeners.append(self._on_clock)
+
+    # ------------------------------------------------------------------ wiring
+
+    def routes(self, app: web.Application) -> None:
+        """Add the trading routes to the exchange's application (before its catch-all)."""
+        r = app.router
+        r.add_post("/api/v3/order", self._place)
+        r.add_post("/api/v3/order/test", self._test)
+        r.add_get("/api/v3/order", self._query)
+        r.add_delete("/api/v3/order", self._cancel)
+        r.add_get("/api/v3/openOrders", self._open_orders)
+        r.add_delete("/api/v3/openOrders", self._cancel_all)
+        r.add_get("/api/v3/allOrders", self._all_orders)
+        r.add_get("/api/v3/myTrades", self._my_trades)
+        r.add_get("/api/v3/account", self._account)
+        r.add_post("/api/v3/orderList/oco", self._oco)
+        r.add_post("/api/v3/userDataStream", self._listen_new)
+        r.add_put("/api/v3/userDataStream", self._listen_keepalive)
+        r.add_delete("/api/v3/userDataStream", self._listen_close)
+        r.add_get("/ws-api/v3", self._ws_api_handler)
+        r.add_post("/replay/balance", self._deposit)
+
+    @property
+    def default_account(self) -> AccountConfig:
+        """The first account (the one ``trader replay`` prints)."""
+        return self.account_configs[0]
+
+    def _on_clock(self) -> None:
+        self.engine.advance(self.clock.now_ms())
+
+    async def run(self) -> None:
+        """Advance the engine with the clock (every 50 ms of wall time) so fills and user-data events
+        happen without requests; cancelled by the exchange's stop."""
+        while True:
+            await asyncio.sleep(0.05)
+            if self.clock.speed:
+                self.engine.advance(self.clock.now_ms())
+            self._expire_listen_keys()
+
+    def is_listen_key(self, token: str) -> bool:
+        """True when ``/ws/<token>`` is a user-data stream."""
+        return token in self._listen_keys
+
+    # ------------------------------------------------------------------ security
+
+    async def _params(self, request: web.Request) -> tuple[dict[str, str], str, str]:
+        raw_query = request.raw_path.partition("?")[2]
+        raw_body = (await request.read()).decode("utf-8", "replace") if request.can_read_body else ""
+        params: dict[str, str] = {}
+        for k, v in itertools.chain(parse_qsl(raw_query, keep_blank_values=True), parse_qsl(raw_body, keep_blank_values=True)):
+            if k in params:
+                raise Rejected(-1101, "Duplicate values for a parameter detected.")
+            params[k] = v
+        return params, raw_query, raw_body
+
+    def _account_for(self, api_key: str | None) -> Account:
+        if not api_key or len(api_key) > 128 or not api_key.isascii() or not api_key.replace("-", "").replace("_", "").isalnum():
+            raise Rejected(-2014, "API-key format invalid.", 401)
+        acct = self.engine.accounts.get(api_key)
+        if acct is None:
+            raise Rejected(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        return acct
+
+    def verify(self, acct: Account, payload: bytes, signature: str) -> bool:
+        """Whether ``signature`` (hex HMAC, or base64 Ed25519 already percent-decoded) signs ``payload``."""
+        if acct.secret is not None:
+            expected = hmac.new(acct.secret, payload, hashlib.sha256).hexdigest()
+            return hmac.compare_digest(expected, signature.lower())
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            acct.ed25519_public_key.verify(base64.b64decode(signature, validate=True), payload)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def _check_time(self, params: dict[str, str]) -> None:
+        ts = _int(params, "timestamp")
+        if ts is None:
+            raise Rejected(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+        raw_rw = params.get("recvWindow")
+        recv = 5000
+        if raw_rw:
+            try:
+                recv_d = Decimal(raw_rw)
+            except InvalidOperation:
+                raise Rejected(-1100, "Illegal characters found in parameter 'recvWindow'; legal range is '^[0-9]{1,20}(\\.[0-9]{1,3})?$'.") from None
+            if recv_d > 60_000 or recv_d <= 0:
+                raise Rejected(-1131, "recvWindow must be less than 60000")
+            recv = float(recv_d)  # type: ignore[assignment]
+        server = self.clock.now_ms()
+        if ts >= server + 1000:
+            raise Rejected(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+        if server - ts > recv:
+            raise Rejected(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    async def _signed(self, request: web.Request, allowed: set[str]) -> tuple[Account, dict[str, str]]:
+        """Authenticate a SIGNED request; its parameters without the security ones."""
+        acct = self._account_for(request.headers.get("X-MBX-APIKEY"))
+        params, raw_query, raw_body = await self._params(request)
+        signature = params.get("signature")
+        if not signature:
+            raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        payload = (_strip_signature(raw_query) + _strip_signature(raw_body)).encode()
+        if not self.verify(acct, payload, signature):
+            raise Rejected(-1022, "Signature for this request is not valid.")
+        self._check_time(params)
+        rest = {k: v for k, v in params.items() if k not in _SECURITY}
+        unknown = [k for k in rest if k not in allowed]
+        if unknown:
+            raise Rejected(-1104, f"Not all sent parameters were read; read '{len(rest) - len(unknown)}' parameter(s) but was sent '{len(rest)}'.")
+        return acct, rest
+
+    def _sym(self, params: dict[str, str]) -> str:
+        return self._symbol_check(_mandatory(params, "symbol"))
+
+    async def _load(self, symbol: str) -> None:
+        await self.dataset.aseries(symbol, self.dataset.finest(symbol))
+
+    # ------------------------------------------------------------------ orders
+
+    def _order_request(self, params: dict[str, str], symbol: str) -> OrderRequest:
+        side = _mandatory(params, "side")
+        if side not in ("BUY", "SELL"):
+            raise Rejected(-1117, "Invalid side.")
+        kind = _mandatory(params, "type")
+        if kind not in ORDER_TYPES:
+            raise Rejected(-1116, "Invalid orderType.")
+        req = OrderRequest(
+            symbol=symbol,
+            side=side,
+            type=kind,
+            quantity=_dec(params, "quantity"),
+            quote_order_qty=_dec(params, "quoteOrderQty"),
+            price=_dec(params, "price"),
+            stop_price=_dec(params, "stopPrice"),
+            time_in_force=params.get("timeInForce") or None,
+            client_order_id=params.get("newClientOrderId") or None,
+            resp_type=params.get("newOrderRespType") or None,
+        )
+        _check_order_shape(req)
+        return req
+
+    async def _fault_latency(self) -> None:
+        if self.faults.order_latency_ms:
+            await asyncio.sleep(self.faults.order_latency_ms / 1000.0)
+
+    def _maybe_reject(self) -> None:
+        if self.faults.order_reject_rate and self._rng.random() < self.faults.order_reject_rate:
+            raise Rejected(-2010, "Order was not accepted by the replay exchange (fault injection: order_reject_rate).")
+
+    async def _unknown_status_fault(self, client_ids: list[str]) -> None:
+        """After acceptance: answer 500/503 or hold the response (the client times out)."""
+        if not (self.faults.order_5xx_rate and self._rng.random() < self.faults.order_5xx_rate):
+            return
+        self.unknown_status_orders.extend(client_ids)
+        mode = self._rng.choice(("500", "503", "hang"))
+        if mode == "500":
+            raise Rejected(-1001, "Internal error; unable to process your request. Please try again.", 500)
+        if mode == "503":
+            raise Rejected(-1007, "Timeout waiting for response from backend server. Send status unknown; execution status unknown.", 503)
+        await asyncio.sleep(self.faults.order_hang_s)
+        raise Rejected(-1007, "Timeout waiting for response from backend server. Send status unknown; execution status unknown.", 503)
+
+    async def _place(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, _ORDER_PARAMS)
+        symbol = self._sym(params)
+        await self._load(symbol)
+        req = self._order_request(params, symbol)
+        await self._fault_latency()
+        c10, c1d = self.counter.admit(acct.api_key, 1)
+        headers = _OrderCounter.headers(c10, c1d)
+        try:
+            self._maybe_reject()
+            now = self.clock.now_ms()
+            order = self.engine.place(acct, req, now)
+            assert order is not None
+            await self._unknown_status_fault([order.client_order_id])
+        except Rejected as exc:
+            exc.headers.update(headers)
+            raise
+        resp_type = req.resp_type or ("FULL" if req.type in ("MARKET", "LIMIT") else "ACK")
+        return _json(order.response(resp_type, now), headers)
+
+    async def _test(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, _ORDER_PARAMS)
+        symbol = self._sym(params)
+        await self._load(symbol)
+        req = self._order_request(params, symbol)
+        self.engine.place(acct, req, self.clock.now_ms(), test=True)
+        if params.get("computeCommissionRates") == "true":
+            m, t = (f"{x:.8f}" for x in (self.engine.cfg.maker_fee, self.engine.cfg.taker_fee))
+            zero = "0.00000000"
+            return _json({
+                "standardCommissionForOrder": {"maker": m, "taker": t},
+                "specialCommissionForOrder": {"maker": zero, "taker": zero},
+                "taxCommissionForOrder": {"maker": zero, "taker": zero},
+                "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "BNB", "discount": zero},
+            })
+        return _json({})
+
+    def _lookup(self, acct: Account, params: dict[str, str], symbol: str) -> VenueOrder | None:
+        oid = _int(params, "orderId")
+        cid = params.get("origClientOrderId") or None
+        if oid is None and cid is None:
+            raise Rejected(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        order = self.engine.find(acct, symbol, oid, cid)
+        if order is not None and oid is not None and cid is not None and order.client_order_id != cid:
+            return None
+        return order
+
+    async def _query(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, {"symbol", "orderId", "origClientOrderId"})
+        symbol = self._sym(params)
+        await self._load(symbol)
+        self.engine.advance(self.clock.now_ms())
+        order = self._lookup(acct, params, symbol)
+        if order is None:
+            raise Rejected(-2013, "Order does not exist.")
+        return _json(order.doc())
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(
+            request, {"symbol", "orderId", "origClientOrderId", "newClientOrderId", "cancelRestrictions"}
+        )
+        symbol = self._sym(params)
+        await self._load(symbol)
+        await self._fault_latency()
+        order = self._lookup(acct, params, symbol)
+        if order is None:
+            raise Rejected(-2011, "Unknown order sent.")
+        self.engine.cancel(acct, symbol, order.order_id, None, self.clock.now_ms())
+        return _json(order.cancel_doc(params.get("newClientOrderId") or self.engine._client_id()))
+
+    async def _open_orders(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, {"symbol"})
+        symbol = self._sym(params) if params.get("symbol") else None
+        if symbol:
+            await self._load(symbol)
+        self.engine.advance(self.clock.now_ms())
+        orders = sorted((o for o in acct.open.values() if symbol is None or o.symbol == symbol), key=lambda o: (o.symbol, o.order_id))
+        return _json([o.doc() for o in orders])
+
+    async def _cancel_all(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, {"symbol"})
+        symbol = self._sym(params)
+        await self._load(symbol)
+        done = self.engine.cancel_all(acct, symbol, self.clock.now_ms())
+        return _json([o.cancel_doc(self.engine._client_id()) for o in done])
+
+    @staticmethod
+    def _window(params: dict[str, str], rows: list[Any], time_of: Callable[[Any], int]) -> list[Any]:
+        start, end = _int(params, "startTime"), _int(params, "endTime")
+        limit = _int(params, "limit") or 500
+        if limit > 1000:
+            raise Rejected(-1130, "Data sent for parameter 'limit' is not valid.")
+        if start is not None and end is not None and end - start > 24 * 3_600_000:
+            raise Rejected(-1127, "More than 24 hours between startTime and endTime.")
+        rows = [r for r in rows if (start is None or time_of(r) >= start) and (end is None or time_of(r) <= end)]
+        return rows[:limit] if start is not None else rows[-limit:]
+
+    async def _all_orders(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, {"symbol", "orderId", "startTime", "endTime", "limit"})
+        symbol = self._sym(params)
+        await self._load(symbol)
+        self.engine.advance(self.clock.now_ms())
+        oid = _int(params, "orderId")
+        orders = sorted((o for (s, i), o in acct.orders.items() if s == symbol and (oid is None or i >= oid)), key=lambda o: o.order_id)
+        if oid is not None:
+            orders = orders[: _int(params, "limit") or 500]
+        else:
+            orders = self._window(params, orders, lambda o: o.time_ms)
+        return _json([o.doc() for o in orders])
+
+    async def _my_trades(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, {"symbol", "orderId", "startTime", "endTime", "fromId", "limit"})
+        symbol = self._sym(params)
+        await self._load(symbol)
+        self.engine.advance(self.clock.now_ms())
+        trades = [t for t in acct.trades if t["symbol"] == symbol]
+        oid, from_id = _int(params, "orderId"), _int(params, "fromId")
+        if oid is not None:
+            trades = [t for t in trades if t["orderId"] == oid]
+        if from_id is not None:
+            trades = [t for t in trades if t["id"] >= from_id][: _int(params, "limit") or 500]
+        else:
+            trades = self._window(params, trades, lambda t: int(t["time"]))
+        return _json(trades)
+
+    async def _account(self, request: web.Request) -> web.Response:
+        acct, params = await self._signed(request, {"omitZeroBalances"})
+        self.engine.advance(self.clock.now_ms())
+        balances = acct.balance_docs()
+        if params.get("omitZeroBalances") == "true":
+            balances = [b for b in balances if Decimal(b["free"]) or Decimal(b["locked"])]
+        m, t = self.engine.cfg.maker_fee, self.engine.cfg.taker_fee
+        return _json({
+            "makerCommission": int(m * 10_000),
+            "takerCommission": int(t * 10_000),
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {"maker": f"{m:.8f}", "taker": f"{t:.8f}", "buyer": "0.00000000", "seller": "0.00000000"},
+            "canTrade": True,
+            "canWithdraw": False,
+            "canDeposit": False,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": acct.update_ms,
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": abs(hash(acct.api_key)) % 10**9,
+        })
+
+    async def _oco(self, request: web.Request) -> web.Response:
+        legs = ("Type", "ClientOrderId", "Price", "StopPrice", "TimeInForce", "TrailingDelta", "IcebergQty", "StrategyId", "StrategyType", "PegPriceType", "PegOffsetType", "PegOffsetValue")
+        allowed = {"symbol", "listClientOrderId", "side", "quantity", "newOrderRespType", "selfTradePreventionMode"}
+        allowed |= {f"{side}{name}" for side in ("above", "below") for name in legs}
+        acct, params = await self._signed(request, allowed)
+        symbol = self._sym(params)
+        await self._load(symbol)
+        side = _mandatory(params, "side")
+        if side not in ("BUY", "SELL"):
+            raise Rejected(-1117, "Invalid side.")
+        quantity = _dec(params, "quantity")
+        if quantity is None:
+            raise Rejected(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        reqs = []
+        for leg in ("above", "below"):
+            kind = _mandatory(params, f"{leg}Type")
+            if kind not in ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "LIMIT_MAKER"):
+                raise Rejected(-1116, "Invalid orderType.")
+            req = OrderRequest(
+                symbol=symbol, side=side, type=kind, quantity=quantity, price=_dec(params, f"{leg}Price"),
+                stop_price=_dec(params, f"{leg}StopPrice"), time_in_force=params.get(f"{leg}TimeInForce") or None,
+                client_order_id=params.get(f"{leg}ClientOrderId") or None,
+            )
+            _check_order_shape(req, prefix=leg)
+            reqs.append(req)
+        await self._fault_latency()
+        c10, c1d = self.counter.admit(acct.api_key, 2)
+        headers = _OrderCounter.headers(c10, c1d)
+        try:
+            self._maybe_reject()
+            now = self.clock.now_ms()
+            olist = self.engine.place_oco(acct, symbol, side, quantity, reqs[0], reqs[1], params.get("listClientOrderId") or None, now)
+            await self._unknown_status_fault([o.client_order_id for o in olist.legs])
+        except Rejected as exc:
+            exc.headers.update(headers)
+            raise
+        return _json(olist.doc(with_reports=True, resp_type=params.get("newOrderRespType") or "FULL"), headers)
+
+    async def _deposit(self, request: web.Request) -> web.Response:
+        """``POST /replay/balance?apiKey=&asset=&delta=`` (control endpoint, not Binance's): credit or
+        debit an account; emits ``balanceUpdate``."""
+        q = dict(request.query)
+        acct = self._account_for(q.get("apiKey"))
+        asset = q.get("asset", "")
+        if not asset.isalnum() or not asset.isupper():
+            raise Rejected(-1100, "Illegal characters found in parameter 'asset'.")
+        try:
+            delta = Decimal(q.get("delta", ""))
+        except InvalidOperation:
+            raise Rejected(-1100, "Illegal characters found in parameter 'delta'.") from None
+        self.engine.deposit(acct, asset, delta, self.clock.now_ms())
+        return _json({"asset": asset, "free": f"{acct.free(asset):.8f}"})
+
+    # ------------------------------------------------------------------ user data
+
+    def _emit(self, acct: Account, event: dict[str, Any]) -> None:
+        raw = orjson.dumps(event)
+        for lk in self._listen_keys.values():
+            if lk.account is acct:
+                for sub in lk.sockets:
+                    sub.queue.put_nowait(raw)
+        for sub in self._ws_api.get(acct.api_key, ()):
+            sub.queue.put_nowait(b'{"subscriptionId":%d,"event":%s}' % (sub.subscription_id or 0, raw))
+
+    def _expire_listen_keys(self) -> None:
+        now = time.monotonic()
+        for key, lk in list(self._listen_keys.items()):
+            if lk.expires < now:
+                self._listen_keys.pop(key, None)
+                for sub in lk.sockets:
+                    sub.queue.put_nowait(orjson.dumps({"e": "listenKeyExpired", "E": self.clock.now_ms(), "listenKey": key}))
+
+    async def _listen_params(self, request: web.Request, need_key: bool) -> tuple[Account, dict[str, str]]:
+        acct = self._account_for(request.headers.get("X-MBX-APIKEY"))
+        params, _, _ = await self._params(request)
+        if need_key:
+            key = _mandatory(params, "listenKey")
+            lk = self._listen_keys.get(key)
+            if lk is None or lk.account is not acct:
+                raise Rejected(-1125, "This listenKey does not exist.")
+        return acct, params
+
+    async def _listen_new(self, request: web.Request) -> web.Response:
+        acct, _ = await self._listen_params(request, need_key=False)
+        for key, lk in self._listen_keys.items():  # Binance returns the account's live key
+            if lk.account is acct:
+                lk.expires = time.monotonic() + _LISTEN_KEY_TTL_S
+                return _json({"listenKey": key})
+        key = "".join(secrets.choice(_KEY_CHARS) for _ in range(60))
+        self._listen_keys[key] = _ListenKey(acct, time.monotonic() + _LISTEN_KEY_TTL_S)
+        return _json({"listenKey": key})
+
+    async def _listen_keepalive(self, request: web.Request) -> web.Response:
+        _, params = await self._listen_params(request, need_key=True)
+        self._listen_keys[params["listenKey"]].expires = time.monotonic() + _LISTEN_KEY_TTL_S
+        return _json({})
+
+    async def _listen_close(self, request: web.Request) -> web.Response:
+        _, params = await self._listen_params(request, need_key=True)
+        lk = self._listen_keys.pop(params["listenKey"])
+        for sub in lk.sockets:
+            with contextlib.suppress(Exception):
+                await sub.ws.close()
+        return _json({})
+
+    async def listen_key_socket(self, request: web.Request, key: str) -> web.StreamResponse:
+        """``/ws/<listenKey>``: the account's events as they happen (raw event objects)."""
+        ws = web.WebSocketResponse(autoping=True, heartbeat=None, compress=False)
+        await ws.prepare(request)
+        sub = _Subscriber(asyncio.Queue(), ws, request)
+        self._listen_keys[key].sockets.add(sub)
+        writer = asyncio.create_task(self._writer(sub))
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        finally:
+            writer.cancel()
+            lk = self._listen_keys.get(key)
+            if lk is not None:
+                lk.sockets.discard(sub)
+        return ws
+
+    async def _writer(self, sub: _Subscriber) -> None:
+        drop = self.faults.user_data_drop_every_events
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+            while True:
+                raw = await sub.queue.get()
+                await sub.ws.send_str(raw.decode())
+                sub.sent += 1
+                if drop and sub.sent >= drop:
+                    self.user_data_dropped += 1
+                    transport = sub.request.transport
+                    if transport is not None:
+                        transport.abort()
+                    return
+
+    async def _ws_api_handler(self, request: web.Request) -> web.StreamResponse:
+        """Binance's WebSocket API, the user-data methods: requests ``{"id", "method", "params"}``,
+        answers ``{"id", "status", "result" | "error", "rateLimits"}``."""
+        ws = web.WebSocketResponse(autoping=True, compress=False)
+        await ws.prepare(request)
+        sub = _Subscriber(asyncio.Queue(), ws, request)
+        writer = asyncio.create_task(self._writer(sub))
+        subscribed: list[tuple[str, _Subscriber]] = []
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                        break
+                    continue
+                reply = self._ws_api_call(msg.data, sub, subscribed)
+                sub.queue.put_nowait(orjson.dumps(reply))
+        finally:
+            writer.cancel()
+            for api_key, s in subscribed:
+                self._ws_api.get(api_key, set()).discard(s)
+        return ws
+
+    def _ws_api_call(self, text: str, sub: _Subscriber, subscribed: list[tuple[str, _Subscriber]]) -> dict[str, Any]:
+        try:
+            req = orjson.loads(text)
+            if not isinstance(req, dict):
+                raise ValueError
+        except (orjson.JSONDecodeError, ValueError):
+            return {"id": None, "status": 400, "error": {"code": -1000, "msg": "Malformed request: not a JSON object."}}
+        rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
+        limits = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 2}]
+        try:
+            if not isinstance(params, dict):
+                raise Rejected(-1000, "Malformed request: params is not an object.")
+            if method == "ping":
+                result: Any = {}
+            elif method == "time":
+                result = {"serverTime": self.clock.now_ms()}
+            elif method == "userDataStream.subscribe.signature":
+                acct = self._account_for(str(params.get("apiKey") or ""))
+                flat = {k: str(v) for k, v in params.items()}
+                signature = flat.pop("signature", "")
+                if not signature:
+                    raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+                payload = "&".join(f"{k}={flat[k]}" for k in sorted(flat)).encode()  # WS API: sorted by key
+                if not self.verify(acct, payload, signature):
+                    raise Rejected(-1022, "Signature for this request is not valid.")
+                self._check_time(flat)
+                sid = next(self._sub_ids)
+                s = _Subscriber(sub.queue, sub.ws, sub.request, sid)
+                self._ws_api.setdefault(acct.api_key, set()).add(s)
+                subscribed.append((acct.api_key, s))
+                result = {"subscriptionId": sid}
+            elif method == "userDataStream.unsubscribe":
+                wanted = params.get("subscriptionId")
+                for api_key, s in list(subscribed):
+                    if wanted is None or s.subscription_id == wanted:
+                        self._ws_api.get(api_key, set()).discard(s)
+                        subscribed.remove((api_key, s))
+                result = {}
+            else:
+                raise Rejected(-1000, f"Unknown method {method!r}: the replay exchange's WebSocket API serves ping, time, "
+                               "userDataStream.subscribe.signature and userDataStream.unsubscribe.")
+        except Rejected as exc:
+            return {"id": rid, "status": exc.status, "error": {"code": exc.code, "msg": exc.msg}, "rateLimits": limits}
+        return {"id": rid, "status": 200, "result": result, "rateLimits": limits}
+
+
+def _check_order_shape(req: OrderRequest, prefix: str = "") -> None:
+    """Type-specific mandatory and forbidden parameters (Binance "New order": "Other info")."""
+    def name(p: str) -> str:
+        return f"{prefix}{p[0].upper()}{p[1:]}" if prefix else p
+
+    need: dict[str, tuple[str, ...]] = {
+        "LIMIT": ("timeInForce", "quantity", "price"),
+        "MARKET": (),
+        "STOP_LOSS": ("quantity", "stopPrice"),
+        "TAKE_PROFIT": ("quantity", "stopPrice"),
+        "STOP_LOSS_LIMIT": ("timeInForce", "quantity", "price", "stopPrice"),
+        "TAKE_PROFIT_LIMIT": ("timeInForce", "quantity", "price", "stopPrice"),
+        "LIMIT_MAKER": ("quantity", "price"),
+    }
+    values = {"timeInForce": req.time_in_force, "quantity": req.quantity, "price": req.price, "stopPrice": req.stop_price}
+    for p in need[req.type]:
+        if values[p] is None:
+            raise Rejected(-1102, f"Mandatory parameter '{name(p)}' was not sent, was empty/null, or malformed.")
+    if req.type == "MARKET":
+        if (req.quantity is None) == (req.quote_order_qty is None):
+            if req.quantity is None:
+                raise Rejected(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
+            raise Rejected(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+        if req.price is not None:
+            raise Rejected(-1106, "Parameter 'price' sent when not required.")
+    elif req.quote_order_qty is not None:
+        raise Rejected(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+    if req.time_in_force is not None and req.type not in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
+        raise Rejected(-1106, f"Parameter '{name('timeInForce')}' sent when not required.")
+    if req.time_in_force is not None and req.time_in_force not in _TIFS:
+        raise Rejected(-1115, "Invalid timeInForce.")
+    if req.stop_price is not None and req.type not in ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"):
+        raise Rejected(-1106, f"Parameter '{name('stopPrice')}' sent when not required.")
+    if req.price is not None and req.type in ("STOP_LOSS", "TAKE_PROFIT"):
+        raise Rejected(-1106, f"Parameter '{name('price')}' sent when not required.")
+    if req.resp_type is not None and req.resp_type not in _RESP_TYPES:
+        raise Rejected(-1130, "Data sent for parameter 'newOrderRespType' is not valid.")
+    cid = req.client_order_id
+    if cid is not None and (len(cid) > 36 or not set(cid) <= _CLIENT_ID_OK):
+        raise Rejected(-1100, f"Illegal characters found in parameter '{name('newClientOrderId')}'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{{1,36}}$'.")
+
+
+def _account(cfg: AccountConfig) -> Account:
+    balances = {a: Decimal(repr(v)) for a, v in cfg.balances.items()}
+    if cfg.api_secret is not None:
+        return Account(cfg.api_key, balances, secret=cfg.api_secret.encode())
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    assert cfg.ed25519_public_key is not None
+    try:
+        key = load_pem_public_key(cfg.ed25519_public_key.encode())
+    except ValueError:
+        raise ConfigError(f"replay.accounts: {cfg.api_key[:4]}…: ed25519_public_key is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"replay.accounts: {cfg.api_key[:4]}…: the public key is not Ed25519")
+    return Account(cfg.api_key, balances, ed25519_public_key=key)
+
+
+def _json(payload: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), content_type="application/json", charset="UTF-8", headers=headers)
