@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from cli.compare import compare
+from cli.orders import account, order_app
 from cli.replay import replay
 from cli.scan import scan
 from cli.store import store_app
@@ -31,6 +32,8 @@ app.command("scan")(scan)
 app.command("compare")(compare)
 app.add_typer(store_app, name="store")
 app.add_typer(tune_app, name="tune")
+app.command("account")(account)
+app.add_typer(order_app, name="order")
 
 
 @app.callback()

@@ -27,6 +27,11 @@ def replay(
     error_rate: Annotated[float | None, typer.Option(help="Fault: fraction of requests answered HTTP 500.", show_default=False)] = None,
     rate_429: Annotated[float | None, typer.Option("--rate-429", help="Fault: fraction of requests answered HTTP 429.", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault RNG.", show_default=False)] = None,
+    order_5xx_rate: Annotated[float | None, typer.Option("--order-5xx-rate", help="Order fault: fraction of accepted orders answered 500/503 or held past the client's timeout (status unknown).", show_default=False)] = None,
+    order_reject_rate: Annotated[float | None, typer.Option("--order-reject-rate", help="Order fault: fraction of order requests rejected before the engine (HTTP 400).", show_default=False)] = None,
+    order_latency_ms: Annotated[float | None, typer.Option("--order-latency-ms", help="Order fault: extra delay of the order endpoints, ms.", show_default=False)] = None,
+    order_hang_s: Annotated[float | None, typer.Option("--order-hang-s", help="Order fault: how long a 'timed out' accepted order holds its response, s (default 30).", show_default=False)] = None,
+    user_data_drop_every: Annotated[int | None, typer.Option("--user-data-drop-every", help="Fault: abort a user-data stream connection after N events.", show_default=False)] = None,
     ws_latency_ms: Annotated[float | None, typer.Option(help="Stream fault: delay of every outgoing message, ms.", show_default=False)] = None,
     ws_drop_every_s: Annotated[float | None, typer.Option(help="Stream fault: abort every connection after N seconds.", show_default=False)] = None,
     ws_drop_every_messages: Annotated[int | None, typer.Option(help="Stream fault: abort a connection after N events.", show_default=False)] = None,
@@ -40,7 +45,9 @@ def replay(
 ) -> None:
     """Serve recorded Binance klines over Binance's REST API and WebSocket streams on 127.0.0.1.
 
-    The first line on stdout is the base URL (http://127.0.0.1:PORT), flushed at once.
+    The first line on stdout is the base URL (http://127.0.0.1:PORT), flushed at once; the second
+    gives the first trading account's credentials as ``TRADER_API_KEY=... TRADER_API_SECRET=...``
+    (an Ed25519 account: ``TRADER_API_KEY=...`` only), ready for ``export``.
     """
     replay_over: dict[str, Any] = {
         k: v
@@ -59,7 +66,9 @@ def replay(
     }
     faults = {
         k: v
-        for k, v in {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate, "rate_429": rate_429, "seed": seed}.items()
+        for k, v in {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate, "rate_429": rate_429, "seed": seed,
+                     "order_5xx_rate": order_5xx_rate, "order_reject_rate": order_reject_rate, "order_latency_ms": order_latency_ms,
+                     "order_hang_s": order_hang_s, "user_data_drop_every_events": user_data_drop_every}.items()
         if v is not None
     }
     if faults:
@@ -88,7 +97,9 @@ async def _serve(exchange: Any, stop: Any) -> None:
         await exchange.start()
     except OSError as exc:
         raise fail(f"cannot bind {exchange.host}:{exchange.port}: {exc.strerror or exc}", 3) from None
-    sys.stdout.write(exchange.rest_url + "\n")
+    acct = exchange.trading.default_account
+    creds = f"TRADER_API_KEY={acct.api_key}" + (f" TRADER_API_SECRET={acct.api_secret}" if acct.api_secret else "")
+    sys.stdout.write(exchange.rest_url + "\n" + creds + "\n")
     sys.stdout.flush()
     print(
         f"replay exchange: {len(exchange.dataset.symbols)} symbols {','.join(exchange.dataset.intervals)}, "

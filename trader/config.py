@@ -77,10 +77,20 @@ class ProfileConfig(_Model):
     market: Literal["spot", "usdm"] = Field(
         "spot", description="API family: spot (/api/v3, limit 1000, weight 2) or usdm (/fapi/v1, limit 499)"
     )
+    ws_api_url: str | None = Field(
+        None, description="WebSocket API endpoint (user data); null = ws_url + /ws-api/v3 (the replay's layout)"
+    )
 
-    @field_validator("rest_url", "ws_url")
+    @property
+    def ws_api(self) -> str:
+        """The WebSocket API endpoint: ``ws_api_url`` or ``ws_url + "/ws-api/v3"``."""
+        return self.ws_api_url or f"{self.ws_url}/ws-api/v3"
+
+    @field_validator("rest_url", "ws_url", "ws_api_url")
     @classmethod
-    def _url(cls, value: str, info: Any) -> str:
+    def _url(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return None
         value = value.strip().rstrip("/")
         if not value.isascii() or any(c.isspace() or ord(c) < 32 for c in value):
             raise ValueError("not a URL: it must be plain ASCII without spaces or control characters")
@@ -93,9 +103,13 @@ class ProfileConfig(_Model):
 def _default_profiles() -> dict[str, ProfileConfig]:
     return {
         "replay": ProfileConfig(rest_url="http://127.0.0.1:8765", ws_url="ws://127.0.0.1:8765"),
-        "binance-spot": ProfileConfig(rest_url="https://api.binance.com", ws_url="wss://stream.binance.com:9443"),
+        "binance-spot": ProfileConfig(
+            rest_url="https://api.binance.com", ws_url="wss://stream.binance.com:9443",
+            ws_api_url="wss://ws-api.binance.com:443/ws-api/v3",
+        ),
         "binance-testnet": ProfileConfig(
-            rest_url="https://testnet.binance.vision", ws_url="wss://stream.testnet.binance.vision"
+            rest_url="https://testnet.binance.vision", ws_url="wss://stream.testnet.binance.vision",
+            ws_api_url="wss://ws-api.testnet.binance.vision/ws-api/v3",
         ),
         "binance-usdm": ProfileConfig(
             rest_url="https://fapi.binance.com", ws_url="wss://fstream.binance.com", market="usdm"

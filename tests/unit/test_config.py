@@ -26,7 +26,7 @@ def test_every_default_yaml_key_is_commented() -> None:
             has_inline = "#" in stripped
             has_above = i > 0 and lines[i - 1].strip().startswith("#")
             is_section = stripped.endswith(":")
-            assert has_inline or has_above or is_section or stripped.split(":")[0] in {"rest_url", "ws_url", "market"}, line
+            assert has_inline or has_above or is_section or stripped.split(":")[0] in {"rest_url", "ws_url", "market", "ws_api_url"}, line
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:

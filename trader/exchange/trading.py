@@ -202,6 +202,7 @@ class TradingClient:
         self._sleep = sleep
         self._mono = mono
         self._rules: dict[str, SymbolRules] = {}
+        self._avg: dict[str, tuple[int, Decimal]] = {}
         self._order_cap = max(int(order_limit_10s * 0.9), 1)
         self._order_times: deque[float] = deque()
         self._headers = [
@@ -274,17 +275,32 @@ class TradingClient:
                 self._rules[doc["symbol"]] = SymbolRules.from_symbol_info(doc)
         return self._rules[symbol]
 
+    async def avg_price(self, symbol: str, max_age_ms: int = 60_000) -> Decimal:
+        """``avgPrice`` (Binance's 5-minute mean, PERCENT_PRICE_BY_SIDE's reference; weight 2), cached
+        for ``max_age_ms`` of server time: the filter's 0.2x-5x band makes a minute-old mean exact enough."""
+        now = self.clock.now_ms()
+        hit = self._avg.get(symbol)
+        if hit is not None and now - hit[0] <= max_age_ms:
+            return hit[1]
+        doc = orjson.loads(await self.rest.request("avgPrice", {"symbol": symbol}))
+        value = Decimal(doc["price"])
+        self._avg[symbol] = (now, value)
+        return value
+
     async def book(self, symbol: str) -> tuple[Decimal, Decimal]:
         """``(bid, ask)`` from ``ticker/bookTicker`` (weight 2)."""
         doc = orjson.loads(await self.rest.request("bookTicker", {"symbol": symbol}))
         return Decimal(doc["bidPrice"]), Decimal(doc["askPrice"])
 
-    def prepare(self, intent: OrderIntent, rules: SymbolRules, ref_price: Decimal | None = None) -> list[tuple[str, str]]:
+    def prepare(
+        self, intent: OrderIntent, rules: SymbolRules, ref_price: Decimal | None = None, avg_price: Decimal | None = None
+    ) -> list[tuple[str, str]]:
         """The request parameters of ``intent``: price/stop to the nearest tick, quantity down to the
         step, then the filters checked. Pure apart from the stats.
 
         Args:
-            ref_price: the current price (a MARKET order's notional; PERCENT_PRICE_BY_SIDE's reference).
+            ref_price: the current price (a MARKET order's notional).
+            avg_price: ``avgPrice`` (PERCENT_PRICE_BY_SIDE's reference; the check is skipped without it).
 
         Raises:
             OrderRejected: ``local=True``, naming the filter the order would fail.
@@ -300,8 +316,8 @@ class TradingClient:
         failed = None
         if qty is not None:
             ref = ref_price if is_market else (price if price is not None else stop)
-            failed = rules.check(qty, price if price is not None else stop, market_price=ref if is_market else None,
-                                 avg_price=ref_price, side=intent.side, is_market=is_market or price is None)
+            failed = rules.check(qty, price if price is not None else stop, market_price=ref if (is_market or price is None) else None,
+                                 avg_price=avg_price, side=intent.side, is_market=is_market or price is None)
             if failed is None and stop is not None:
                 failed = rules.check(None, stop)
         elif intent.quote_order_qty is not None and intent.quote_order_qty < rules.min_notional:
@@ -360,7 +376,8 @@ class TradingClient:
         if intent.type == "MARKET" and ref_price is None and intent.quantity is not None:
             bid, ask = await self.book(intent.symbol)
             ref_price = ask if intent.side == "BUY" else bid
-        params = self.prepare(intent, rules, ref_price)
+        avg = await self.avg_price(intent.symbol) if intent.price is not None and rules.bid_up else None
+        params = self.prepare(intent, rules, ref_price, avg)
         return await self._send_new("newOrder", intent.symbol, cid, params, 1)
 
     async def _send_new(self, name: str, symbol: str, cid: str, params: list[tuple[str, str]], n_orders: int) -> Order:
@@ -453,6 +470,7 @@ class TradingClient:
         keys the intent by the *above* leg's id, which is what is looked up after a lost answer.
         """
         rules = await self.rules(symbol)
+        avg = await self.avg_price(symbol) if rules.bid_up else None
         qty = rules.round_qty(quantity)
         ids = {k: client_order_id(strategy, symbol, signal_ms, f"{leg}{k}") for k in ("", "a", "b")}
         entry = self.journal.get(ids["a"])
@@ -465,7 +483,8 @@ class TradingClient:
         for name, leg_doc, cid in (("above", above, ids["a"]), ("below", below, ids["b"])):
             price = rules.round_price(leg_doc["price"]) if leg_doc.get("price") is not None else None
             stop = rules.round_price(leg_doc["stop_price"]) if leg_doc.get("stop_price") is not None else None
-            failed = rules.check(qty, price if price is not None else stop, avg_price=None, side=side)
+            failed = rules.check(qty, price if price is not None else stop, avg_price=avg if price is not None else None, side=side,
+                                 is_market=price is None, market_price=stop)
             if failed:
                 self.stats.local_rejects += 1
                 raise OrderRejected(f"OCO {name} leg would fail {failed} (nothing was sent)", local=True)
