@@ -30,6 +30,7 @@ def replay(
     order_5xx_rate: Annotated[float | None, typer.Option("--order-5xx-rate", help="Order fault: fraction of accepted orders answered 500/503 or held past the client's timeout (status unknown).", show_default=False)] = None,
     order_reject_rate: Annotated[float | None, typer.Option("--order-reject-rate", help="Order fault: fraction of order requests rejected before the engine (HTTP 400).", show_default=False)] = None,
     order_latency_ms: Annotated[float | None, typer.Option("--order-latency-ms", help="Order fault: extra delay of the order endpoints, ms.", show_default=False)] = None,
+    order_5xx_mode: Annotated[str | None, typer.Option("--order-5xx-mode", help="What --order-5xx-rate answers: 500, 503, hang or mixed (default).", show_default=False)] = None,
     order_hang_s: Annotated[float | None, typer.Option("--order-hang-s", help="Order fault: how long a 'timed out' accepted order holds its response, s (default 30).", show_default=False)] = None,
     user_data_drop_every: Annotated[int | None, typer.Option("--user-data-drop-every", help="Fault: abort a user-data stream connection after N events.", show_default=False)] = None,
     ws_latency_ms: Annotated[float | None, typer.Option(help="Stream fault: delay of every outgoing message, ms.", show_default=False)] = None,
@@ -68,7 +69,7 @@ def replay(
         k: v
         for k, v in {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate, "rate_429": rate_429, "seed": seed,
                      "order_5xx_rate": order_5xx_rate, "order_reject_rate": order_reject_rate, "order_latency_ms": order_latency_ms,
-                     "order_hang_s": order_hang_s, "user_data_drop_every_events": user_data_drop_every}.items()
+                     "order_hang_s": order_hang_s, "order_5xx_mode": order_5xx_mode, "user_data_drop_every_events": user_data_drop_every}.items()
         if v is not None
     }
     if faults:

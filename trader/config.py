@@ -169,6 +169,9 @@ class FaultConfig(_Model):
     )
     order_reject_rate: float = Field(0.0, ge=0, le=1, description="fraction of order requests rejected before the engine")
     order_latency_ms: float = Field(0.0, ge=0, description="extra delay of order endpoints, ms")
+    order_5xx_mode: Literal["mixed", "500", "503", "hang"] = Field(
+        "mixed", description="what order_5xx_rate answers: 500, 503, a held response (hang), or each at random (mixed)"
+    )
     order_hang_s: float = Field(30.0, gt=0, description="how long a 'timed out' accepted order holds its response, s")
     user_data_drop_every_events: int = Field(0, ge=0, description="abort a user-data connection after this many events (0 = never)")
 

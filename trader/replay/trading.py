@@ -473,7 +473,9 @@ class TradingVenue:
         if not (self.faults.order_5xx_rate and self._rng.random() < self.faults.order_5xx_rate):
             return
         self.unknown_status_orders.extend(client_ids)
-        mode = self._rng.choice(("500", "503", "hang"))
+        mode = self.faults.order_5xx_mode
+        if mode == "mixed":
+            mode = self._rng.choice(("500", "503", "hang"))
         if mode == "500":
             raise Rejected(-1001, "Internal error; unable to process your request. Please try again.", 500)
         if mode == "503":
