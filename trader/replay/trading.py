@@ -221,7 +221,7 @@ class _OrderCounter:
         return {"X-MBX-ORDER-COUNT-10S": str(c10), "X-MBX-ORDER-COUNT-1D": str(c1d)}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Subscriber:
     queue: asyncio.Queue[bytes]
     ws: web.WebSocketResponse
