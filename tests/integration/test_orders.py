@@ -322,3 +322,51 @@ async def test_the_journal_survives_reopening(tmp_path: Any, venue: ReplayExchan
         assert (await tc2.submit(intent("j", "BUY", "MARKET", quantity=D("0.001")))).order_id == o.order_id
         assert tc2.stats.orders_sent == 0 and len(venue_orders(venue)) == 1
     assert SECRET.encode() not in path.read_bytes()
+
+
+async def test_twenty_crash_cycles_leave_exactly_one_order_per_intent(venue: ReplayExchange, tmp_path: Any) -> None:
+    """Each cycle: the venue accepts the new intent's order and holds its response; the client is
+    SIGKILLed while waiting; a restarted client submits every intent again. 0 duplicates allowed."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    from trader.exchange.trading import client_order_id
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRADER_API_KEY": KEY, "TRADER_API_SECRET": SECRET, "PYTHONPATH": str(root)}
+    journal = str(tmp_path / "journal.sqlite")
+    acct = venue.trading.engine.accounts[KEY]
+    cycles = 20
+
+    async def child(n: int) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.integration.order_child", venue.rest_url, journal, str(n),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=root,
+        )
+
+    for k in range(cycles):
+        cid = client_order_id("crash", "BTCUSDT", 1_000 + k, "entry")
+        venue.trading.faults = FaultConfig(order_5xx_rate=1.0, order_5xx_mode="hang", order_hang_s=120.0)
+        proc = await child(k + 1)
+        for _ in range(3000):  # until the venue holds the new order (accepted, its answer withheld)
+            if (("BTCUSDT", cid) in acct.by_client) or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert ("BTCUSDT", cid) in acct.by_client, (await proc.communicate())[1].decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        venue.trading.faults = FaultConfig()
+        restarted = await child(k + 1)
+        out, err = await asyncio.wait_for(restarted.communicate(), 120)
+        assert restarted.returncode == 0, err.decode()[-2000:]
+        lines = [orjson.loads(x) for x in out.splitlines()]
+        placed = {d["cid"]: d["orderId"] for d in lines if "cid" in d}
+        assert len(placed) == k + 1 and lines[-1]["stats"]["orders_sent"] == 0  # nothing was sent again
+        per_cid: dict[str, int] = {}
+        for o in acct.orders.values():
+            per_cid[o.client_order_id] = per_cid.get(o.client_order_id, 0) + 1
+        assert per_cid == dict.fromkeys(placed, 1)  # exactly one order per intent, ever
+        assert {acct.by_client[("BTCUSDT", c)].order_id for c in placed} == set(placed.values())
+    assert len(acct.orders) == cycles

@@ -337,6 +337,7 @@ class ReplayExchange:
     async def stop(self) -> None:
         """Stop serving and release the socket."""
         await self.hub.stop()
+        self.trading.close()
         if self._trading_task is not None:
             self._trading_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -316,6 +316,7 @@ class TradingVenue:
         self._sub_ids = itertools.count(0)
         self.user_data_dropped = 0
         self.unknown_status_orders: list[str] = []  #: client order ids answered 5xx / held after acceptance
+        self._closing = asyncio.Event()
         clock.listeners.append(self._on_clock)
 
     # ------------------------------------------------------------------ wiring
@@ -355,6 +356,10 @@ class TradingVenue:
             if self.clock.speed:
                 self.engine.advance(self.clock.now_ms())
             self._expire_listen_keys()
+
+    def close(self) -> None:
+        """Release held ("hang") responses so the server can stop at once."""
+        self._closing.set()
 
     def is_listen_key(self, token: str) -> bool:
         """True when ``/ws/<token>`` is a user-data stream."""
@@ -480,7 +485,8 @@ class TradingVenue:
             raise Rejected(-1001, "Internal error; unable to process your request. Please try again.", 500)
         if mode == "503":
             raise Rejected(-1007, "Timeout waiting for response from backend server. Send status unknown; execution status unknown.", 503)
-        await asyncio.sleep(self.faults.order_hang_s)
+        with contextlib.suppress(asyncio.TimeoutError):  # held until the hang ends or the venue stops
+            await asyncio.wait_for(self._closing.wait(), self.faults.order_hang_s)
         raise Rejected(-1007, "Timeout waiting for response from backend server. Send status unknown; execution status unknown.", 503)
 
     async def _place(self, request: web.Request) -> web.Response:
