@@ -111,3 +111,63 @@ async def test_python_binance_rest_and_kline_socket(exchange: ReplayExchange, da
         assert msg["e"] == "kline" and msg["s"] == "ETHUSDT" and msg["k"]["i"] == "1h"
     finally:
         await aclient.close_connection()
+
+
+def _trading_venue() -> tuple[ReplayExchange, str, str]:
+    """A wall-clock venue (standard clients sign with their own clock) with one HMAC account."""
+    from trader.config import AccountConfig
+
+    key, secret = "stdClientKey" + "K" * 52, "stdClientSecret" + "S" * 49
+    cfg = ReplayConfig(port=0, clock="wall", accounts=[AccountConfig(api_key=key, api_secret=secret, balances={"USDT": 5000.0})])
+    return ReplayExchange.from_config(cfg), key, secret
+
+
+async def test_python_binance_places_queries_cancels_and_reads_balances_unchanged() -> None:
+    binance = pytest.importorskip("binance")
+    venue, key, secret = _trading_venue()
+    async with venue:
+        client = binance.Client(key, secret, ping=False)
+        client.API_URL = f"{venue.rest_url}/api"
+        bought = await asyncio.to_thread(client.order_market_buy, symbol="BTCUSDT", quantity="0.001")
+        assert bought["status"] == "FILLED" and bought["fills"][0]["commissionAsset"] == "BTC"
+        book = await asyncio.to_thread(client.get_orderbook_ticker, symbol="BTCUSDT")
+        price = f"{float(book['bidPrice']) * 0.9:.2f}"
+        placed = await asyncio.to_thread(client.order_limit_buy, symbol="BTCUSDT", quantity="0.001", price=price, newClientOrderId="pb-1")
+        got = await asyncio.to_thread(client.get_order, symbol="BTCUSDT", origClientOrderId="pb-1")
+        assert got["orderId"] == placed["orderId"] and got["status"] == "NEW"
+        opened = await asyncio.to_thread(client.get_open_orders, symbol="BTCUSDT")
+        assert [o["clientOrderId"] for o in opened] == ["pb-1"]
+        cancelled = await asyncio.to_thread(client.cancel_order, symbol="BTCUSDT", origClientOrderId="pb-1")
+        assert cancelled["status"] == "CANCELED"
+        account = await asyncio.to_thread(client.get_account)
+        balances = {b["asset"]: float(b["free"]) for b in account["balances"]}
+        assert balances["BTC"] == pytest.approx(0.000999) and 4900 < balances["USDT"] < 5000
+        with pytest.raises(binance.exceptions.BinanceAPIException) as err:
+            await asyncio.to_thread(client.get_order, symbol="BTCUSDT", origClientOrderId="nope")
+        assert err.value.code == -2013 and err.value.message == "Order does not exist."
+        trades = await asyncio.to_thread(client.get_my_trades, symbol="BTCUSDT")
+        assert len(trades) == 1 and trades[0]["isBuyer"]
+
+
+async def test_ccxt_places_fetches_cancels_and_reads_balances_unchanged() -> None:
+    ccxt = pytest.importorskip("ccxt")
+    venue, key, secret = _trading_venue()
+    async with venue:
+        ex = _ccxt_binance(ccxt, venue.rest_url)
+        ex.options["fetchMargins"] = False  # type: ignore[attr-defined]  # no margin (sapi) endpoints on a spot venue
+        await asyncio.to_thread(ex.load_markets)  # type: ignore[attr-defined]
+        ex.apiKey, ex.secret = key, secret  # type: ignore[attr-defined]
+        bought = await asyncio.to_thread(ex.create_order, "BTC/USDT", "market", "buy", 0.001)  # type: ignore[attr-defined]
+        assert bought["status"] == "closed" and bought["filled"] == 0.001
+        ticker = await asyncio.to_thread(ex.fetch_ticker, "BTC/USDT")  # type: ignore[attr-defined]
+        order = await asyncio.to_thread(ex.create_order, "BTC/USDT", "limit", "buy", 0.001, round(ticker["bid"] * 0.9, 2))  # type: ignore[attr-defined]
+        fetched = await asyncio.to_thread(ex.fetch_order, order["id"], "BTC/USDT")  # type: ignore[attr-defined]
+        assert fetched["status"] == "open"
+        cancelled = await asyncio.to_thread(ex.cancel_order, order["id"], "BTC/USDT")  # type: ignore[attr-defined]
+        assert cancelled["status"] == "canceled"
+        balance = await asyncio.to_thread(ex.fetch_balance)  # type: ignore[attr-defined]
+        assert balance["BTC"]["free"] == pytest.approx(0.000999)
+        with pytest.raises(ccxt.InsufficientFunds):  # Binance's -2010 maps to ccxt's error class
+            await asyncio.to_thread(ex.create_order, "BTC/USDT", "limit", "buy", 1.0, round(ticker["bid"] * 0.9, 2))  # type: ignore[attr-defined]
+        with pytest.raises(ccxt.OrderNotFound):  # -2013
+            await asyncio.to_thread(ex.fetch_order, "999999", "BTC/USDT")  # type: ignore[attr-defined]
