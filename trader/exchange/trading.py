@@ -20,7 +20,7 @@ client can check (PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE, NOTIONAL, PERCENT_PRI
 failure is raised locally (:class:`~trader.errors.OrderRejected` with ``local=True``), never sent.
 
 **Time**: ``timestamp`` = the server's clock as last synced from ``/api/v3/time`` (half the round
-trip added) moving at ``replaySpeed`` (the replay venue's extension; 1 on Binance); a ``-1021``
+trip added) moving at the rate the replay venue reports in its ``X-Replay-Speed`` header (1 on Binance); a ``-1021``
 answer re-syncs and sends again, which is safe: the exchange refused that request before processing it.
 
 **Order limits**: at most ``order_limit_10s`` x (1 - margin) new orders in any 10 s (Binance: 100),
@@ -216,9 +216,11 @@ class TradingClient:
     async def sync_time(self) -> int:
         """Sync :attr:`clock` with ``/api/v3/time``; returns the server time, epoch ms."""
         sent = self._mono()
-        body = orjson.loads(await self.rest.request("time"))
-        self.clock.set(int(body["serverTime"]), sent, self._mono(), float(body.get("replaySpeed", 1.0) or 0.0))
-        return int(body["serverTime"])
+        raw, headers = await self.rest.request_full("time")
+        speed = headers.get("X-Replay-Speed")  # the replay venue's clock rate; absent on Binance (1.0)
+        server = int(orjson.loads(raw)["serverTime"])
+        self.clock.set(server, sent, self._mono(), float(speed) if speed else 1.0)
+        return server
 
     def _query(self, params: Iterable[tuple[str, Any]]) -> tuple[str, int]:
         ts = self.clock.now_ms()
@@ -373,10 +375,10 @@ class TradingClient:
                 if found is not None:
                     return found
         rules = await self.rules(intent.symbol)
+        needs_avg = (intent.price is not None and bool(rules.bid_up)) or (intent.type == "MARKET" and ref_price is None)
+        avg = await self.avg_price(intent.symbol) if needs_avg else None
         if intent.type == "MARKET" and ref_price is None and intent.quantity is not None:
-            bid, ask = await self.book(intent.symbol)
-            ref_price = ask if intent.side == "BUY" else bid
-        avg = await self.avg_price(intent.symbol) if intent.price is not None and rules.bid_up else None
+            ref_price = avg  # NOTIONAL applies to MARKET orders at avgPrice (applyMinToMarket, avgPriceMins)
         params = self.prepare(intent, rules, ref_price, avg)
         return await self._send_new("newOrder", intent.symbol, cid, params, 1)
 

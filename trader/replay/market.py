@@ -14,8 +14,8 @@ Everything the venue reports between two closes follows from this path:
   inside the window, last = path price now, volumes pro rata for partly covered klines;
 - **book ticker** (:func:`book_ticker`): bid/ask ``spread_bps`` apart around the path price, rounded
   outward to the tick (at least one tick apart); quantities = the current kline's average trade size;
-- **average price** (:func:`avg_price`): the mean of the path over the last 5 minutes (Binance's
-  ``avgPrice`` window), sampled every second;
+- **average price** (:func:`avg_price`): the exact time-average of the path over the last 5 minutes
+  (Binance's ``avgPrice`` window);
 - **depth** (:func:`depth`): a synthetic book, levels one tick apart from the book ticker outward,
   each with the average trade size (there are no recorded order books; documented as synthetic).
 
@@ -25,6 +25,7 @@ up to now only (:meth:`Series.decimals`), and formatted with 8 decimals as Binan
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -162,13 +163,43 @@ def forming_row(series: Series, index: int, now_ms: int) -> list[Any]:
     ]
 
 
+_OHLC = [OPEN, HIGH, LOW, CLOSE]
+
+
 def current_price(series: Series, now_ms: int) -> float:
     """The path price at ``now_ms`` (the close of the last kline once the data has run out)."""
     i = series.visible(now_ms) - 1
     if i < 0:
         return float("nan")
-    o, h, lo, c = (float(series.values[r, i]) for r in (OPEN, HIGH, LOW, CLOSE))
+    o, h, lo, c = series.values[_OHLC, i].tolist()
     return path_price(o, h, lo, c, _frac(series, i, now_ms))
+
+
+def path_mean(series: Series, t0_ms: int, t1_ms: int) -> float:
+    """Time-average of the intrabar path over ``[t0, t1]`` (exact: the path is piecewise linear;
+    instantaneous gaps between klines weigh nothing); the price at ``t1`` when no kline covers the window."""
+    if t1_ms <= t0_ms:
+        return current_price(series, t1_ms)
+    ol = series.data.open_list
+    iv = series.interval_ms
+    i = max(bisect.bisect_right(ol, t0_ms) - 1, 0)
+    n = series.visible(t1_ms)
+    total = covered = 0.0
+    while i < n:
+        ot = ol[i]
+        o, h, lo, c = series.values[_OHLC, i].tolist()
+        w = _waypoints(o, h, lo, c)
+        for k in range(3):
+            sa = ot + k * iv / 3
+            sb = sa + iv / 3
+            a, b = max(sa, t0_ms), min(sb, t1_ms)
+            if b <= a:
+                continue
+            slope = (w[k + 1] - w[k]) / (sb - sa)
+            total += (w[k] + slope * ((a + b) / 2 - sa)) * (b - a)
+            covered += b - a
+        i += 1
+    return total / covered if covered else current_price(series, t1_ms)
 
 
 @dataclass(frozen=True)
@@ -304,12 +335,10 @@ def depth(series: Series, now_ms: int, spread_bps: float, limit: int) -> dict[st
 
 
 def avg_price(series: Series, now_ms: int) -> dict[str, Any]:
-    """``avgPrice`` object: mean path price over the last :data:`AVG_PRICE_MINS` minutes."""
-    _ = series.decimals(series.visible(now_ms) - 1)
-    ts = range(now_ms - AVG_PRICE_MINS * _MINUTE, now_ms + 1, 1000)
-    prices = [current_price(series, t) for t in ts]
-    prices = [p for p in prices if p == p]
-    mean = sum(prices) / len(prices) if prices else float("nan")
+    """``avgPrice`` object: the time-average of the path over the last :data:`AVG_PRICE_MINS` minutes
+    (:func:`path_mean`; Binance averages its trades over that window). PERCENT_PRICE_BY_SIDE and a
+    MARKET order's NOTIONAL are checked against this same value."""
+    mean = path_mean(series, now_ms - AVG_PRICE_MINS * _MINUTE, now_ms)
     return {"mins": AVG_PRICE_MINS, "price": f"{mean:.8f}", "closeTime": now_ms}
 
 

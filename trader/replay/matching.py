@@ -75,7 +75,8 @@ class Rejected(Exception):
 
 
 def _e8(x: Decimal) -> str:
-    return f"{x:.8f}"
+    """8-decimal text as Binance writes it (``"0.00100000"``)."""
+    return str(x.quantize(_E8))
 
 
 class MarketView(Protocol):
@@ -166,6 +167,7 @@ class VenueOrder:
     orig_client_order_id: str | None = None  # set by a cancel
     list_: OrderList | None = None
     skip_kline: int | None = None  # the kline in which nothing more can happen to it (volume cap)
+    static: tuple[str, ...] | None = None  # formatted fields that never change (q, p, P, Q, f)
 
     @property
     def remaining(self) -> Decimal:
@@ -305,6 +307,7 @@ class Account:
         self.orders: dict[tuple[str, int], VenueOrder] = {}
         self.by_client: dict[tuple[str, str], VenueOrder] = {}  # the latest order with this client id
         self.open: dict[tuple[str, int], VenueOrder] = {}
+        self.open_count: dict[str, int] = {}  # symbol -> open orders (MAX_NUM_ORDERS)
         self.lists: dict[int, OrderList] = {}
         self.trades: list[dict[str, Any]] = []
         self.update_ms = 0
@@ -340,12 +343,18 @@ class MatchingEngine:
         cfg: fees, touch rule, volume share, impact.
         emit: called with ``(account, event)`` for every user-data event (executionReport,
             outboundAccountPosition, listStatus), in order.
+        listening: whether anyone listens to an account's events (None: always); events nobody
+            receives are not built.
     """
 
-    def __init__(self, market: MarketView, cfg: MatchingConfig | None = None, emit: Emit | None = None) -> None:
+    def __init__(
+        self, market: MarketView, cfg: MatchingConfig | None = None, emit: Emit | None = None,
+        listening: Callable[[Account], bool] | None = None,
+    ) -> None:
         self.market = market
         self.cfg = cfg or MatchingConfig()
         self.emit = emit or (lambda account, event: None)
+        self.listening = listening or (lambda account: True)
         self.accounts: dict[str, Account] = {}
         self._order_ids: dict[str, itertools.count[int]] = {}
         self._trade_ids: dict[str, itertools.count[int]] = {}
@@ -390,7 +399,7 @@ class MatchingEngine:
             up, down = (rules.bid_up, rules.bid_down) if req.side == _BUY else (rules.ask_up, rules.ask_down)
             if req.price > avg * up or req.price < avg * down:
                 raise Rejected(-1013, "Filter failure: PERCENT_PRICE_BY_SIDE")
-        n_open = sum(1 for (s, _), o in acct.open.items() if s == req.symbol)
+        n_open = acct.open_count.get(req.symbol, 0)
         if n_open + (2 if oco_leg else 1) > rules.max_num_orders:
             raise Rejected(-1013, "Filter failure: MAX_NUM_ORDERS")
         if req.client_order_id is not None:
@@ -489,6 +498,7 @@ class MatchingEngine:
         acct.orders[key] = order
         acct.by_client[(order.symbol, order.client_order_id)] = order
         acct.open[key] = order
+        acct.open_count[order.symbol] = acct.open_count.get(order.symbol, 0) + 1
         self._watch.setdefault(order.symbol, {})[(acct.api_key, order.order_id, order.symbol)] = order
         self._last_ms.setdefault(order.symbol, now_ms)
         self.events += 1
@@ -717,7 +727,8 @@ class MatchingEngine:
             order.locked = D0
 
     def _unwatch(self, order: VenueOrder) -> None:
-        order.account.open.pop((order.symbol, order.order_id), None)
+        if order.account.open.pop((order.symbol, order.order_id), None) is not None:
+            order.account.open_count[order.symbol] -= 1
         self._watch.get(order.symbol, {}).pop((order.account.api_key, order.order_id, order.symbol), None)
 
     def _close(self, order: VenueOrder, status: str, t_ms: int) -> None:
@@ -841,7 +852,13 @@ class MatchingEngine:
 
     def _report(self, order: VenueOrder, exec_type: str, t_ms: int, trade: dict[str, Any] | None = None) -> None:
         """An ``executionReport`` (Binance "User Data Streams", "Order Update")."""
+        if not self.listening(order.account):
+            return
         x = "TRADE" if trade else ("NEW" if exec_type == "NEW" else exec_type)
+        st = order.static
+        if st is None or (order.orig_quote_qty and st[0] != _e8(order.orig_qty)):  # quoteOrderQty: q is set at the fill
+            st = order.static = (_e8(order.orig_qty), _e8(order.price), _e8(order.stop_price), _e8(order.orig_quote_qty),
+                                 order.time_in_force or "GTC")
         self.emit(
             order.account,
             {
@@ -851,10 +868,10 @@ class MatchingEngine:
                 "c": order.client_order_id,
                 "S": order.side,
                 "o": order.type,
-                "f": order.time_in_force or "GTC",
-                "q": _e8(order.orig_qty),
-                "p": _e8(order.price),
-                "P": _e8(order.stop_price),
+                "f": st[4],
+                "q": st[0],
+                "p": st[1],
+                "P": st[2],
                 "F": "0.00000000",
                 "g": order.order_list_id,
                 "C": order.orig_client_order_id or "",
@@ -876,7 +893,7 @@ class MatchingEngine:
                 "O": order.time_ms,
                 "Z": _e8(order.cum_quote),
                 "Y": trade["quoteQty"] if trade else "0.00000000",
-                "Q": _e8(order.orig_quote_qty),
+                "Q": st[3],
                 "W": order.working_ms,
                 "V": "NONE",
             },
@@ -885,13 +902,16 @@ class MatchingEngine:
     def _position(self, acct: Account, assets: list[str], t_ms: int) -> None:
         """An ``outboundAccountPosition`` with the assets that changed."""
         acct.update_ms = t_ms
-        self.emit(
-            acct,
-            {"e": "outboundAccountPosition", "E": t_ms, "u": t_ms, "B": [{"a": b["asset"], "f": b["free"], "l": b["locked"]} for b in acct.balance_docs(assets)]},
-        )
+        if not self.listening(acct):
+            return
+        bals = acct.balances
+        rows = [{"a": a, "f": _e8(bals[a][0]), "l": _e8(bals[a][1])} for a in assets if a in bals]
+        self.emit(acct, {"e": "outboundAccountPosition", "E": t_ms, "u": t_ms, "B": rows})
 
     def _list_status(self, olist: OrderList, t_ms: int) -> None:
         acct = olist.legs[0].account
+        if not self.listening(acct):
+            return
         self.emit(
             acct,
             {

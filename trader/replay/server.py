@@ -506,8 +506,10 @@ class ReplayExchange:
 
     async def _time(self, request: web.Request) -> web.Response:
         self._check_params(request, set())
-        # replaySpeed: an extension (Binance sends serverTime only) so our client keeps timestamps on a fast clock
-        return _json({"serverTime": self.clock.now_ms(), "replaySpeed": self.clock.speed})
+        # the body is Binance's; the X-Replay-Speed header lets our client keep timestamps on a fast replay clock
+        response = _json({"serverTime": self.clock.now_ms()})
+        response.headers["X-Replay-Speed"] = repr(self.clock.speed)
+        return response
 
     async def _ws_path(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info.get("streams", "")

@@ -25,7 +25,7 @@ concatenated with the raw body, minus the ``signature`` parameter itself: HMAC-S
 base64 (percent-encoded in transit) for accounts registered with a public key (-1022 if it does not
 verify). ``timestamp`` must satisfy ``timestamp < serverTime + 1000`` and ``serverTime - timestamp <=
 recvWindow`` (default 5000, at most 60000: -1131) on the replay clock (-1021 otherwise). ``/api/v3/time``
-also reports ``replaySpeed`` (an extension field) so that :mod:`trader.exchange.trading` keeps
+also sends an ``X-Replay-Speed`` header (an extension; the body is Binance's) so that :mod:`trader.exchange.trading` keeps
 a timestamp on a replay clock that runs faster than the wall; standard clients run against
 ``--clock wall`` (or a speed-1 clock with their time-difference adjustment).
 
@@ -115,6 +115,9 @@ class SeriesMarket:
         self._series: dict[str, Series] = {}
         self._rules: dict[tuple[str, int], SymbolRules] = {}
         self._avg: dict[tuple[str, int], Decimal] = {}
+        self._klines: dict[tuple[str, int], tuple[int, float, float]] = {}
+        self._price: dict[str, tuple[int, float]] = {}  # the last (t, price) per symbol
+        self._book: dict[str, tuple[tuple[int, float], tuple[Decimal, Decimal]]] = {}
 
     def series(self, symbol: str) -> Series:
         s = self._series.get(symbol)
@@ -134,13 +137,23 @@ class SeriesMarket:
         return r
 
     def price(self, symbol: str, t_ms: int) -> float:
-        return market.current_price(self.series(symbol), t_ms)
+        hit = self._price.get(symbol)
+        if hit is not None and hit[0] == t_ms:
+            return hit[1]
+        p = market.current_price(self.series(symbol), t_ms)
+        self._price[symbol] = (t_ms, p)
+        return p
 
     def book(self, symbol: str, price: float, t_ms: int) -> tuple[Decimal, Decimal]:
+        hit = self._book.get(symbol)
+        if hit is not None and hit[0] == (t_ms, price):
+            return hit[1]
         s, i = self._index(symbol, t_ms)
         pd, _ = s.decimals(i)
         bid, ask = market.bid_ask(price, pd, self.spread_bps)
-        return Decimal(bid), Decimal(ask)
+        out = (Decimal(bid), Decimal(ask))
+        self._book[symbol] = ((t_ms, price), out)
+        return out
 
     def avg_price(self, symbol: str, t_ms: int) -> Decimal:
         key = (symbol, t_ms // 1000)
@@ -153,7 +166,12 @@ class SeriesMarket:
 
     def kline(self, symbol: str, t_ms: int) -> tuple[int, float, float]:
         s, i = self._index(symbol, t_ms)
-        return i, float(s.values[VOLUME, i]), float(s.values[QUOTE_VOLUME, i])
+        key = (symbol, i)
+        hit = self._klines.get(key)
+        if hit is None:
+            vol, qvol = s.values[[VOLUME, QUOTE_VOLUME], i].tolist()
+            hit = self._klines[key] = (i, vol, qvol)
+        return hit
 
     def segments(self, symbol: str, t0_ms: int, t1_ms: int) -> Iterator[tuple[int, float, int, float, bool]]:
         """Pieces of the documented intrabar path over ``(t0, t1]``, with the jumps between klines."""
@@ -304,7 +322,7 @@ class TradingVenue:
             max_volume_share=matching.max_volume_share,
             impact_bps=matching.impact_bps,
         )
-        self.engine = MatchingEngine(self.market, cfg, self._emit)
+        self.engine = MatchingEngine(self.market, cfg, self._emit, self._listening)
         self.account_configs = list(accounts) or [generate_account()]
         for ac in self.account_configs:
             self.engine.add_account(_account(ac))
@@ -694,6 +712,9 @@ class TradingVenue:
         return _json({"asset": asset, "free": f"{acct.free(asset):.8f}"})
 
     # ------------------------------------------------------------------ user data
+
+    def _listening(self, acct: Account) -> bool:
+        return bool(self._ws_api.get(acct.api_key)) or any(lk.account is acct and lk.sockets for lk in self._listen_keys.values())
 
     def _emit(self, acct: Account, event: dict[str, Any]) -> None:
         raw = orjson.dumps(event)
