@@ -1,7 +1,8 @@
 """The order journal: every order intent is written (and fsynced) before its request leaves.
 
 SQLite in WAL mode with ``synchronous=FULL``: a row committed here survives a SIGKILL or a power
-cut the moment :meth:`OrderJournal.sending` returns, and only then is the request sent. After a
+cut the moment :meth:`OrderJournal.sending` returns, and only then is the request sent (status
+updates after the answer are committed without the disk flush: see :meth:`OrderJournal.update`). After a
 crash, the rows still ``SENDING`` or ``UNKNOWN`` are exactly the orders whose fate must be looked
 up on the exchange (by client order id) before anything is sent again — which is how a restart
 never duplicates an order (:meth:`trader.exchange.trading.TradingClient.submit`).
@@ -116,12 +117,21 @@ class OrderJournal:
             )
 
     def update(self, client_order_id: str, status: str, order_id: int | None = None, error: str | None = None) -> None:
-        """Move an intent to ``status`` (keeps a known ``order_id``)."""
+        """Move an intent to ``status`` (keeps a known ``order_id``).
+
+        Committed without waiting for the disk (``synchronous=NORMAL``: it survives a killed process,
+        not a power cut): losing it is safe — the row stays SENDING / UNKNOWN and the next start looks
+        the order up — whereas :meth:`sending` must reach the disk before the request leaves.
+        """
         with self._lock:
-            self._db.execute(
-                "UPDATE intents SET status = ?, order_id = COALESCE(?, order_id), error = ?, updated_ms = ? WHERE client_order_id = ?",
-                (status, order_id, error, int(time.time() * 1000), client_order_id),
-            )
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute(
+                    "UPDATE intents SET status = ?, order_id = COALESCE(?, order_id), error = ?, updated_ms = ? WHERE client_order_id = ?",
+                    (status, order_id, error, int(time.time() * 1000), client_order_id),
+                )
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def unresolved(self) -> list[JournalEntry]:
         """Intents whose fate is not known (``SENDING`` / ``UNKNOWN``), oldest first."""
