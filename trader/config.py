@@ -39,10 +39,12 @@ __all__ = [
     "MatchingReplayConfig",
     "ProfileConfig",
     "ReplayConfig",
+    "RiskConfig",
     "ScanConfig",
     "Settings",
     "StoreConfig",
     "StreamConfig",
+    "TradeConfig",
     "TuneConfig",
     "UniverseConfig",
     "WarmConfig",
@@ -457,6 +459,47 @@ class TuneConfig(_Model):
     storage: str | None = Field(None, description="tune search: SQLAlchemy URL; null = SQLite in <store>/tune/optuna.db")
 
 
+class RiskConfig(_Model):
+    """The trade plan and its hard limits (``trader trade``; enforced by :mod:`trader.trade.risk`)."""
+
+    max_positions: int = Field(3, ge=1, le=100, description="open positions at once")
+    leverage: float = Field(5.0, ge=1, le=125, description="USD-M futures only; spot always trades at 1")
+    min_confidence: float = Field(0.6, ge=0, le=1, description="model probability needed to enter (when a model is active)")
+    min_score: float | None = Field(None, ge=0, le=100, description="score needed to enter; null = scan.min_score")
+    stop_loss: float = Field(0.05, gt=0, lt=1, description="stop loss below the entry price, fraction (0.05 = -5 %)")
+    take_profit: list[float] = Field(default_factory=lambda: [0.10, 0.20], description="take-profit ladder above the entry, fractions")
+    take_profit_sizes: list[float] = Field(default_factory=lambda: [0.5, 0.5], description="share of the position sold at each rung")
+    time_stop: str = Field("2h", description="close a position this long after its entry")
+    max_order_notional: float = Field(1000.0, gt=0, description="largest entry, quote asset (USDT)")
+    daily_loss_limit: float = Field(0.05, gt=0, lt=1, description="HALTED (flatten, no entries) at this loss of the day's starting equity")
+    reduce_at: float = Field(0.03, gt=0, lt=1, description="REDUCING (no new entries) at this loss of the day's starting equity")
+    kill_switch_file: Path | None = Field(None, description="if this file exists: flatten everything and halt")
+
+    @model_validator(mode="after")
+    def _ladder(self) -> RiskConfig:
+        if len(self.take_profit) != len(self.take_profit_sizes) or not self.take_profit:
+            raise ValueError("take_profit and take_profit_sizes need the same, non-zero length")
+        if abs(sum(self.take_profit_sizes) - 1.0) > 1e-9 or any(s <= 0 for s in self.take_profit_sizes):
+            raise ValueError("take_profit_sizes must be positive and sum to 1")
+        if any(b <= a for a, b in zip(self.take_profit, self.take_profit[1:], strict=False)) or self.take_profit[0] <= 0:
+            raise ValueError("take_profit must be positive and increasing")
+        if self.reduce_at > self.daily_loss_limit:
+            raise ValueError("reduce_at must not exceed daily_loss_limit")
+        duration_ms(self.time_stop)
+        return self
+
+
+class TradeConfig(_Model):
+    """``trader trade``: strategy, decisions, ledger, observability."""
+
+    strategy: str = Field("scan", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_]+$", description="name in client order ids and the ledger")
+    decision_interval: str = Field("1h", description="decide at every close of this interval")
+    listen: str = Field("127.0.0.1:0", description="host:port of /health and /metrics (port 0: a free one, printed)")
+    orphans: Literal["adopt", "cancel"] = Field("cancel", description="open orders found on the venue that the ledger does not know")
+    ledger_dir: Path | None = Field(None, description="directory of the ledgers (one per account); null = user data dir")
+    fill_poll_s: float = Field(1.0, gt=0, description="paper/live: how often open orders are polled between decisions, s")
+
+
 class Settings(_Model):
     """The whole configuration. Build with :func:`load_settings`, never mutate (frozen)."""
 
@@ -471,6 +514,8 @@ class Settings(_Model):
     stream: StreamConfig = StreamConfig()
     ml: MLConfig = MLConfig()
     tune: TuneConfig = TuneConfig()
+    risk: RiskConfig = RiskConfig()
+    trade: TradeConfig = TradeConfig()
 
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:

@@ -53,7 +53,7 @@ from trader.exchange.rest import BinanceClient
 from trader.exchange.signing import DEFAULT_RECV_WINDOW_MS, MAX_RECV_WINDOW_MS, Credentials
 from trader.models import Balance, Fill, Order, SymbolRules
 
-__all__ = ["OrderIntent", "ServerClock", "TradingClient", "TradingStats", "UserDataStream", "client_order_id"]
+__all__ = ["OrderIntent", "ServerClock", "TradingClient", "TradingStats", "UserDataStream", "client_order_id", "prepare_order"]
 
 _CID_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -297,54 +297,12 @@ class TradingClient:
     def prepare(
         self, intent: OrderIntent, rules: SymbolRules, ref_price: Decimal | None = None, avg_price: Decimal | None = None
     ) -> list[tuple[str, str]]:
-        """The request parameters of ``intent``: price/stop to the nearest tick, quantity down to the
-        step, then the filters checked. Pure apart from the stats.
-
-        Args:
-            ref_price: the current price (a MARKET order's notional).
-            avg_price: ``avgPrice`` (PERCENT_PRICE_BY_SIDE's reference; the check is skipped without it).
-
-        Raises:
-            OrderRejected: ``local=True``, naming the filter the order would fail.
-        """
-        def tick(p: Decimal | None) -> Decimal | None:
-            if p is None or not rules.tick:
-                return p
-            return (p / rules.tick).quantize(Decimal(1), ROUND_HALF_EVEN) * rules.tick
-
-        price, stop = tick(intent.price), tick(intent.stop_price)
-        qty = rules.round_qty(intent.quantity) if intent.quantity is not None else None
-        is_market = intent.type == "MARKET"
-        failed = None
-        if qty is not None:
-            ref = ref_price if is_market else (price if price is not None else stop)
-            failed = rules.check(qty, price if price is not None else stop, market_price=ref if (is_market or price is None) else None,
-                                 avg_price=avg_price, side=intent.side, is_market=is_market or price is None)
-            if failed is None and stop is not None:
-                failed = rules.check(None, stop)
-        elif intent.quote_order_qty is not None and intent.quote_order_qty < rules.min_notional:
-            failed = "NOTIONAL"
-        if failed is not None:
+        """:func:`prepare_order` counting local rejections in :attr:`stats`."""
+        try:
+            return prepare_order(intent, rules, ref_price, avg_price)
+        except OrderRejected:
             self.stats.local_rejects += 1
-            raise OrderRejected(
-                f"{intent.symbol} {intent.side} {intent.type} qty={qty} price={price} stop={stop}: would fail {failed} "
-                "(checked before sending; nothing was sent)",
-                local=True,
-            )
-        tif = intent.time_in_force or ("GTC" if intent.type in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") else None)
-        fields: list[tuple[str, Any]] = [
-            ("symbol", intent.symbol),
-            ("side", intent.side),
-            ("type", intent.type),
-            ("timeInForce", tif),
-            ("quantity", _fmt(qty)),
-            ("quoteOrderQty", _fmt(intent.quote_order_qty)),
-            ("price", _fmt(price)),
-            ("stopPrice", _fmt(stop)),
-            ("newClientOrderId", intent.client_order_id),
-            ("newOrderRespType", intent.resp_type),
-        ]
-        return [(k, str(v)) for k, v in fields if v is not None]
+            raise
 
     # ------------------------------------------------------------------ orders
 
@@ -569,6 +527,58 @@ class TradingClient:
         """``POST /api/v3/userDataStream`` (API key only): a listenKey for ``/ws/<listenKey>``."""
         body, _ = await self.rest.request_full("newListenKey", {}, headers=self._headers)
         return str(orjson.loads(body)["listenKey"])
+
+
+def prepare_order(
+    intent: OrderIntent, rules: SymbolRules, ref_price: Decimal | None = None, avg_price: Decimal | None = None
+) -> list[tuple[str, str]]:
+    """The request parameters of ``intent``: price/stop to the nearest tick, quantity down to the
+    step, then the filters checked. Pure.
+
+    Args:
+        ref_price: the current price (a MARKET order's notional).
+        avg_price: ``avgPrice`` (PERCENT_PRICE_BY_SIDE's reference; the check is skipped without it).
+
+    Raises:
+        OrderRejected: ``local=True``, naming the filter the order would fail.
+    """
+    def tick(p: Decimal | None) -> Decimal | None:
+        if p is None or not rules.tick:
+            return p
+        return (p / rules.tick).quantize(Decimal(1), ROUND_HALF_EVEN) * rules.tick
+
+    price, stop = tick(intent.price), tick(intent.stop_price)
+    qty = rules.round_qty(intent.quantity) if intent.quantity is not None else None
+    is_market = intent.type == "MARKET"
+    failed = None
+    if qty is not None:
+        ref = ref_price if is_market else (price if price is not None else stop)
+        failed = rules.check(qty, price if price is not None else stop, market_price=ref if (is_market or price is None) else None,
+                             avg_price=avg_price, side=intent.side, is_market=is_market or price is None)
+        if failed is None and stop is not None:
+            failed = rules.check(None, stop)
+    elif intent.quote_order_qty is not None and intent.quote_order_qty < rules.min_notional:
+        failed = "NOTIONAL"
+    if failed is not None:
+        raise OrderRejected(
+            f"{intent.symbol} {intent.side} {intent.type} qty={qty} price={price} stop={stop}: would fail {failed} "
+            "(checked before sending; nothing was sent)",
+            local=True,
+        )
+    tif = intent.time_in_force or ("GTC" if intent.type in ("LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") else None)
+    fields: list[tuple[str, Any]] = [
+        ("symbol", intent.symbol),
+        ("side", intent.side),
+        ("type", intent.type),
+        ("timeInForce", tif),
+        ("quantity", _fmt(qty)),
+        ("quoteOrderQty", _fmt(intent.quote_order_qty)),
+        ("price", _fmt(price)),
+        ("stopPrice", _fmt(stop)),
+        ("newClientOrderId", intent.client_order_id),
+        ("newOrderRespType", intent.resp_type),
+    ]
+    return [(k, str(v)) for k, v in fields if v is not None]
 
 
 def _const(text: str) -> Callable[[], str]:

@@ -103,15 +103,17 @@ def generate_account(balances: dict[str, float] | None = None) -> AccountConfig:
 
 
 class SeriesMarket:
-    """:class:`~trader.replay.matching.MarketView` over the recorded klines (finest interval).
+    """:class:`~trader.replay.matching.MarketView` over the recorded klines (finest interval), or over
+    any series-like objects ``series_for(symbol)`` returns (the backtest's store blocks).
 
     The filters are parsed from the very ``exchangeInfo`` document the venue serves
     (:func:`trader.replay.market.symbol_info`), so what is published is what is enforced.
     """
 
-    def __init__(self, dataset: ReplayDataset, spread_bps: float) -> None:
+    def __init__(self, dataset: ReplayDataset | None, spread_bps: float, series_for: Callable[[str], Any] | None = None) -> None:
         self.dataset = dataset
         self.spread_bps = spread_bps
+        self._series_for = series_for
         self._series: dict[str, Series] = {}
         self._rules: dict[tuple[str, int], SymbolRules] = {}
         self._avg: dict[tuple[str, int], Decimal] = {}
@@ -122,7 +124,11 @@ class SeriesMarket:
     def series(self, symbol: str) -> Series:
         s = self._series.get(symbol)
         if s is None:
-            s = self._series[symbol] = self.dataset.series(symbol, self.dataset.finest(symbol))
+            if self._series_for is not None:
+                s = self._series[symbol] = self._series_for(symbol)
+            else:
+                assert self.dataset is not None
+                s = self._series[symbol] = self.dataset.series(symbol, self.dataset.finest(symbol))
         return s
 
     def _index(self, symbol: str, t_ms: int) -> tuple[Series, int]:
