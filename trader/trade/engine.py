@@ -158,8 +158,8 @@ class TradeEngine:
                         out.append((p.symbol, reason))
             if p.status == "OPEN" and p.left_qty > 0:
                 rules = await self.broker.rules(p.symbol)
-                if p.left_qty < rules.min_qty or not [r for r in self.ledger.orders(p.id) if r["status"] in _OPEN and r["role"] != "entry"] and \
-                        p.left_qty * await self.broker.price(p.symbol) < rules.min_notional:
+                if p.left_qty < rules.min_qty or (not [r for r in self.ledger.orders(p.id) if r["status"] in _OPEN and r["role"] != "entry"] and \
+                        p.left_qty * await self.broker.price(p.symbol) < rules.min_notional):
                     self.ledger.close_dust(p.id, t_ms, "dust")
         return out
 

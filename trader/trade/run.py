@@ -77,6 +77,10 @@ def _random_candidates(ds: Dataset, counts: list[int], rng: np.random.Generator,
     return [risk.Candidate(ds.symbols[i], t, 100.0, int(rng.choice([-1, 1])), 1.0, float(ds.close[i, m])) for i in pick]
 
 
+def _random_picker(ds: Dataset, counts: list[int], rng: np.random.Generator) -> Callable[[int], list[risk.Candidate]]:
+    return lambda m: _random_candidates(ds, counts, rng, m)
+
+
 def max_drawdown(curve: list[Decimal]) -> float:
     """Largest peak-to-trough fall of an equity curve, fraction (0.1 = -10 %)."""
     peak, worst = 0.0, 0.0
@@ -163,8 +167,7 @@ def backtest(
         for seed in range(baseline_seeds):
             rng = np.random.default_rng(seed)
             lg = Ledger(Path(tmp) / f"random-{seed}.sqlite", durable=False)
-            r = asyncio.run(_run(settings, ds, blocks, base, lg, lambda m, rng=rng: _random_candidates(ds, counts, rng, m),
-                                 0.0, False, Decimal(repr(cash))))
+            r = asyncio.run(_run(settings, ds, blocks, base, lg, _random_picker(ds, counts, rng), 0.0, False, Decimal(repr(cash))))
             lg.close()
             rets.append(r["net_return"])
             if progress:
