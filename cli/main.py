@@ -14,6 +14,7 @@ from cli.orders import account, order_app
 from cli.replay import replay
 from cli.scan import scan
 from cli.store import store_app
+from cli.trade import trade_app
 from cli.tune import tune_app
 from cli.warm import warm
 
@@ -34,6 +35,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(tune_app, name="tune")
 app.command("account")(account)
 app.add_typer(order_app, name="order")
+app.add_typer(trade_app, name="trade")
 
 
 @app.callback()

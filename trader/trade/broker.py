@@ -112,7 +112,9 @@ class SimBroker:
         return self.market.rules(symbol, self.t_ms)
 
     async def price(self, symbol: str) -> Decimal:
-        return Decimal(repr(self.market.price(symbol, self.t_ms)))
+        """The book's mid, as :meth:`VenueBroker.price` reads it from ``bookTicker``."""
+        bid, ask = self.market.book(symbol, self.market.price(symbol, self.t_ms), self.t_ms)
+        return (bid + ask) / 2
 
     def _order(self, o: Any) -> Order:
         doc = o.response("FULL", self.t_ms)

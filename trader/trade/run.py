@@ -183,3 +183,57 @@ def backtest(
         seconds={"data": round(t_data, 2), "backtest": round(t_run, 2), "total": round(time.perf_counter() - t0, 2)},
     )
     return out
+
+
+async def reconcile(engine: TradeEngine, policy: str) -> dict[str, Any]:
+    """Before trading: settle the journal, book fills missed while down, and deal with orphans.
+
+    An orphan is an open order on the venue that the ledger does not know (another tool, or a crash
+    between the venue's acceptance and the ledger row): ``cancel`` (default) cancels it, ``adopt``
+    records it in the ledger without a position. Returns what was found.
+    """
+    from trader.trade.broker import VenueBroker
+
+    found: dict[str, Any] = {"resolved": {}, "orphans": [], "action": policy}
+    broker = engine.broker
+    if isinstance(broker, VenueBroker):
+        resolved = await broker.client.resolve_journal()
+        found["resolved"] = {cid: (o.status if o is not None else "NOT_PLACED") for cid, o in resolved.items()}
+    t = await broker.now_ms()
+    found["fills_booked"] = await engine.sync(t)
+    known = {row["cid"] for row in engine.ledger.orders()}
+    for o in await broker.open_orders():
+        if o.client_order_id in known:
+            continue
+        found["orphans"].append({"symbol": o.symbol, "clientOrderId": o.client_order_id, "side": o.side, "type": o.type})
+        if policy == "cancel":
+            await broker.cancel(o.symbol, o.client_order_id)
+        else:
+            engine.ledger.record_order(o.client_order_id, None, "adopted", o.symbol, o.side, o.type, o.status, o.order_id,
+                                       o.executed_qty, o.cum_quote, t)
+    found["open_positions"] = [{"symbol": p.symbol, "qty": str(p.left_qty)} for p in engine.ledger.positions("OPEN")]
+    balances = await broker.balances()
+    mismatch = []
+    for p in engine.ledger.positions("OPEN"):
+        base = p.symbol.removesuffix(engine.quote)
+        have = balances[base].total if base in balances else Decimal(0)
+        if have < p.left_qty:
+            mismatch.append({"symbol": p.symbol, "ledger": str(p.left_qty), "venue": str(have)})
+    found["balance_mismatch"] = mismatch
+    return found
+
+
+async def paper_step(settings: Settings, store_path: Path, rest: Any, engine: TradeEngine, t_ms: int, symbols: list[str]) -> Any:
+    """One live decision at ``t_ms``: warm the store (incremental), score the moment, step the engine."""
+    from trader.store.klines import KlineStore
+    from trader.warm import warm
+
+    with KlineStore(store_path) as store:
+        await warm(rest, store, symbols, list(settings.universe.intervals), depth=settings.scan.lookback + 50)
+    ds = decision_dataset(settings, store_path, symbols, t_ms, t_ms + 1)
+    min_score = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
+    cands: list[risk.Candidate] = []
+    if ds.n_moments:
+        score, direction, prob = scores(settings, ds, store_path)
+        cands = candidates_at(ds, score, direction, prob, 0, min_score)
+    return await engine.step(t_ms, cands)
