@@ -201,7 +201,7 @@ def _open_ledger(ctx: typer.Context) -> tuple[Any, Any]:
 def _emit(ctx: typer.Context, rows: list[dict[str, Any]], title: str) -> None:
     import orjson
 
-    if (ctx.obj or {}).get("as_json"):
+    if (ctx.obj or {}).get("as_json") or (ctx.params or {}).get("as_json"):
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
         return
     from rich.console import Console
@@ -224,7 +224,7 @@ def _pos_doc(p: Any) -> dict[str, Any]:
 
 @trade_app.command("status")
 @handle_errors
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Trading state, equity, open positions and the last decision (from the ledger)."""
     _, lg = _open_ledger(ctx)
     curve = lg.equity_curve()
@@ -238,7 +238,7 @@ def status(ctx: typer.Context) -> None:
 
 @trade_app.command("positions")
 @handle_errors
-def positions(ctx: typer.Context) -> None:
+def positions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Open positions."""
     _, lg = _open_ledger(ctx)
     _emit(ctx, [_pos_doc(p) for p in lg.positions("OPEN")], "open positions")
@@ -246,7 +246,7 @@ def positions(ctx: typer.Context) -> None:
 
 @trade_app.command("history")
 @handle_errors
-def history(ctx: typer.Context) -> None:
+def history(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Closed positions with their exit reason and net P&L."""
     _, lg = _open_ledger(ctx)
     _emit(ctx, [_pos_doc(p) for p in lg.positions("CLOSED")], "closed positions")

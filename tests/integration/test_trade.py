@@ -6,8 +6,6 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 from trader.config import AccountConfig, ClientConfig, MatchingReplayConfig, ProfileConfig, Settings
 from trader.exchange.journal import OrderJournal
 from trader.exchange.rest import BinanceClient
