@@ -209,6 +209,7 @@ def build_dataset(
     start_ms: int | None = None,
     end_ms: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    rank: bool = True,
 ) -> Dataset:
     """Build the dataset of ``symbols`` from their stored klines.
 
@@ -224,6 +225,8 @@ def build_dataset(
         fee: per side, fraction.
         start_ms, end_ms: keep moments ``start_ms <= τ < end_ms`` (labels may read klines after ``end_ms``).
         progress: ``progress(done, total)`` per (symbol chunk, interval).
+        rank: rank the features cross-sectionally (what a model reads); False leaves them raw, for
+            callers that only need the score inputs and labels (a backtest without a model).
 
     Returns:
         A :class:`Dataset`.
@@ -325,7 +328,8 @@ def build_dataset(
     for col, name in enumerate(CROSS_FEATURES):
         X[:, :, len(intervals) * n_per + col] = cross[name]
     X[~valid] = np.nan
-    X = cross_sectional_rank(X, valid)  # what the model sees (trader.features.matrix)
+    if rank:
+        X = cross_sectional_rank(X, valid)  # what the model sees (trader.features.matrix)
     # moments before any symbol is warm carry nothing: start at the first usable one
     usable = np.flatnonzero(valid.any(axis=0))
     first = int(usable[0]) if usable.size else M

@@ -39,7 +39,7 @@ class Broker(Protocol):
     async def query(self, symbol: str, cid: str) -> Order | None: ...
     async def cancel(self, symbol: str, cid: str) -> Order | None: ...
     async def open_orders(self) -> list[Order]: ...
-    async def balances(self) -> dict[str, Balance]: ...
+    async def balances(self, assets: list[str] | None = None) -> dict[str, Balance]: ...
     async def rules(self, symbol: str) -> SymbolRules: ...
     async def price(self, symbol: str) -> Decimal: ...
     async def now_ms(self) -> int: ...
@@ -99,6 +99,8 @@ class SimBroker:
         self.engine = MatchingEngine(self.market, cfg, listening=lambda a: False)
         self.account = self.engine.add_account(Account("backtest-account", dict(balances), secret=b"-"))
         self.t_ms = 0
+        self._by_order: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._indexed = 0
 
     def set_time(self, t_ms: int) -> None:
         """Move the backtest clock (fills happen along the path up to it)."""
@@ -174,11 +176,17 @@ class SimBroker:
     async def open_orders(self) -> list[Order]:
         return [self._order(o) for o in self.account.open.values()]
 
-    async def balances(self) -> dict[str, Balance]:
-        return {a: Balance(a, f, lk) for a, (f, lk) in self.account.balances.items() if f or lk}
+    async def balances(self, assets: list[str] | None = None) -> dict[str, Balance]:
+        bal = self.account.balances
+        names = bal if assets is None else [a for a in assets if a in bal]
+        return {a: Balance(a, bal[a][0], bal[a][1]) for a in names if bal[a][0] or bal[a][1]}
 
     async def fills(self, symbol: str, order_id: int) -> list[Fill]:
-        return [Fill.from_binance(t) for t in self.account.trades if t["symbol"] == symbol and t["orderId"] == order_id]
+        trades = self.account.trades
+        for t in trades[self._indexed:]:
+            self._by_order.setdefault((t["symbol"], t["orderId"]), []).append(t)
+        self._indexed = len(trades)
+        return [Fill.from_binance(t) for t in self._by_order.get((symbol, order_id), [])]
 
     def fees_paid(self) -> dict[str, Decimal]:
         """Commission paid per asset."""
@@ -221,7 +229,7 @@ class VenueBroker:
     async def open_orders(self) -> list[Order]:
         return await self.client.open_orders()
 
-    async def balances(self) -> dict[str, Balance]:
+    async def balances(self, assets: list[str] | None = None) -> dict[str, Balance]:
         return await self.client.account()
 
     async def fills(self, symbol: str, order_id: int) -> list[Fill]:

@@ -70,10 +70,12 @@ class TradeEngine:
         model_active: whether candidates carry a model probability (then ``min_confidence`` applies).
         market: ``spot`` (long only, leverage 1) or ``usdm``.
         bus: event bus (metrics and observers subscribe to it).
+        virtual: where signals that pass but are not traded go (:class:`~trader.trade.virtual.VirtualBook`).
     """
 
     def __init__(self, broker: Broker, ledger: Ledger, cfg: RiskConfig, min_score: float, *, strategy: str = "scan",
-                 quote: str = "USDT", model_active: bool = False, market: str = "spot", bus: EventBus | None = None) -> None:
+                 quote: str = "USDT", model_active: bool = False, market: str = "spot", bus: EventBus | None = None,
+                 virtual: Any = None) -> None:
         self.broker = broker
         self.ledger = ledger
         self.cfg = cfg
@@ -83,6 +85,7 @@ class TradeEngine:
         self.model_active = model_active
         self.market = market
         self.bus = bus or EventBus()
+        self.virtual = virtual
         self.state = risk.ACTIVE
         self.exit_reasons: Counter[str] = Counter()
         self.last_step_ms: int | None = None
@@ -99,16 +102,14 @@ class TradeEngine:
         self.bus.publish(OrderUpdate(t_ms, o.client_order_id, o.symbol, o.side, o.status, latency))
 
     async def equity(self) -> tuple[Decimal, Decimal]:
-        """``(equity, free quote)``: quote + every base asset at the venue's price (quote units)."""
-        balances = await self.broker.balances()
+        """``(equity, free quote)``: the quote balance plus every open position's quantity at the
+        venue's price (quote units). Dust left by rounding to the step is not valued (under one step
+        per symbol), and neither are assets the engine did not buy: the plan sizes what it trades."""
+        balances = await self.broker.balances([self.quote])
         q = balances.get(self.quote)
         total = q.total if q is not None else Decimal(0)
-        for asset, b in balances.items():
-            if asset != self.quote and b.total > 0:
-                try:
-                    total += b.total * await self.broker.price(asset + self.quote)
-                except Exception:  # noqa: BLE001 - an asset without a market here is not valued
-                    continue
+        for p in self.ledger.positions("OPEN"):
+            total += p.left_qty * await self.broker.price(p.symbol)
         return total, (q.free if q is not None else Decimal(0))
 
     async def _sell_market(self, p: PositionRow, qty: Decimal, t_ms: int, leg: str) -> Order | None:
@@ -270,6 +271,8 @@ class TradeEngine:
             self.bus.publish(SignalEvent(t_ms, c.symbol, c.score, c.probability, "skip", reason))
             self.ledger.decision(t_ms, c.symbol, "skip", reason, c.score, c.probability)
             report.skipped.append((c.symbol, reason))
+            if self.virtual is not None:
+                self.virtual.add(c, reason)
         equity, _ = await self.equity()
         report.equity = equity
         self.ledger.snapshot(t_ms, equity, free, state)

@@ -34,9 +34,12 @@ __all__ = ["backtest", "candidates_at", "decision_dataset", "max_drawdown"]
 def decision_dataset(settings: Settings, store_path: Path, symbols: list[str], start_ms: int | None, end_ms: int | None) -> Dataset:
     """The dataset on the decision grid (``trade.decision_interval``, e.g. every 1h close)."""
     from trader.ml.jobs import load_dataset
+    from trader.ml.registry import Registry
 
     s = settings.model_copy(update={"ml": settings.ml.model_copy(update={"grid": settings.trade.decision_interval})})
-    return load_dataset(s, store_path, symbols, list(settings.universe.intervals), start_ms=start_ms, end_ms=end_ms, horizons=["4h"])
+    model = Registry(store_path).active() is not None  # ranked features only feed a model
+    return load_dataset(s, store_path, symbols, list(settings.universe.intervals), start_ms=start_ms, end_ms=end_ms, horizons=["4h"],
+                        rank=model)
 
 
 def scores(settings: Settings, ds: Dataset, store_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -93,15 +96,19 @@ def max_drawdown(curve: list[Decimal]) -> float:
 
 async def _run(settings: Settings, ds: Dataset, blocks: dict[str, np.ndarray], base: str, ledger: Ledger,
                pick: Callable[[int], list[risk.Candidate]], min_score: float, model_active: bool, cash: Decimal) -> dict[str, Any]:
+    from trader.trade.virtual import VirtualBook
+
     broker = SimBroker(blocks, base, {settings.universe.quote_asset: cash}, settings.replay.spread_bps, settings.replay.matching)
+    virtual = VirtualBook(ledger, settings.risk, settings.replay.matching.taker_fee, base)
     engine = TradeEngine(broker, ledger, settings.risk, min_score, strategy=settings.trade.strategy,
-                         quote=settings.universe.quote_asset, model_active=model_active)
+                         quote=settings.universe.quote_asset, model_active=model_active, virtual=virtual)
     exposed = 0
     latencies: list[float] = []
     for m in range(ds.n_moments):
         t = int(ds.moments_ms[m])
         broker.set_time(t)
         report = await engine.step(t, pick(m))
+        virtual.update(t, blocks.__getitem__)
         latencies += report.signal_to_order_s
         exposed += bool(ledger.positions("OPEN"))
     curve = [e for _, e in ledger.equity_curve()]
@@ -117,6 +124,11 @@ async def _run(settings: Settings, ds: Dataset, blocks: dict[str, np.ndarray], b
         fees_paid_quote=round(quote_fees + base_fees, 4),
         end_equity=round(float(end), 4),
     )
+    samples = ledger.virtual_samples()
+    if samples:
+        rets = [s[4] for s in samples]
+        out["virtual"] = {"closed": len(samples), "mean_net_return": round(float(np.mean(rets)), 6),
+                          "reasons": dict(sorted(__import__("collections").Counter(s[5] for s in samples).items()))}
     return out
 
 
