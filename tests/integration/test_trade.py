@@ -32,6 +32,21 @@ def _settings(tmp: Path) -> Settings:
     return Settings.model_validate({"store": {"path": str(tmp / "store")}, "risk": {"min_score": 55.0}, "universe": {"intervals": ["1h", "4h"]}})
 
 
+def _last_step(path: Path) -> int | None:
+    import sqlite3
+
+    if not path.is_file():
+        return None
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'last_step_ms'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        db.close()
+    return int(row[0]) if row else None
+
+
 def _trades(lg: Ledger) -> list[tuple[object, ...]]:
     return [(p.symbol, p.entry_ms, p.qty, p.entry_price, p.status, p.exit_reason, p.proceeds.quantize(Decimal("0.0001")), p.closed_ms)
             for p in lg.positions()]
@@ -68,3 +83,90 @@ async def test_a_backtest_and_a_paper_run_over_the_same_window_make_the_same_tra
     assert out["trades"] == sum(1 for t in paper if t[4] == "CLOSED")
     assert set(out["exit_reasons"]) <= {"take_profit_1", "take_profit_2", "stop_loss", "time_stop", "dust", "stop_failed"}
     assert out["baseline"]["seeds"] == 1 and out["baseline"]["net_return_mean"] is not None
+
+
+async def test_twenty_sigkill_restart_cycles_with_order_faults_leave_no_duplicate_and_the_ledger_equal_to_the_venue(
+    dataset: ReplayDataset, tmp_path: Path
+) -> None:
+    """`trader trade` as a real process, killed at random moments of its decisions (orders in flight,
+    answers lost to 500/503/held responses), restarted each time; then compared with the venue."""
+    import os
+    import random
+    import signal
+    import sys
+
+    symbols = SYMBOLS[:5]
+    settings = _settings(tmp_path)
+    accounts = [AccountConfig(api_key=KEY, api_secret=SECRET, balances={"USDT": 10_000.0})]
+    rng = random.Random(7)
+    ledger_path = tmp_path / "ledger.sqlite"
+    root = Path(__file__).resolve().parents[2]
+    async with ReplayExchange(dataset, port=0, speed=0, start_ms=START, accounts=accounts) as venue:
+        profile = ProfileConfig(rest_url=venue.rest_url, ws_url=venue.ws_url)
+        async with BinanceClient(profile) as rest:
+            with KlineStore(settings.store_path()) as store:
+                await warm(rest, store, symbols, ["1h", "4h"], depth=1000)
+        env = {**os.environ, "TRADER_API_KEY": KEY, "TRADER_API_SECRET": SECRET, "TRADER_RISK__MIN_SCORE": "55",
+               "TRADER_CLIENT__TIMEOUT_S": "1.0", "PYTHONPATH": str(root)}
+        cmd = [sys.executable, "-c", "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); sys.argv[0] = 'trader'; "
+               "from cli.main import main; main()", "trade", "--rest-url", venue.rest_url, "--ws-url", venue.ws_url, "--store",
+               str(settings.store_path()), "--ledger", str(ledger_path), "--symbols", ",".join(symbols), "--steps", "1",
+               "--listen", "127.0.0.1:0"]
+
+        async def run(kill_after: float | None) -> int:
+            proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
+            if kill_after is None:
+                try:
+                    await asyncio.wait_for(proc.wait(), 90)
+                except TimeoutError:
+                    proc.send_signal(signal.SIGUSR1)
+                    await asyncio.sleep(1)
+                    proc.send_signal(signal.SIGKILL)
+                    await proc.wait()
+                assert proc.stderr is not None
+                err = await proc.stderr.read()
+                assert proc.returncode == 0, err.decode()[-3000:] + f"\nvenue: {dict(venue.stats.requests)} {list(venue.stats.log)[-5:]}"
+                return 0
+            try:
+                await asyncio.wait_for(proc.wait(), kill_after)
+            except TimeoutError:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+                return 1
+            return 0
+
+        killed = 0  # kills that landed inside a decision
+        for k in range(20):
+            venue.clock.set(START + k * H)
+            venue.trading.faults = venue.trading.faults.model_copy(update={"order_5xx_rate": 0.3, "order_hang_s": 2.0, "seed": k})
+            await run(rng.uniform(0.3, 2.0))
+            if _last_step(ledger_path) == START + k * H:
+                continue  # it finished its decision before the kill landed
+            killed += 1
+            # 10 s pass before the restart (the venue's clock is frozen otherwise): an order written to the
+            # journal but never sent is then provably dead (past timestamp + recvWindow) and may be sent again
+            venue.clock.step(10_000)
+            await run(None)  # restarted: it finishes the decision it was killed in
+        venue.trading.faults = venue.trading.faults.model_copy(update={"order_5xx_rate": 0.0})
+        venue.clock.set(START + 20 * H)
+        await run(None)  # a last clean decision books everything
+        acct = venue.trading.engine.accounts[KEY]
+        per_cid: dict[str, int] = {}
+        for o in acct.orders.values():
+            per_cid[o.client_order_id] = per_cid.get(o.client_order_id, 0) + 1
+        assert killed >= 10 and per_cid and max(per_cid.values()) == 1  # not one order sent twice
+        assert len(per_cid) >= 10
+        print(f"cycles 20, kills inside a decision {killed}, venue orders {len(per_cid)}, answers lost {len(venue.trading.unknown_status_orders)}")
+        assert venue.trading.unknown_status_orders  # answers were lost, and resolved by lookups
+        lg = Ledger(ledger_path)
+        rows = {r["cid"]: r for r in lg.orders()}
+        venue_sells = sum((o.executed_qty for o in acct.orders.values() if o.side == "SELL"), Decimal(0))
+        ledger_sells = sum((Decimal(r["executed"]) for r in rows.values() if r["side"] == "SELL"), Decimal(0))
+        assert ledger_sells == venue_sells  # no lost fill
+        assert {o.client_order_id for o in acct.orders.values() if o.executed_qty > 0} <= set(rows)
+        for p in lg.positions("OPEN"):
+            base = p.symbol.removesuffix("USDT")
+            held = sum(acct.balances.get(base, [Decimal(0), Decimal(0)]))
+            assert held >= p.left_qty  # the venue holds what the ledger says is open
+        closed = lg.positions("CLOSED")
+        assert closed and all(p.exit_reason for p in closed)

@@ -214,6 +214,8 @@ async def reconcile(engine: TradeEngine, policy: str) -> dict[str, Any]:
     t = await broker.now_ms()
     found["fills_booked"] = await engine.sync(t)
     known = {row["cid"] for row in engine.ledger.orders()}
+    if isinstance(broker, VenueBroker):  # sent by us (the journal) but not yet in the ledger: the next step books it
+        known |= {e.client_order_id for e in broker.client.journal.all()}
     for o in await broker.open_orders():
         if o.client_order_id in known:
             continue
