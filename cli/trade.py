@@ -158,12 +158,27 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                   file=sys.stderr, flush=True)
             done = 0
             last = int(lg.get_meta("last_step_ms") or 0)
+            from trader.trade.virtual import VirtualBook
+
+            virtual = VirtualBook(lg, settings.risk, settings.replay.matching.taker_fee, settings.universe.intervals[0])
+            engine.virtual = virtual
+            vtask = asyncio.create_task(_virtual_loop(virtual, settings, tc, stop))
+            await tc.sync_time()
+            lags: list[float] = []
+            s2o: list[float] = []
             try:
                 while not stop.is_set():
-                    now = await broker.now_ms()
+                    now = tc.clock.now_ms()
                     t = now // iv * iv
                     if t > last:
+                        lag_s = (now - t) / 1000.0 / max(tc.clock.speed, 1e-9)
+                        observer.lag.observe(lag_s)
+                        lags.append(lag_s)
+                        await tc.sync_time()
                         rep = await paper_step(settings, settings.store_path(), rest, engine, t, symbols)
+                        for s in rep.signal_to_order_s:
+                            observer.signal_to_order.observe(s)
+                        s2o += rep.signal_to_order_s
                         lg.set_meta("last_step_ms", str(t))
                         last = t
                         done += 1
@@ -174,15 +189,51 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                             break
                     else:
                         await engine.sync(now)
+                    # wake at the next close (the server clock may run faster than the wall: the replay's speed)
+                    to_close = ((t + iv) - tc.clock.now_ms()) / 1000.0 / max(tc.clock.speed, 1e-9)
                     try:
-                        await asyncio.wait_for(stop.wait(), settings.trade.fill_poll_s)
+                        await asyncio.wait_for(stop.wait(), max(min(settings.trade.fill_poll_s, to_close), 0.0))
                     except TimeoutError:
                         pass
             finally:
+                vtask.cancel()
                 await runner.cleanup()
+                if lags:
+                    print(f"trader trade: {len(lags)} decisions; loop lag p50 {_pct(lags, 50) * 1000:.1f} ms p99 {_pct(lags, 99) * 1000:.1f} ms; "
+                          f"signal to order ({len(s2o)}) p50 {_pct(s2o, 50) * 1000:.2f} ms p99 {_pct(s2o, 99) * 1000:.2f} ms",
+                          file=sys.stderr, flush=True)
                 tc.journal.close()
     finally:
         lg.close()
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(int(len(s) * q / 100), len(s) - 1)]
+
+
+async def _virtual_loop(virtual: Any, settings: Any, tc: Any, stop: Any) -> None:
+    """Settle virtual positions from the store every 5 s, in its own task (the trading loop never waits on it)."""
+    import asyncio
+
+    from trader.store.klines import KlineStore
+
+    base = settings.universe.intervals[0]
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 5.0)
+        except TimeoutError:
+            pass
+        if not virtual.ledger.open_virtual():
+            continue
+
+        def settle() -> int:
+            with KlineStore(settings.store_path()) as st:
+                return int(virtual.update(tc.clock.now_ms(), lambda s: st.load(s, base)))
+
+        await asyncio.to_thread(settle)
 
 
 def _open_ledger(ctx: typer.Context) -> tuple[Any, Any]:

@@ -388,7 +388,8 @@ class TradingClient:
             OrderStatusUnknown: neither within ``resolve_timeout_s`` (it stays UNKNOWN in the journal).
         """
         deadline = self._mono() + self.resolve_timeout_s
-        window = (recv_window_ms or self.recv_window_ms) + 1000
+        # on a replay clock faster than the wall the venue counts recvWindow in wall ms (X-Replay-Speed)
+        window = ((recv_window_ms or self.recv_window_ms) + 1000) * max(self.clock.speed, 1.0)
         while True:
             try:
                 server_now = await self.sync_time()  # before the look-up: see the proof in the docstring

@@ -24,7 +24,8 @@ WS     /ws-api/v3                     ``userDataStream.subscribe.signature``, ``
 concatenated with the raw body, minus the ``signature`` parameter itself: HMAC-SHA256 hex, or Ed25519
 base64 (percent-encoded in transit) for accounts registered with a public key (-1022 if it does not
 verify). ``timestamp`` must satisfy ``timestamp < serverTime + 1000`` and ``serverTime - timestamp <=
-recvWindow`` (default 5000, at most 60000: -1131) on the replay clock (-1021 otherwise). ``/api/v3/time``
+recvWindow`` (default 5000, at most 60000: -1131) on the replay clock (-1021 otherwise; on a clock faster than the wall, both windows are wall
+milliseconds, i.e. times ``speed`` on the replay clock, so a request keeps Binance's network slack). ``/api/v3/time``
 also sends an ``X-Replay-Speed`` header (an extension; the body is Binance's) so that :mod:`trader.exchange.trading` keeps
 a timestamp on a replay clock that runs faster than the wall; standard clients run against
 ``--clock wall`` (or a speed-1 clock with their time-difference adjustment).
@@ -437,9 +438,10 @@ class TradingVenue:
                 raise Rejected(-1131, "recvWindow must be less than 60000")
             recv = float(recv_d)  # type: ignore[assignment]
         server = self.clock.now_ms()
-        if ts >= server + 1000:
+        scale = max(self.clock.speed, 1.0)  # a replay faster than the wall counts the windows in wall ms
+        if ts >= server + 1000 * scale:
             raise Rejected(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
-        if server - ts > recv:
+        if server - ts > recv * scale:
             raise Rejected(-1021, "Timestamp for this request is outside of the recvWindow.")
 
     async def _signed(self, request: web.Request, allowed: set[str]) -> tuple[Account, dict[str, str]]:

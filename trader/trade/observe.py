@@ -57,6 +57,10 @@ class Observer:
         self.weight = Gauge("trader_request_weight_used", "The venue's used request weight (1 minute)", registry=r)
         self.reconnects = Counter("trader_stream_reconnects", "Stream reconnections", registry=r)
         self.signals = Counter("trader_signals", "Signals by action and reason", ["action", "reason"], registry=r)
+        self.lag = Histogram("trader_loop_lag_seconds", "From a decision close to the loop acting on it", registry=r,
+                             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
+        self.signal_to_order = Histogram("trader_signal_to_order_seconds", "From an entry decision to the venue's answer", registry=r,
+                                         buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
         self.build = Gauge("trader_build_info", "Build and mode", ["version", "mode"], registry=r)
         self.build.labels(version="0.1.0", mode=mode).set(1)
         self.state = "ACTIVE"
