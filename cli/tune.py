@@ -400,7 +400,7 @@ def search_cmd(
     trials: Annotated[int | None, typer.Option("--trials", help="Trials to run now (default tune.trials).", min=1, show_default=False)] = None,
     study: Annotated[str, typer.Option("--study", help="Study name; an existing study is resumed.")] = "default",
     storage: Annotated[str | None, typer.Option("--storage", help="SQLAlchemy URL (default: SQLite in <store>/tune/optuna.db).", show_default=False)] = None,
-    objective: Annotated[str | None, typer.Option("--objective", help="ic (mean OOS rank IC) | excess (top-decile excess net of fees).", show_default=False)] = None,
+    objective: Annotated[str | None, typer.Option("--objective", help="ic (mean OOS rank IC) | excess (top-decile excess net of fees) | backtest (the trade plan, walk-forward backtests).", show_default=False)] = None,
     space: Annotated[str, typer.Option("--space", help="score (weights + factor coefficients) | model (XGBoost) | all.")] = "all",
     worker: Annotated[int, typer.Option("--worker", help="Number of this process among those sharing a study (offsets the seed).", min=0)] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the config overlay here (default <store>/tune/<study>.yaml).", show_default=False)] = None,
@@ -435,6 +435,9 @@ def search_cmd(
         (path / "tune").mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path / 'tune' / 'optuna.db'}"
     n = trials or settings.tune.trials
+    if settings.tune.objective == "backtest":
+        _plan_search(settings, path, wanted, start, end, n, study, url, out, as_json)
+        return
     ds = load_dataset(settings, path, wanted, ivs, start_ms=start, end_ms=end)
 
     def progress(done: int, total: int, best: float | None) -> None:
@@ -455,4 +458,32 @@ def search_cmd(
     print(f"search: {result['trials']} trials in the study ({result['pruned']} pruned), {result['seconds']} s; best #{result['best']['number']} "
           f"inner-fold objective {result['best']['value']:+.5f}", file=sys.stderr)
     print_report(result["held_out"], settings.scan.min_score)
+    print(f"overlay: {target} (use it with --config {target})")
+
+
+def _plan_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: str,
+                 out: Path | None, as_json: bool) -> None:
+    from trader.trade.plan_search import plan_overlay, run_plan_search
+
+    def progress(done: int, total: int, best: float | None) -> None:
+        if not as_json:
+            print(f"search: trial {done}/{total}, best inner mean net return {'–' if best is None else f'{best:+.2%}'}", file=sys.stderr, flush=True)
+
+    result = run_plan_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=f"plan-{study}",
+                             storage=url, progress=progress)
+    target = out or (path / "tune" / f"plan-{study}.yaml")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(plan_overlay(result))
+    result["overlay"] = str(target)
+    if as_json:
+        _json(result)
+        return
+    h = result["held_out"]
+    print(f"search: {result['trials']} trials, {result['seconds']} s; best #{result['best']['number']}: inner folds {result['best']['inner_mean_net_return']:+.2%} "
+          f"({', '.join(f'{r:+.2%}' for r in result['best']['fold_returns'] or [])})")
+    print(f"held out, {h['decisions']} decisions: tuned {h['tuned']['net_return']:+.2%} ({h['tuned']['trades']} trades), "
+          f"default plan {h['default_plan']['net_return']:+.2%}, random entries {h['random_baseline']['mean']:+.2%} "
+          f"(min {min(h['random_baseline']['net_returns']):+.2%}, max {max(h['random_baseline']['net_returns']):+.2%})")
+    if not h["tuned_beats_random"]:
+        print("the tuned plan does NOT beat random entries on the held-out block")
     print(f"overlay: {target} (use it with --config {target})")

@@ -455,7 +455,9 @@ class TuneConfig(_Model):
     bootstrap: int = Field(1000, ge=100, le=100_000, description="block-bootstrap resamples (blocks = UTC weeks)")
     seed: int = Field(0, description="seed of bootstraps and random baselines")
     trials: int = Field(40, ge=1, description="tune search: Optuna trials")
-    objective: Literal["ic", "excess"] = Field("ic", description="tune search: mean OOS rank IC, or top-decile excess net of fees")
+    objective: Literal["ic", "excess", "backtest"] = Field(
+        "ic", description="tune search: mean OOS rank IC, top-decile excess net of fees, or the trade plan's walk-forward backtest"
+    )
     storage: str | None = Field(None, description="tune search: SQLAlchemy URL; null = SQLite in <store>/tune/optuna.db")
 
 

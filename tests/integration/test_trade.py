@@ -170,3 +170,24 @@ async def test_twenty_sigkill_restart_cycles_with_order_faults_leave_no_duplicat
             assert held >= p.left_qty  # the venue holds what the ledger says is open
         closed = lg.positions("CLOSED")
         assert closed and all(p.exit_reason for p in closed)
+
+
+def test_tune_search_objective_backtest_holds_out_the_last_fold_and_reports_the_random_baseline(warmed_store: tuple[Path, int], tmp_path: Path) -> None:
+    from trader.trade.plan_search import plan_overlay, run_plan_search
+
+    store, _ = warmed_store
+    settings = Settings.model_validate({"store": {"path": str(store)}})
+    out = run_plan_search(settings, store, symbols=None, start_ms=None, end_ms=None, trials=3, folds=3, seeds=2,
+                          study_name="plan-test", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert out["trials"] == 3 and len(out["best"]["fold_returns"]) == 2  # two inner folds; the third never searched
+    h = out["held_out"]
+    assert h["decisions"] > 0 and len(h["random_baseline"]["net_returns"]) == 2
+    assert set(h["tuned"]) >= {"trades", "net_return", "max_drawdown", "exit_reasons"} and "net_return" in h["default_plan"]
+    assert h["tuned_beats_random"] == (h["tuned"]["net_return"] > max(h["random_baseline"]["net_returns"]))
+    text = plan_overlay(out)
+    overlay = tmp_path / "plan.yaml"
+    overlay.write_text(text)
+    from trader.config import load_settings
+
+    tuned = load_settings(overlay, environ={})
+    assert tuned.risk.time_stop == out["best"]["plan"]["time_stop"] and abs(sum(tuned.risk.take_profit_sizes) - 1) < 1e-3
