@@ -36,6 +36,8 @@ bench: $(STAMP)
 	$(PY) bench/calibrate.py
 	$(PY) bench/live.py
 	$(PY) bench/ml.py
+	$(PY) bench/orders.py
+	$(PY) bench/trade.py
 	$(VENV)/bin/trader compare --full
 
 ## demo: replay exchange on a free port -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
