@@ -172,8 +172,9 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                     t = now // iv * iv
                     if t > last:
                         lag_s = (now - t) / 1000.0 / max(tc.clock.speed, 1e-9)
-                        observer.lag.observe(lag_s)
-                        lags.append(lag_s)
+                        if done:  # the first decision catches up with a close from before the start: not a lag
+                            observer.lag.observe(lag_s)
+                            lags.append(lag_s)
                         await tc.sync_time()
                         rep = await paper_step(settings, settings.store_path(), rest, engine, t, symbols)
                         for s in rep.signal_to_order_s:
@@ -198,8 +199,8 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
             finally:
                 vtask.cancel()
                 await runner.cleanup()
-                if lags:
-                    print(f"trader trade: {len(lags)} decisions; loop lag p50 {_pct(lags, 50) * 1000:.1f} ms p99 {_pct(lags, 99) * 1000:.1f} ms; "
+                if done:
+                    print(f"trader trade: {done} decisions; loop lag p50 {_pct(lags, 50) * 1000:.1f} ms p99 {_pct(lags, 99) * 1000:.1f} ms; "
                           f"signal to order ({len(s2o)}) p50 {_pct(s2o, 50) * 1000:.2f} ms p99 {_pct(s2o, 99) * 1000:.2f} ms",
                           file=sys.stderr, flush=True)
                 tc.journal.close()

@@ -1,0 +1,95 @@
+"""The trading engine on the hand-written path of test_matching (SimBroker = the venue's matching
+engine in process): time stop, kill switch, a refused stop replaced by a market exit, /health and
+/metrics over HTTP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.unit.test_matching import KLINES, T0, H
+from trader.config import MatchingReplayConfig, RiskConfig
+from trader.models import N_FIELDS
+from trader.trade import risk
+from trader.trade.broker import SimBroker
+from trader.trade.engine import TradeEngine
+from trader.trade.events import EventBus
+from trader.trade.ledger import Ledger
+from trader.trade.observe import Observer
+
+
+def _block() -> np.ndarray:
+    b = np.zeros((N_FIELDS, len(KLINES)))
+    for i, (o, h, lo, c) in enumerate(KLINES):
+        b[:, i] = [T0 + i * H, o, h, lo, c, 10.001, T0 + (i + 1) * H - 1, 10 * c, 100, 5.0, 5 * c]
+    return b
+
+
+def _engine(tmp: Path, **risk_kw: object) -> tuple[TradeEngine, SimBroker]:
+    broker = SimBroker({"TESTUSDT": _block()}, "1h", {"USDT": Decimal(3000)}, 10.0, MatchingReplayConfig(impact_bps=0.0, max_volume_share=1.0))
+    cfg = RiskConfig(**{"max_order_notional": 500.0, **risk_kw})  # type: ignore[arg-type]
+    return TradeEngine(broker, Ledger(tmp / "l.sqlite", durable=False), cfg, 50.0), broker
+
+
+def cand(t: int) -> list[risk.Candidate]:
+    return [risk.Candidate("TESTUSDT", t, 90.0, 1, None, 100.0)]
+
+
+async def _step(engine: TradeEngine, broker: SimBroker, t: int, cands: list[risk.Candidate]) -> object:
+    broker.set_time(t)
+    return await engine.step(t, cands)
+
+
+async def test_entry_places_the_ladder_on_the_venue_and_the_time_stop_closes_it(tmp_path: Path) -> None:
+    engine, broker = _engine(tmp_path, stop_loss=0.2, take_profit=[0.3, 0.4])  # exits far away: only time can close it
+    rep = await _step(engine, broker, T0, cand(T0))
+    assert rep.entered == ["TESTUSDT"]  # type: ignore[attr-defined]
+    roles = sorted(r["role"] for r in engine.ledger.orders())
+    assert roles == ["entry", "stop_loss_1", "stop_loss_2", "take_profit_1", "take_profit_2"]
+    assert len(broker.account.open) == 4  # two OCOs live on the (simulated) venue
+    await _step(engine, broker, T0 + H, [])
+    assert engine.ledger.positions("OPEN")
+    rep = await _step(engine, broker, T0 + 2 * H, [])
+    assert rep.exits == [("TESTUSDT", "time_stop")] and not engine.ledger.positions("OPEN")  # type: ignore[attr-defined]
+    assert engine.ledger.positions("CLOSED")[0].exit_reason == "time_stop" and not broker.account.open
+
+
+async def test_a_stop_the_venue_refuses_is_replaced_by_a_market_exit(tmp_path: Path) -> None:
+    engine, broker = _engine(tmp_path, stop_loss=0.0001)  # a stop above the price: the venue refuses the OCO (-2010)
+    await _step(engine, broker, T0, cand(T0))
+    reasons = [d[3] for d in engine.ledger.decisions() if d[2] == "exit"]
+    assert len(reasons) == 2 and all(r.startswith("stop_failed: The relationship of the prices") and "-2010" in r for r in reasons)
+    p = engine.ledger.positions()[0]
+    assert p.status == "CLOSED" and p.exit_reason == "stop_failed" and not broker.account.open
+
+
+async def test_the_kill_switch_flattens_and_halts(tmp_path: Path) -> None:
+    switch = tmp_path / "KILL"
+    engine, broker = _engine(tmp_path, stop_loss=0.2, take_profit=[0.3, 0.4], kill_switch_file=switch)
+    await _step(engine, broker, T0, cand(T0))
+    switch.write_text("stop")
+    rep = await _step(engine, broker, T0 + H, cand(T0 + H))
+    assert rep.state == risk.HALTED and rep.entered == [] and ("TESTUSDT", "kill_switch") in rep.exits  # type: ignore[attr-defined]
+    assert engine.ledger.positions("CLOSED")[0].exit_reason == "kill_switch" and not broker.account.open
+
+
+async def test_health_and_metrics_over_http_during_a_run(tmp_path: Path) -> None:
+    bus = EventBus()
+    engine, broker = _engine(tmp_path)
+    engine.bus = bus
+    obs = Observer(bus, "backtest", max_silence_s=60)
+    runner, port = await obs.serve("127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            assert (await c.get("/health")).status_code == 503  # no decision yet
+            await _step(engine, broker, T0, cand(T0))
+            health = await c.get("/health")
+            assert health.status_code == 200 and health.json()["last_loop_ms"] == T0
+            text = (await c.get("/metrics")).text
+    finally:
+        await runner.cleanup()
+    assert 'trader_orders_total{side="BUY",status="FILLED"} 1.0' in text
+    assert "trader_open_positions 1.0" in text and 'trader_build_info{mode="backtest",version="0.1.0"} 1.0' in text
