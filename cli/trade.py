@@ -152,6 +152,7 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                     symbols = sorted({s for s, i in st.series() if i == settings.universe.intervals[0]})
             if not symbols:
                 raise ConfigError("no symbols: pass --symbols or run 'trader warm' first")
+            await tc.load_rules(symbols)  # one request now rather than one per first order of each symbol
             found = await reconcile(engine, settings.trade.orphans)
             print(f"trader trade: reconciled: {len(found['open_positions'])} open positions, {len(found['orphans'])} orphan orders "
                   f"({found['action']}), {len(found['resolved'])} journal entries settled, mismatches {found['balance_mismatch'] or 'none'}",
