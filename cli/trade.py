@@ -165,6 +165,20 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
             engine.virtual = virtual
             vtask = asyncio.create_task(_virtual_loop(virtual, settings, tc, stop))
             await tc.sync_time()
+            from trader.exchange.trading import UserDataStream
+
+            wake = asyncio.Event()  # a fill reported by the user-data stream: book it now, not at the next poll
+
+            def on_event(ev: dict[str, Any]) -> None:
+                if ev.get("e") == "executionReport" and ev.get("x") == "TRADE":
+                    wake.set()
+
+            async def on_reconnect() -> None:  # events may have been missed: look at the orders again
+                observer.reconnects.inc()
+                wake.set()
+
+            uds = UserDataStream(settings.exchange.ws_api, creds, tc.clock, on_event, on_reconnect)
+            utask = asyncio.create_task(uds.run(stop))
             lags: list[float] = []
             s2o: list[float] = []
             try:
@@ -194,11 +208,13 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                     # wake at the next close (the server clock may run faster than the wall: the replay's speed)
                     to_close = ((t + iv) - tc.clock.now_ms()) / 1000.0 / max(tc.clock.speed, 1e-9)
                     try:
-                        await asyncio.wait_for(stop.wait(), max(min(settings.trade.fill_poll_s, to_close), 0.0))
+                        await asyncio.wait_for(wake.wait(), max(min(settings.trade.fill_poll_s, to_close), 0.0))
                     except TimeoutError:
                         pass
+                    wake.clear()
             finally:
                 vtask.cancel()
+                utask.cancel()
                 await runner.cleanup()
                 if done:
                     print(f"trader trade: {done} decisions; loop lag p50 {_pct(lags, 50) * 1000:.1f} ms p99 {_pct(lags, 99) * 1000:.1f} ms; "

@@ -281,6 +281,18 @@ def train_cmd(
     if if_due:
         go, why = due(settings, path, wanted, ivs)
         if not go:
+            from trader.ml.registry import Registry
+            from trader.trade.ledger import virtual_samples_since
+
+            active = Registry(path).active()
+            if active is not None:
+                import platformdirs
+
+                ledgers = settings.trade.ledger_dir or Path(platformdirs.user_data_dir("trader", appauthor=False))
+                n_virtual = virtual_samples_since(Path(ledgers), int(active.meta.get("label_end_ms", 0)))
+                if n_virtual >= settings.ml.retrain_interval:
+                    go, why = True, f"{n_virtual} new virtual-position outcomes in the trade ledgers (ml.retrain_interval {settings.ml.retrain_interval})"
+        if not go:
             print(f"tune: not due: {why}", file=sys.stderr)
             return
         print(f"tune: due: {why}", file=sys.stderr)

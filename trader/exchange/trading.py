@@ -664,13 +664,18 @@ class UserDataStream:
                             await self.on_reconnect()
                     first = False
                     stopper = asyncio.ensure_future(stop.wait())
-                    while True:
-                        recv = asyncio.ensure_future(ws.recv())
-                        done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                        if stopper in done:
-                            recv.cancel()
-                            return
-                        self._handle(recv.result())
+                    try:
+                        while True:
+                            recv = asyncio.ensure_future(ws.recv())
+                            done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                            if stopper in done:
+                                recv.cancel()
+                                if recv.done() and not recv.cancelled():
+                                    recv.exception()  # retrieved: a closing socket's error is not news
+                                return
+                            self._handle(recv.result())
+                    finally:
+                        stopper.cancel()
             except (TimeoutError, OSError, websockets.ConnectionClosed, websockets.InvalidHandshake):
                 self.connected.clear()
                 await asyncio.sleep(backoff)

@@ -29,7 +29,7 @@ from typing import Any
 
 from trader.errors import StoreError
 
-__all__ = ["MIGRATIONS", "Ledger", "PositionRow"]
+__all__ = ["MIGRATIONS", "Ledger", "PositionRow", "virtual_samples_since"]
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -247,3 +247,19 @@ class Ledger:
 def _pos(row: tuple[Any, ...]) -> PositionRow:
     return PositionRow(int(row[0]), row[1], Decimal(row[2]), Decimal(row[3]), Decimal(row[4]), int(row[5]), Decimal(row[6]),
                        row[7], row[8], Decimal(row[9]), Decimal(row[10]), row[11], row[12], row[13])
+
+
+def virtual_samples_since(directory: Path, since_ms: int) -> int:
+    """Closed virtual positions entered after ``since_ms`` in every ledger of ``directory``
+    (``ledger-*.sqlite``): the labelled samples ``ml.retrain_interval`` counts besides the store's."""
+    n = 0
+    for path in sorted(Path(directory).glob("ledger-*.sqlite")):
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            try:
+                n += int(db.execute("SELECT COUNT(*) FROM virtual WHERE status = 'CLOSED' AND entry_ms > ?", (since_ms,)).fetchone()[0])
+            finally:
+                db.close()
+        except sqlite3.DatabaseError:
+            continue
+    return n
