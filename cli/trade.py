@@ -132,7 +132,10 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
 
     creds = load_credentials()
     if creds is None:
-        raise ConfigError("trading needs keys: export TRADER_API_KEY and TRADER_API_SECRET (the replay prints its account on stdout line 2)")
+        if mode == "live":
+            raise ConfigError("--live needs keys: export TRADER_API_KEY and TRADER_API_SECRET (or TRADER_ED25519_KEY_FILE)")
+        await _local_loop(settings, wanted, listen, steps, ledger_file, stop)
+        return
     path = _ledger_path(settings, creds.api_key, ledger_file)
     lg = Ledger(path)
     host, _, port = listen.rpartition(":")
@@ -221,6 +224,95 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                           f"signal to order ({len(s2o)}) p50 {_pct(s2o, 50) * 1000:.2f} ms p99 {_pct(s2o, 99) * 1000:.2f} ms",
                           file=sys.stderr, flush=True)
                 tc.journal.close()
+    finally:
+        lg.close()
+
+
+async def _local_loop(settings: Any, wanted: list[str], listen: str, steps: int | None, ledger_file: Path | None, stop: Any) -> None:
+    """Paper trading without keys: the venue's market data, fills simulated here (:class:`LocalBroker`)."""
+    import asyncio
+    from decimal import Decimal
+
+    from trader.errors import ConfigError
+    from trader.exchange.rest import BinanceClient
+    from trader.exchange.trading import ServerClock
+    from trader.models import interval_ms
+    from trader.store.klines import KlineStore
+    from trader.trade.broker import LocalBroker
+    from trader.trade.engine import TradeEngine
+    from trader.trade.ledger import Ledger
+    from trader.trade.observe import Observer
+    from trader.trade.run import paper_step
+    from trader.trade.virtual import VirtualBook
+
+    path = _ledger_path(settings, None, ledger_file)
+    lg = Ledger(path)
+    host, _, port = listen.rpartition(":")
+    base = settings.universe.intervals[0]
+    try:
+        async with BinanceClient(settings.exchange, settings.client) as rest:
+            clock = ServerClock()
+
+            async def sync() -> int:
+                sent = clock._mono()
+                raw, headers = await rest.request_full("time")
+                import orjson
+
+                server = int(orjson.loads(raw)["serverTime"])
+                speed = headers.get("X-Replay-Speed")
+                clock.set(server, sent, clock._mono(), float(speed) if speed else 1.0)
+                return server
+
+            await sync()
+            symbols = wanted
+            if not symbols:
+                with KlineStore(settings.store_path()) as st:
+                    symbols = sorted({s for s, i in st.series() if i == base})
+            if not symbols:
+                raise ConfigError("no symbols: pass --symbols or run 'trader warm' first")
+
+            def load(symbol: str) -> Any:
+                with KlineStore(settings.store_path()) as st:
+                    return st.load(symbol, base)
+
+            state = lg.get_meta("local_broker")
+            import base64
+
+            broker = LocalBroker(load, symbols, base, {settings.universe.quote_asset: Decimal("10000")}, settings.replay.spread_bps,
+                                 settings.replay.matching, base64.b64decode(state) if state else None)
+            min_score = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
+            engine = TradeEngine(broker, lg, settings.risk, min_score, strategy=settings.trade.strategy, quote=settings.universe.quote_asset,
+                                 virtual=VirtualBook(lg, settings.risk, settings.replay.matching.taker_fee, base))
+            iv = interval_ms(settings.trade.decision_interval)
+            observer = Observer(engine.bus, "paper-local", max_silence_s=max(2 * iv / 1000.0, 60.0))
+            runner, bound = await observer.serve(host or "127.0.0.1", int(port or 0))
+            print(f"trader trade: paper with local simulated fills (no keys); ledger {path}; /health and /metrics on "
+                  f"http://{host or '127.0.0.1'}:{bound}", file=sys.stderr, flush=True)
+            last = int(lg.get_meta("last_step_ms") or 0)
+            done = 0
+            try:
+                while not stop.is_set():
+                    now = clock.now_ms()
+                    t = now // iv * iv
+                    if t > last:
+                        await sync()
+                        rep = await paper_step(settings, settings.store_path(), rest, engine, t, symbols, after_warm=lambda t=t: broker.refresh(t))
+                        lg.set_meta("local_broker", base64.b64encode(broker.dump()).decode())
+                        lg.set_meta("last_step_ms", str(t))
+                        last = t
+                        done += 1
+                        observer.equity.set(float(rep.equity))
+                        print(f"trader trade: {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t / 1000))} {rep.state} equity {rep.equity:.2f} "
+                              f"entered {rep.entered or '-'} exits {rep.exits or '-'} open {len(lg.positions('OPEN'))}", file=sys.stderr, flush=True)
+                        if steps is not None and done >= steps:
+                            break
+                    to_close = ((t + iv) - clock.now_ms()) / 1000.0 / max(clock.speed, 1e-9)
+                    try:
+                        await asyncio.wait_for(stop.wait(), max(min(settings.trade.fill_poll_s, to_close), 0.0))
+                    except TimeoutError:
+                        pass
+            finally:
+                await runner.cleanup()
     finally:
         lg.close()
 

@@ -191,3 +191,36 @@ def test_tune_search_objective_backtest_holds_out_the_last_fold_and_reports_the_
 
     tuned = load_settings(overlay, environ={})
     assert tuned.risk.time_stop == out["best"]["plan"]["time_stop"] and abs(sum(tuned.risk.take_profit_sizes) - 1) < 1e-3
+
+
+async def test_paper_without_keys_simulates_fills_locally_and_survives_a_restart(dataset: ReplayDataset, tmp_path: Path) -> None:
+    """No keys: real (replayed) market data, the venue's matching rules run locally, state in the ledger."""
+    import os
+    import sys
+
+    symbols = SYMBOLS
+    settings = _settings(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    start = 1_728_921_600_000  # 2024-10-14 16:00 UTC: the bundled replay's default start, where the plan enters at once
+    async with ReplayExchange(dataset, port=0, speed=0, start_ms=start) as venue:
+        async with BinanceClient(ProfileConfig(rest_url=venue.rest_url, ws_url=venue.ws_url)) as rest:
+            with KlineStore(settings.store_path()) as store:
+                await warm(rest, store, symbols, ["1h", "4h"], depth=1000)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADER_API")}
+        env.update({"TRADER_RISK__MIN_SCORE": "55", "PYTHONPATH": str(root)})
+        ledger = tmp_path / "local.sqlite"
+        cmd = [sys.executable, "-m", "cli.main", "trade", "--rest-url", venue.rest_url, "--ws-url", venue.ws_url, "--store",
+               str(settings.store_path()), "--ledger", str(ledger), "--symbols", ",".join(symbols), "--steps", "1"]
+        for k in range(10):  # ten decisions, a fresh process for each (a restart every hour)
+            venue.clock.set(start + k * H)
+            proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
+            _, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, err.decode()[-1500:]
+            assert b"local simulated fills" in err
+        assert venue.trading.engine.accounts[venue.trading.default_account.api_key].orders == {}  # nothing was sent
+    lg = Ledger(ledger)
+    positions = lg.positions()
+    assert positions and all(p.mode == "paper-local" for p in positions)
+    closed = [p for p in positions if p.status == "CLOSED"]
+    assert closed and all(p.exit_reason for p in closed)  # exits happened in later processes: the state survived
+    assert all(p.closed_ms is not None and p.closed_ms > p.entry_ms for p in closed)

@@ -237,13 +237,17 @@ async def reconcile(engine: TradeEngine, policy: str) -> dict[str, Any]:
     return found
 
 
-async def paper_step(settings: Settings, store_path: Path, rest: Any, engine: TradeEngine, t_ms: int, symbols: list[str]) -> Any:
-    """One live decision at ``t_ms``: warm the store (incremental), score the moment, step the engine."""
+async def paper_step(settings: Settings, store_path: Path, rest: Any, engine: TradeEngine, t_ms: int, symbols: list[str],
+                     after_warm: Callable[[], None] | None = None) -> Any:
+    """One live decision at ``t_ms``: warm the store (incremental), score the moment, step the engine
+    (``after_warm``: a local broker reloads the klines there)."""
     from trader.store.klines import KlineStore
     from trader.warm import warm
 
     with KlineStore(store_path) as store:
         await warm(rest, store, symbols, list(settings.universe.intervals), depth=settings.scan.lookback + 50)
+    if after_warm is not None:
+        after_warm()
     ds = decision_dataset(settings, store_path, symbols, t_ms, t_ms + 1)
     min_score = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
     cands: list[risk.Candidate] = []
