@@ -342,7 +342,10 @@ class TradingClient:
                 if found is not None:
                     return found
         rules = await self.rules(intent.symbol)
-        needs_avg = (intent.price is not None and bool(rules.bid_up)) or (intent.type == "MARKET" and ref_price is None)
+        # avgPrice is the reference of PERCENT_PRICE_BY_SIDE (priced orders) and of a MARKET order's NOTIONAL by
+        # quantity; a MARKET order by quoteOrderQty states its notional itself: no request for it
+        needs_avg = (intent.price is not None and bool(rules.bid_up)) or (
+            intent.type == "MARKET" and ref_price is None and intent.quantity is not None)
         avg = await self.avg_price(intent.symbol) if needs_avg else None
         if intent.type == "MARKET" and ref_price is None and intent.quantity is not None:
             ref_price = avg  # NOTIONAL applies to MARKET orders at avgPrice (applyMinToMarket, avgPriceMins)
