@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_STORE ?= .store/demo
 
 TUNE_STORE ?= .store/tune
+PAPER_DIR ?= .store/paper
 
-.PHONY: install test lint bench demo tune-demo clean
+.PHONY: install test lint bench demo tune-demo paper-demo clean
 .ONESHELL:
 SHELL := /bin/bash
 
@@ -68,6 +69,23 @@ tune-demo: $(STAMP)
 	$(VENV)/bin/trader tune train --store $(TUNE_STORE) || [ $$? -eq 1 ]
 	echo "== trader scan --min-score 75 (with the model's ml factor when it is active)"
 	$(VENV)/bin/trader scan --min-score 75 --store $(TUNE_STORE) || [ $$? -eq 1 ]
+
+## paper-demo: replay exchange at 10 replayed minutes per second -> warm 20 symbols -> trader trade (paper) for 6 decisions -> history
+paper-demo: $(STAMP)
+	set -euo pipefail
+	rm -rf $(PAPER_DIR)
+	mkdir -p $(PAPER_DIR)
+	coproc REPLAY { exec $(VENV)/bin/trader replay --port 0 --speed 600; }
+	trap 'kill $$REPLAY_PID 2>/dev/null; wait $$REPLAY_PID 2>/dev/null || true' EXIT
+	read -r URL <&"$${REPLAY[0]}"
+	read -r CREDS <&"$${REPLAY[0]}"
+	export $$CREDS TRADER_REST_URL="$$URL" TRADER_WS_URL="$${URL/http/ws}" TRADER_STORE=$(PAPER_DIR)/store
+	echo "== replay exchange at $$URL (its account's key and secret exported from its second line)"
+	$(VENV)/bin/trader warm --top 20
+	echo "== trader trade --steps 6 (paper: orders on the replay venue, protective OCOs, the 2 h time stop)"
+	$(VENV)/bin/trader trade --steps 6 --ledger $(PAPER_DIR)/ledger.sqlite
+	$(VENV)/bin/trader trade --ledger $(PAPER_DIR)/ledger.sqlite history
+	$(VENV)/bin/trader trade --ledger $(PAPER_DIR)/ledger.sqlite status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .store

@@ -670,11 +670,11 @@ class UserDataStream:
                     try:
                         while True:
                             recv = asyncio.ensure_future(ws.recv())
+                            # a receive left behind by a stop or a cancel ends with the socket's close: not news
+                            recv.add_done_callback(lambda f: f.cancelled() or f.exception())
                             done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
                             if stopper in done:
                                 recv.cancel()
-                                if recv.done() and not recv.cancelled():
-                                    recv.exception()  # retrieved: a closing socket's error is not news
                                 return
                             self._handle(recv.result())
                     finally:
