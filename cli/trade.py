@@ -202,8 +202,7 @@ async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, 
                         last = t
                         done += 1
                         observer.equity.set(float(rep.equity))
-                        print(f"trader trade: {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t / 1000))} {rep.state} equity {rep.equity:.2f} "
-                              f"entered {rep.entered or '-'} exits {rep.exits or '-'} open {len(lg.positions('OPEN'))}", file=sys.stderr, flush=True)
+                        _status_line(t, rep, lg)
                         if steps is not None and done >= steps:
                             break
                     else:
@@ -302,8 +301,7 @@ async def _local_loop(settings: Any, wanted: list[str], listen: str, steps: int 
                         last = t
                         done += 1
                         observer.equity.set(float(rep.equity))
-                        print(f"trader trade: {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t / 1000))} {rep.state} equity {rep.equity:.2f} "
-                              f"entered {rep.entered or '-'} exits {rep.exits or '-'} open {len(lg.positions('OPEN'))}", file=sys.stderr, flush=True)
+                        _status_line(t, rep, lg)
                         if steps is not None and done >= steps:
                             break
                     to_close = ((t + iv) - clock.now_ms()) / 1000.0 / max(clock.speed, 1e-9)
@@ -315,6 +313,12 @@ async def _local_loop(settings: Any, wanted: list[str], listen: str, steps: int 
                 await runner.cleanup()
     finally:
         lg.close()
+
+
+def _status_line(t: int, rep: Any, lg: Any) -> None:
+    """One stderr line per decision: time, state, equity, entries, exits, open positions."""
+    print(f"trader trade: {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t / 1000))} {rep.state} equity {rep.equity:.2f} "
+          f"entered {rep.entered or '-'} exits {rep.exits or '-'} open {len(lg.positions('OPEN'))}", file=sys.stderr, flush=True)
 
 
 def _pct(xs: list[float], q: float) -> float:

@@ -77,15 +77,13 @@ SHIFT_PERIOD_MS = 21 * _DAY_MS
 _UNSUPPORTED = {"/api/v3/trades", "/api/v3/historicalTrades", "/api/v3/aggTrades", "/api/v3/ticker/tradingDay"}
 
 
-class BinanceError(Exception):
-    """An error answered as Binance does: HTTP status + ``{"code": c, "msg": m}``."""
+class BinanceError(Rejected):
+    """An error answered as Binance does: HTTP status + ``{"code": c, "msg": m}`` — the market-data
+    handlers' spelling (status first) of :class:`trader.replay.matching.Rejected`, which the
+    middleware answers."""
 
     def __init__(self, status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(msg)
-        self.status = status
-        self.code = code
-        self.msg = msg
-        self.headers = headers or {}
+        super().__init__(code, msg, status, headers)
 
 
 def default_start_ms(dataset: ReplayDataset) -> int:
@@ -397,11 +395,11 @@ class ReplayExchange:
                     raise BinanceError(500, -1001, "Internal error; unable to process your request. Please try again.", used)
                 try:
                     response = await handler(request)
-                except (BinanceError, Rejected) as exc:
+                except Rejected as exc:
                     exc.headers.update(used)
                     raise
                 response.headers.update(used)
-        except (BinanceError, Rejected) as exc:
+        except Rejected as exc:
             response = web.Response(
                 status=exc.status,
                 body=orjson.dumps({"code": exc.code, "msg": exc.msg}),
