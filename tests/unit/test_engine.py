@@ -93,3 +93,26 @@ async def test_health_and_metrics_over_http_during_a_run(tmp_path: Path) -> None
         await runner.cleanup()
     assert 'trader_orders_total{side="BUY",status="FILLED"} 1.0' in text
     assert "trader_open_positions 1.0" in text and 'trader_build_info{mode="backtest",version="0.1.0"} 1.0' in text
+
+
+def test_virtual_positions_follow_the_same_exits_and_count_for_retraining(tmp_path: Path) -> None:
+    from trader.trade.ledger import virtual_samples_since
+    from trader.trade.virtual import VirtualBook, virtual_outcome
+
+    block = _block()
+    cfg = RiskConfig()
+    # entered at k1's open (100.51): k1 reaches 102 (+1.5 %) and 98 (-2.5 %): no exit; k3 opens at 95 (-5.5 %): the stop
+    assert virtual_outcome(block, T0 + H, 100.51, cfg, 0.001, "1h", T0 + 2 * H) is None  # only k1 closed: not known yet
+    reason, t, price, net = virtual_outcome(block, T0 + H, 100.51, RiskConfig(time_stop="48h"), 0.001, "1h", T0 + 10 * H)  # type: ignore[misc]
+    assert (reason, t) == ("stop_loss", T0 + 4 * H) and abs(net - (-0.05 - 0.002)) < 1e-9
+    reason, t, price, _ = virtual_outcome(block, T0 + H, 100.51, cfg, 0.001, "1h", T0 + 10 * H)  # type: ignore[misc]
+    assert (reason, t, price) == ("time_stop", T0 + 3 * H, 98.0)  # 2 h after the entry, at that kline's close
+    lg = Ledger(tmp_path / "ledger-paper-x.sqlite", durable=False)
+    book = VirtualBook(lg, cfg, 0.001, "1h")
+    book.add(risk.Candidate("TESTUSDT", T0 + H, 80.0, 1, 0.55, 100.51), "below_confidence")
+    book.add(risk.Candidate("TESTUSDT", T0 + 2 * H, 80.0, -1, None, 99.0), "slots_full")  # a short on spot: not followed
+    book.add(risk.Candidate("TESTUSDT", T0 + 2 * H, 80.0, 1, None, 99.0), "already_open")  # not a passing signal left out
+    assert book.update(T0 + 10 * H, lambda s: block) == 1
+    assert [s[5] for s in lg.virtual_samples()] == ["time_stop"]
+    lg.close()
+    assert virtual_samples_since(tmp_path, T0) == 1 and virtual_samples_since(tmp_path, T0 + H) == 0
