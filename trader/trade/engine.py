@@ -199,45 +199,89 @@ class TradeEngine:
             self.ledger.decision(c.t_ms, c.symbol, "skip", "size_below_min_notional", c.score, c.probability)
             return Decimal(0)
         intent = OrderIntent(self.strategy, c.symbol, c.t_ms, "entry", "BUY", "MARKET", quote_order_qty=quote)
+        # the intent is in the ledger before its order leaves: a crash after the venue took it is recovered
+        # at the next step (recover), whatever that step decides
+        self.ledger.record_order(intent.client_order_id, None, "entry", c.symbol, "BUY", "MARKET", "PENDING", None, Decimal(0), Decimal(0), c.t_ms)
         t0 = time.perf_counter()
         try:
             o = await self.broker.submit(intent)
         except OrderRejected as exc:
+            self.ledger.record_order(intent.client_order_id, None, "entry", c.symbol, "BUY", "MARKET", "REJECTED", None, Decimal(0), Decimal(0), c.t_ms)
             self.ledger.decision(c.t_ms, c.symbol, "skip", f"entry_rejected: {exc}"[:200], c.score, c.probability)
             return Decimal(0)
         report.signal_to_order_s.append(time.perf_counter() - t0)
         self.ledger.decision(c.t_ms, c.symbol, "enter", "ok", c.score, c.probability)
+        if await self._after_entry(c.symbol, c.t_ms, o):
+            report.entered.append(c.symbol)
+        return o.cum_quote
+
+    async def _after_entry(self, symbol: str, t_ms: int, o: Order) -> bool:
+        """Book a filled entry as a position and place its protective ladder (idempotent: a recovered
+        entry and a re-run decision give the same position and the same OCOs)."""
         if o.executed_qty <= 0:
-            self._record(o, None, "entry", c.t_ms)
-            return Decimal(0)
-        fills = o.fills or tuple(await self.broker.fills(c.symbol, o.order_id))
+            self._record(o, None, "entry", t_ms)
+            return False
+        rules = await self.broker.rules(symbol)
+        fills = o.fills or tuple(await self.broker.fills(symbol, o.order_id))
         fee_base = sum((f.commission for f in fills if f.commission_asset != self.quote), Decimal(0))
         qty = rules.round_qty(o.executed_qty - fee_base)
         avg = o.cum_quote / o.executed_qty
-        pid = self.ledger.open_position(c.symbol, qty, avg, c.t_ms, o.cum_quote, fee_base * avg, o.client_order_id, self.broker.mode)
-        self._record(o, pid, "entry", c.t_ms)
-        self.bus.publish(PositionChanged(c.t_ms, c.symbol, str(qty), "entry", len(self.ledger.positions("OPEN"))))
-        report.entered.append(c.symbol)
+        pid = self.ledger.open_position(symbol, qty, avg, t_ms, o.cum_quote, fee_base * avg, o.client_order_id, self.broker.mode)
+        self._record(o, pid, "entry", t_ms)
+        self.bus.publish(PositionChanged(t_ms, symbol, str(qty), "entry", len(self.ledger.positions("OPEN"))))
+        await self._protect(pid, symbol, t_ms, avg, qty, rules)
+        return True
+
+    async def _protect(self, pid: int, symbol: str, t_ms: int, avg: Decimal, qty: Decimal, rules: Any) -> None:
+        """Place every rung of the exit ladder not placed yet (each an OCO; the journal makes a repeat a lookup)."""
+        have = {r["role"] for r in self.ledger.orders(pid)}
         for leg in risk.exit_ladder(avg, qty, self.cfg, rules):
+            if leg.name in have or f"exit-stop_failed-{leg.name}" in have:
+                continue
             try:
-                legs = await self.broker.submit_oco(self.strategy, c.symbol, c.t_ms, leg.qty, leg.take_profit, leg.stop, leg.name)
+                legs = await self.broker.submit_oco(self.strategy, symbol, t_ms, leg.qty, leg.take_profit, leg.stop, leg.name)
             except OrderRejected as exc:  # e.g. "Order would trigger immediately": never leave it unprotected
-                self.ledger.decision(c.t_ms, c.symbol, "exit", f"stop_failed: {exc}"[:200], c.score, c.probability)
-                p = next(x for x in self.ledger.positions("OPEN") if x.id == pid)
-                so = await self._sell_market(p, leg.qty, c.t_ms, f"exit-stop_failed-{leg.name}")
-                if so is not None:
-                    await self._book_sale(p, so, Decimal(0), "stop_failed", c.t_ms)
+                self.ledger.decision(t_ms, symbol, "exit", f"stop_failed: {exc}"[:200], None, None)
+                p = next((x for x in self.ledger.positions("OPEN") if x.id == pid), None)
+                if p is not None:
+                    so = await self._sell_market(p, leg.qty, t_ms, f"exit-stop_failed-{leg.name}")
+                    if so is not None:
+                        await self._book_sale(p, so, Decimal(0), "stop_failed", t_ms)
                 continue
             tp, sl = legs[0], legs[1] if len(legs) > 1 else None
-            self._record(tp, pid, leg.name, c.t_ms)
+            self._record(tp, pid, leg.name, t_ms)
             if sl is not None:
-                self._record(sl, pid, f"stop_loss_{leg.name[-1]}", c.t_ms)
-        return o.cum_quote
+                self._record(sl, pid, f"stop_loss_{leg.name[-1]}", t_ms)
+
+    async def recover(self) -> list[str]:
+        """Settle what a crash left half done, before anything else: entries the ledger sent (PENDING)
+        but never booked, and open positions whose ladder is incomplete. Returns the symbols touched."""
+        touched = []
+        for row in self.ledger.orders():
+            if row["role"] != "entry" or row["position_id"] is not None or row["status"] not in ("PENDING", "NEW", "PARTIALLY_FILLED"):
+                continue
+            o = await self.broker.query(row["symbol"], row["cid"])
+            if o is None:  # never reached the venue (or refused): nothing to book; a re-run decision may send it
+                self.ledger.record_order(row["cid"], None, "entry", row["symbol"], "BUY", "MARKET", "ABSENT", None, Decimal(0), Decimal(0), row["updated_ms"])
+                continue
+            if await self._after_entry(row["symbol"], int(row["updated_ms"]), o):
+                touched.append(row["symbol"])
+        for p in self.ledger.positions("OPEN"):
+            roles = {r["role"] for r in self.ledger.orders(p.id)}
+            if any(r.startswith("exit-") for r in roles):
+                continue  # being closed: no new protection
+            rules = await self.broker.rules(p.symbol)
+            rungs = {leg.name for leg in risk.exit_ladder(p.entry_price, p.qty, self.cfg, rules)}
+            if not rungs <= roles:  # a crash between the entry and its last OCO
+                await self._protect(p.id, p.symbol, p.entry_ms, p.entry_price, p.qty, rules)
+                touched.append(p.symbol)
+        return touched
 
     async def step(self, t_ms: int, candidates: list[risk.Candidate]) -> StepReport:
         """One decision at ``t_ms`` (see the module docstring)."""
         self.bus.publish(KlineClosed(t_ms))
         report = StepReport(t_ms, self.state)
+        await self.recover()
         report.exits += await self.sync(t_ms)
         equity, free = await self.equity()
         day = str(t_ms // _DAY_MS)
