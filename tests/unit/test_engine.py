@@ -116,3 +116,22 @@ def test_virtual_positions_follow_the_same_exits_and_count_for_retraining(tmp_pa
     assert [s[5] for s in lg.virtual_samples()] == ["time_stop"]
     lg.close()
     assert virtual_samples_since(tmp_path, T0) == 1 and virtual_samples_since(tmp_path, T0 + H) == 0
+
+
+def test_an_older_ledger_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from trader.trade.ledger import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    db.execute("INSERT INTO meta VALUES ('day', '1')")
+    db.commit()
+    db.close()
+    lg = Ledger(path)
+    assert lg.get_meta("day") == "1" and lg.unbooked_entries() == []
+    lg.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'orders_unbooked'").fetchone() is not None

@@ -257,9 +257,7 @@ class TradeEngine:
         """Settle what a crash left half done, before anything else: entries the ledger sent (PENDING)
         but never booked, and open positions whose ladder is incomplete. Returns the symbols touched."""
         touched = []
-        for row in self.ledger.orders():
-            if row["role"] != "entry" or row["position_id"] is not None or row["status"] not in ("PENDING", "NEW", "PARTIALLY_FILLED"):
-                continue
+        for row in self.ledger.unbooked_entries():
             o = await self.broker.query(row["symbol"], row["cid"])
             if o is None:  # never reached the venue (or refused): nothing to book; a re-run decision may send it
                 self.ledger.record_order(row["cid"], None, "entry", row["symbol"], "BUY", "MARKET", "ABSENT", None, Decimal(0), Decimal(0), row["updated_ms"])

@@ -51,6 +51,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS positions_status ON positions(status);
     CREATE INDEX IF NOT EXISTS orders_position ON orders(position_id);
     """,
+    # 2: entries sent but not booked as a position yet (what TradeEngine.recover looks for at every step)
+    """
+    CREATE INDEX IF NOT EXISTS orders_unbooked ON orders(role, status) WHERE position_id IS NULL;
+    """,
 ]
 
 
@@ -188,6 +192,15 @@ class Ledger:
                 "updated_ms = excluded.updated_ms, position_id = COALESCE(excluded.position_id, position_id)",
                 (cid, position_id, role, symbol, side, kind, status, order_id, str(executed), str(quote), t_ms),
             )
+
+    def unbooked_entries(self) -> list[dict[str, Any]]:
+        """Entry orders sent (or about to be) whose position is not booked: ``{cid, symbol, status, updated_ms}``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT cid, symbol, status, updated_ms FROM orders WHERE position_id IS NULL AND role = 'entry' "
+                "AND status IN ('PENDING', 'NEW', 'PARTIALLY_FILLED') ORDER BY rowid"
+            ).fetchall()
+        return [{"cid": c, "symbol": s, "status": st, "updated_ms": u} for c, s, st, u in rows]
 
     def orders(self, position_id: int | None = None, open_only: bool = False) -> list[dict[str, Any]]:
         q = "SELECT cid, position_id, role, symbol, side, type, status, order_id, executed, quote, updated_ms FROM orders"
