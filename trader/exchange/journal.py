@@ -80,10 +80,11 @@ class OrderJournal:
                 "updated_ms INTEGER NOT NULL, error TEXT)"
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS intents_status ON intents(status)")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            elif version > _SCHEMA_VERSION:
+            # its own version row: the trade ledger shares the file and owns PRAGMA user_version
+            self._db.execute("CREATE TABLE IF NOT EXISTS journal_info (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            self._db.execute("INSERT OR IGNORE INTO journal_info VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+            version = int(self._db.execute("SELECT value FROM journal_info WHERE key = 'schema'").fetchone()[0])
+            if version > _SCHEMA_VERSION:
                 raise StoreError(f"order journal {self.path} has schema {version}, newer than this trader ({_SCHEMA_VERSION})")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"order journal {self.path}: {exc}") from None
