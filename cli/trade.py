@@ -251,18 +251,7 @@ async def _local_loop(settings: Any, wanted: list[str], listen: str, steps: int 
     try:
         async with BinanceClient(settings.exchange, settings.client) as rest:
             clock = ServerClock()
-
-            async def sync() -> int:
-                sent = clock._mono()
-                raw, headers = await rest.request_full("time")
-                import orjson
-
-                server = int(orjson.loads(raw)["serverTime"])
-                speed = headers.get("X-Replay-Speed")
-                clock.set(server, sent, clock._mono(), float(speed) if speed else 1.0)
-                return server
-
-            await sync()
+            await clock.sync(rest)
             symbols = wanted
             if not symbols:
                 with KlineStore(settings.store_path()) as st:
@@ -294,7 +283,7 @@ async def _local_loop(settings: Any, wanted: list[str], listen: str, steps: int 
                     now = clock.now_ms()
                     t = now // iv * iv
                     if t > last:
-                        await sync()
+                        await clock.sync(rest)
                         rep = await paper_step(settings, settings.store_path(), rest, engine, t, symbols, after_warm=lambda t=t: broker.refresh(t))
                         lg.set_meta("local_broker", base64.b64encode(broker.dump()).decode())
                         lg.set_meta("last_step_ms", str(t))

@@ -327,9 +327,8 @@ class SymbolRules:
         ``market_price`` stands in for the price of a MARKET order's notional; ``avg_price`` (the
         5-minute average) enables the PERCENT_PRICE_BY_SIDE check.
         """
-        for p in (price,):
-            if p is not None and self.tick and (p < self.min_price or (self.max_price and p > self.max_price) or p % self.tick):
-                return "PRICE_FILTER"
+        if price is not None and self.tick and (price < self.min_price or (self.max_price and price > self.max_price) or price % self.tick):
+            return "PRICE_FILTER"
         if qty is not None and self.step:
             if qty < self.min_qty or (self.max_qty and qty > self.max_qty) or (qty - self.min_qty) % self.step:
                 return "LOT_SIZE"

@@ -125,6 +125,15 @@ class ServerClock:
         self._server_ms = server_ms + (received_s - sent_s) / 2 * 1000 * speed
         self.syncs += 1
 
+    async def sync(self, rest: BinanceClient) -> int:
+        """Sync with ``/api/v3/time`` through ``rest`` (reads the replay's ``X-Replay-Speed``); returns the server time, ms."""
+        sent = self._mono()
+        raw, headers = await rest.request_full("time")
+        speed = headers.get("X-Replay-Speed")  # the replay venue's clock rate; absent on Binance (1.0)
+        server = int(orjson.loads(raw)["serverTime"])
+        self.set(server, sent, self._mono(), float(speed) if speed else 1.0)
+        return server
+
     def now_ms(self) -> int:
         """The exchange's now, epoch ms (the local wall clock until the first sync)."""
         if self._server_ms is None:
@@ -215,12 +224,7 @@ class TradingClient:
 
     async def sync_time(self) -> int:
         """Sync :attr:`clock` with ``/api/v3/time``; returns the server time, epoch ms."""
-        sent = self._mono()
-        raw, headers = await self.rest.request_full("time")
-        speed = headers.get("X-Replay-Speed")  # the replay venue's clock rate; absent on Binance (1.0)
-        server = int(orjson.loads(raw)["serverTime"])
-        self.clock.set(server, sent, self._mono(), float(speed) if speed else 1.0)
-        return server
+        return await self.clock.sync(self.rest)
 
     def _query(self, params: Iterable[tuple[str, Any]]) -> tuple[str, int]:
         ts = self.clock.now_ms()

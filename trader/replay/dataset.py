@@ -128,6 +128,14 @@ def _decimals(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def decimals_table(values: np.ndarray) -> tuple[list[int], list[int]]:
+    """Per kline, the running ``(price decimals, quantity decimals)`` of a kline block ``(11, n)``:
+    the most decimals any price / base volume has had up to that kline (tick / step = 10**-d). Pure."""
+    pd = np.maximum.accumulate(_decimals(values[list(_PRICE_FIELDS)]).max(axis=0))
+    qd = np.maximum.accumulate(_decimals(values[list(_QTY_FIELDS)]).max(axis=0))
+    return pd.tolist(), qd.tolist()
+
+
 def split_symbol(symbol: str) -> tuple[str, str]:
     """Split ``"BTCUSDT"`` into ``("BTC", "USDT")`` by the known quote assets."""
     for quote in QUOTE_ASSETS:
@@ -287,9 +295,7 @@ class SeriesData:
         if self._dec is None:
             with self._lock:
                 if self._dec is None:
-                    pd = np.maximum.accumulate(_decimals(self.values[list(_PRICE_FIELDS)]).max(axis=0))
-                    qd = np.maximum.accumulate(_decimals(self.values[list(_QTY_FIELDS)]).max(axis=0))
-                    self._dec = (pd.tolist(), qd.tolist())
+                    self._dec = decimals_table(self.values)
         i = min(max(int(upto), 0), len(self) - 1)
         return self._dec[0][i], self._dec[1][i]
 

@@ -241,23 +241,12 @@ class VenueOrder:
 
     def cancel_doc(self, cancel_client_id: str) -> dict[str, Any]:
         """The ``DELETE /api/v3/order`` answer (Binance spot REST API, "Cancel order")."""
-        return {
-            "symbol": self.symbol,
-            "origClientOrderId": self.client_order_id,
-            "orderId": self.order_id,
-            "orderListId": self.order_list_id,
-            "clientOrderId": cancel_client_id,
-            "transactTime": self.update_ms,
-            "price": _e8(self.price),
-            "origQty": _e8(self.orig_qty),
-            "executedQty": _e8(self.executed_qty),
-            "cummulativeQuoteQty": _e8(self.cum_quote),
-            "status": self.status,
-            "timeInForce": self.time_in_force or "GTC",
-            "type": self.type,
-            "side": self.side,
-            "selfTradePreventionMode": "NONE",
-        }
+        d = self.doc()
+        out: dict[str, Any] = {"symbol": self.symbol, "origClientOrderId": self.client_order_id, "orderId": self.order_id,
+                               "orderListId": self.order_list_id, "clientOrderId": cancel_client_id, "transactTime": self.update_ms}
+        out.update((k, d[k]) for k in ("price", "origQty", "executedQty", "cummulativeQuoteQty", "status", "timeInForce", "type",
+                                       "side", "selfTradePreventionMode"))
+        return out
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 from trader.config import MatchingReplayConfig
 from trader.exchange.trading import OrderIntent, TradingClient, client_order_id, prepare_order
 from trader.models import OPEN_TIME, Balance, Fill, Order, SymbolRules, interval_ms
-from trader.replay.dataset import _PRICE_FIELDS, _QTY_FIELDS, _decimals
+from trader.replay.dataset import decimals_table
 from trader.replay.matching import Account, MatchingConfig, MatchingEngine, OrderRequest, Rejected
 from trader.replay.trading import SeriesMarket
 
@@ -64,9 +64,7 @@ class BlockSeries:
         self.data = _Data(self.open_time_ms.tolist())
         self.trades_cumsum = np.cumsum(self.values[8]).astype(np.int64)
         self.base = None
-        pd = np.maximum.accumulate(_decimals(self.values[list(_PRICE_FIELDS)]).max(axis=0))
-        qd = np.maximum.accumulate(_decimals(self.values[list(_QTY_FIELDS)]).max(axis=0))
-        self._dec = (pd.tolist(), qd.tolist())
+        self._dec = decimals_table(self.values)
 
     def visible(self, now_ms: int) -> int:
         return bisect.bisect_right(self.data.open_list, now_ms)

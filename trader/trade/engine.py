@@ -31,7 +31,7 @@ from typing import Any
 
 from trader.config import RiskConfig
 from trader.errors import OrderRejected
-from trader.exchange.trading import OrderIntent, client_order_id
+from trader.exchange.trading import OrderIntent
 from trader.models import Order
 from trader.trade import risk
 from trader.trade.broker import Broker
@@ -337,7 +337,3 @@ def _reason(role: str) -> str:
         return role.removeprefix("exit-").split("-")[0]
     return "stop_loss" if role.startswith("stop_loss") else role
 
-
-def entry_id(strategy: str, symbol: str, t_ms: int) -> str:
-    """The entry order's client order id of a decision (what a restart looks up)."""
-    return client_order_id(strategy, symbol, t_ms, "entry")
