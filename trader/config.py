@@ -497,7 +497,9 @@ class TradeConfig(_Model):
     strategy: str = Field("scan", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_]+$", description="name in client order ids and the ledger")
     decision_interval: str = Field("1h", description="decide at every close of this interval")
     listen: str = Field("127.0.0.1:0", description="host:port of /health and /metrics (port 0: a free one, printed)")
-    orphans: Literal["adopt", "cancel"] = Field("cancel", description="open orders found on the venue that the ledger does not know")
+    orphans: Literal["adopt", "cancel", "report"] = Field(
+        "cancel", description="venue orders / holdings the ledger does not know: cancel (orders; holdings reported), adopt, report")
+    lookback: int = Field(1000, ge=100, le=10_000, description="klines per series a paper/live decision scores (1000: the backtest's numbers to ~1e-12)")
     ledger_dir: Path | None = Field(None, description="directory of the ledgers (one per account); null = user data dir")
     fill_poll_s: float = Field(1.0, gt=0, description="paper/live: how often open orders are polled between decisions, s")
 

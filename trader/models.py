@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from enum import StrEnum
 from typing import Any, Final
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "KLINE_COLUMNS",
     "KLINE_FIELDS",
     "LOW",
+    "OPEN_STATUSES",
     "N_FIELDS",
     "OHLCVQ",
     "OPEN",
@@ -44,6 +46,9 @@ __all__ = [
     "Balance",
     "Fill",
     "Order",
+    "OrderStatus",
+    "OrderType",
+    "Side",
     "SymbolRules",
     "check_klines",
     "duration_ms",
@@ -234,6 +239,48 @@ def validate_symbol(value: str) -> str:
 # are ``Decimal`` (never binary floats), rounded to the symbol's tick and step before sending.
 
 
+class Side(StrEnum):
+    """Order side (Binance spot REST API, "Enum definitions": ``side``)."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    """Spot order types (Binance "Enum definitions": ``type``)."""
+
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+    STOP_LOSS = "STOP_LOSS"
+    STOP_LOSS_LIMIT = "STOP_LOSS_LIMIT"
+    TAKE_PROFIT = "TAKE_PROFIT"
+    TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+    LIMIT_MAKER = "LIMIT_MAKER"
+
+
+class OrderStatus(StrEnum):
+    """Order status: Binance's values ("Enum definitions": order status), plus three that only the
+    client writes and no exchange ever sends: ``PENDING`` (intent recorded, request not answered
+    yet), ``ABSENT`` (looked up after a crash: the exchange never received it) and ``LOST`` (the
+    ledger knew it, the exchange no longer does: a venue reset)."""
+
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    EXPIRED_IN_MATCH = "EXPIRED_IN_MATCH"
+    PENDING = "PENDING"
+    ABSENT = "ABSENT"
+    LOST = "LOST"
+
+
+#: the statuses in which an order can still trade (the venue's matching engine and the client's engine share this)
+OPEN_STATUSES: Final[frozenset[str]] = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+
+
 @dataclass(frozen=True)
 class SymbolRules:
     """The trading filters of one symbol, as ``exchangeInfo`` publishes them (Decimals).
@@ -348,8 +395,16 @@ class SymbolRules:
 
 @dataclass(frozen=True)
 class Fill:
-    """One trade of an order (Binance ``fills[]`` / ``myTrades``): price and qty in quote/base units,
-    commission in ``commission_asset``; ``time_ms`` epoch ms (0 when the response omits it)."""
+    """One trade of an order (Binance ``fills[]`` of a FULL order response, or a ``myTrades`` row).
+
+    Attributes:
+        trade_id: the venue's trade id (per symbol, increasing).
+        price: quote per base; qty: base asset; commission: in ``commission_asset``.
+        time_ms: epoch ms (0 when the response omits it).
+        order_id: the venue's order id (-1 when the row does not say: a ``fills[]`` element).
+        symbol: "" when the row does not say; is_buyer: None when it does not say.
+        quote_qty: ``price x qty`` in the quote asset (``quoteQty``; computed when absent).
+    """
 
     trade_id: int
     price: Decimal
@@ -358,10 +413,20 @@ class Fill:
     commission_asset: str
     time_ms: int = 0
     is_maker: bool = False
+    order_id: int = -1
+    symbol: str = ""
+    is_buyer: bool | None = None
+    quote_qty: Decimal | None = None
+
+    @property
+    def quote(self) -> Decimal:
+        """Quote amount traded (``quoteQty``, else ``price x qty``)."""
+        return self.quote_qty if self.quote_qty is not None else self.price * self.qty
 
     @classmethod
-    def from_binance(cls, doc: dict[str, Any]) -> Fill:
-        """From a ``fills[]`` element or a ``myTrades`` row."""
+    def from_binance(cls, doc: dict[str, Any], *, order_id: int = -1, symbol: str = "", is_buyer: bool | None = None) -> Fill:
+        """From a ``fills[]`` element (pass its order's id, symbol and side) or a ``myTrades`` row."""
+        buyer = doc.get("isBuyer")
         return cls(
             trade_id=int(doc.get("tradeId", doc.get("id", -1))),
             price=Decimal(doc["price"]),
@@ -370,6 +435,10 @@ class Fill:
             commission_asset=str(doc.get("commissionAsset", "")),
             time_ms=int(doc.get("time", 0)),
             is_maker=bool(doc.get("isMaker", False)),
+            order_id=int(doc.get("orderId", order_id)),
+            symbol=str(doc.get("symbol", symbol)),
+            is_buyer=bool(buyer) if buyer is not None else is_buyer,
+            quote_qty=Decimal(doc["quoteQty"]) if "quoteQty" in doc else None,
         )
 
 
@@ -405,8 +474,8 @@ class Order:
 
     @property
     def is_open(self) -> bool:
-        """NEW or PARTIALLY_FILLED."""
-        return self.status in ("NEW", "PARTIALLY_FILLED")
+        """NEW or PARTIALLY_FILLED (:data:`OPEN_STATUSES`)."""
+        return self.status in OPEN_STATUSES
 
     @property
     def avg_price(self) -> Decimal:
@@ -416,11 +485,12 @@ class Order:
     @classmethod
     def from_binance(cls, doc: dict[str, Any], side: str = "", type_: str = "") -> Order:
         """From an order response (ACK/RESULT/FULL), a query or a cancel answer."""
+        symbol, order_id, sd = str(doc["symbol"]), int(doc.get("orderId", -1)), str(doc.get("side", side))
         return cls(
-            symbol=str(doc["symbol"]),
-            order_id=int(doc.get("orderId", -1)),
+            symbol=symbol,
+            order_id=order_id,
             client_order_id=str(doc.get("origClientOrderId") or doc.get("clientOrderId", "")),
-            side=str(doc.get("side", side)),
+            side=sd,
             type=str(doc.get("type", type_)),
             status=str(doc.get("status", "NEW")),
             price=Decimal(doc.get("price", "0")),
@@ -432,7 +502,8 @@ class Order:
             time_ms=int(doc.get("time", doc.get("transactTime", 0))),
             update_ms=int(doc.get("updateTime", doc.get("transactTime", 0))),
             order_list_id=int(doc.get("orderListId", -1)),
-            fills=tuple(Fill.from_binance(f) for f in doc.get("fills", ())),
+            fills=tuple(Fill.from_binance(f, order_id=order_id, symbol=symbol, is_buyer=sd == "BUY" if sd else None)
+                        for f in doc.get("fills", ())),
         )
 
 

@@ -307,6 +307,15 @@ class TradingClient:
         doc = orjson.loads(await self.rest.request("bookTicker", {"symbol": symbol}))
         return Decimal(doc["bidPrice"]), Decimal(doc["askPrice"])
 
+    async def books(self, symbols: list[str]) -> dict[str, tuple[Decimal, Decimal]]:
+        """``{symbol: (bid, ask)}`` from one ``ticker/bookTicker?symbols=`` request (weight 4; 2 for one symbol)."""
+        if not symbols:
+            return {}
+        if len(symbols) == 1:
+            return {symbols[0]: await self.book(symbols[0])}
+        docs = orjson.loads(await self.rest.request("bookTicker", {"symbols": orjson.dumps(sorted(set(symbols))).decode()}))
+        return {d["symbol"]: (Decimal(d["bidPrice"]), Decimal(d["askPrice"])) for d in docs}
+
     def prepare(
         self, intent: OrderIntent, rules: SymbolRules, ref_price: Decimal | None = None, avg_price: Decimal | None = None
     ) -> list[tuple[str, str]]:

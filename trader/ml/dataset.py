@@ -210,6 +210,8 @@ def build_dataset(
     end_ms: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     rank: bool = True,
+    features: bool = True,
+    labels: bool = True,
 ) -> Dataset:
     """Build the dataset of ``symbols`` from their stored klines.
 
@@ -227,6 +229,9 @@ def build_dataset(
         progress: ``progress(done, total)`` per (symbol chunk, interval).
         rank: rank the features cross-sectionally (what a model reads); False leaves them raw, for
             callers that only need the score inputs and labels (a backtest without a model).
+        features: build the model's feature matrix; False leaves ``features`` ``(n, M, 0)`` (a backtest
+            without a model reads only the score inputs).
+        labels: compute the triple-barrier label; False leaves ``barrier`` NaN (forward returns are kept).
 
     Returns:
         A :class:`Dataset`.
@@ -263,7 +268,7 @@ def build_dataset(
         moments = moments[moments < end_ms]
     M = moments.size
     names = feature_names(intervals)
-    F = len(names)
+    F = len(names) if features else 0
     X = np.full((n, M, F), np.nan, dtype=np.float32)
     valid = np.ones((n, M), dtype=bool)
     score_inputs = [{k: np.full((n, M), np.nan) for k in SCORE_INPUTS} for _ in intervals]
@@ -297,9 +302,10 @@ def build_dataset(
                 jj = np.maximum(j, 0)
                 ridx = np.asarray(rows)
                 valid[ridx] &= fresh[None, :]
-                for col, name in enumerate(INTERVAL_FEATURES):
-                    X[ridx, :, k_iv * n_per + col] = feats[name][:, jj]
-                    aligned[k_iv].setdefault(name, np.full((n, M), np.nan))[ridx] = feats[name][:, jj]
+                if features:
+                    for col, name in enumerate(INTERVAL_FEATURES):
+                        X[ridx, :, k_iv * n_per + col] = feats[name][:, jj]
+                        aligned[k_iv].setdefault(name, np.full((n, M), np.nan))[ridx] = feats[name][:, jj]
                 for name in SCORE_INPUTS:
                     score_inputs[k_iv][name][ridx] = inputs[name][:, jj]
                 if k_iv == 0:
@@ -316,19 +322,21 @@ def build_dataset(
                         fjc = np.minimum(fj, ends_iv.size - 1)
                         contiguous = inside & (ends_iv[fjc] == moments + hk * base_ms)
                         forward[hz][ridx] = np.where(contiguous[None, :], c0[:, fjc] / c0[:, jj] - 1.0, np.nan)
-                    atr_pct = feats["atr_pct"]
-                    idx = np.where(exact, jj, -1)
-                    fjb = np.minimum(jj + h_bar, ends_iv.size - 1)
-                    idx = np.where(ends_iv[fjb] == moments + h_bar * base_ms, idx, -1)
-                    barrier_ret[ridx] = barrier_returns(c0, stack[:, 1], stack[:, 2], atr_pct, np.broadcast_to(idx, (len(rows), M)).copy(), h_bar, barrier, fee)
+                    if labels:
+                        atr_pct = feats["atr_pct"]
+                        idx = np.where(exact, jj, -1)
+                        fjb = np.minimum(jj + h_bar, ends_iv.size - 1)
+                        idx = np.where(ends_iv[fjb] == moments + h_bar * base_ms, idx, -1)
+                        barrier_ret[ridx] = barrier_returns(c0, stack[:, 1], stack[:, 2], atr_pct, np.broadcast_to(idx, (len(rows), M)).copy(), h_bar, barrier, fee)
                 done += 1
                 if progress is not None:
                     progress(done, total)
-    cross = cross_interval_features(aligned, params.factors.adx_ref)
-    for col, name in enumerate(CROSS_FEATURES):
-        X[:, :, len(intervals) * n_per + col] = cross[name]
-    X[~valid] = np.nan
-    if rank:
+    if features:
+        cross = cross_interval_features(aligned, params.factors.adx_ref)
+        for col, name in enumerate(CROSS_FEATURES):
+            X[:, :, len(intervals) * n_per + col] = cross[name]
+        X[~valid] = np.nan
+    if rank and features:
         X = cross_sectional_rank(X, valid)  # what the model sees (trader.features.matrix)
     # moments before any symbol is warm carry nothing: start at the first usable one
     usable = np.flatnonzero(valid.any(axis=0))

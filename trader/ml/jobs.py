@@ -99,6 +99,8 @@ def load_dataset(
     params: FeatureParams | None = None,
     progress: Callable[[int, int], None] | None = None,
     rank: bool = True,
+    features: bool = True,
+    labels: bool = True,
 ) -> Dataset:
     """The dataset of the store's universe (every stored kline; moments within ``[start_ms, end_ms)``).
 
@@ -117,7 +119,7 @@ def load_dataset(
         return build_dataset(
             lambda s, iv: store.load(s, iv), universe, params, horizons=hz, label_horizon=settings.ml.horizon,
             grid=settings.ml.grid, barrier=settings.ml.barrier, fee=settings.ml.fee, start_ms=start_ms, end_ms=end_ms,
-            progress=progress, rank=rank,
+            progress=progress, rank=rank, features=features, labels=labels,
         )
 
 

@@ -35,13 +35,13 @@ Errors are Binance's codes and messages ("Error codes for Binance": -1013, -2010
 
 from __future__ import annotations
 
-import itertools
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
-from trader.models import SymbolRules
+from trader.models import OPEN_STATUSES, SymbolRules
 
 __all__ = [
     "Account",
@@ -60,7 +60,6 @@ _BUY, _SELL = "BUY", "SELL"
 _LIMIT_TYPES = {"LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}
 _STOP_TYPES = {"STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"}
 ORDER_TYPES = ("LIMIT", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "LIMIT_MAKER")
-OPEN_STATUSES = {"NEW", "PARTIALLY_FILLED"}
 
 
 class Rejected(Exception):
@@ -345,12 +344,12 @@ class MatchingEngine:
         self.emit = emit or (lambda account, event: None)
         self.listening = listening or (lambda account: True)
         self.accounts: dict[str, Account] = {}
-        self._order_ids: dict[str, itertools.count[int]] = {}
-        self._trade_ids: dict[str, itertools.count[int]] = {}
-        self._list_ids = itertools.count(1)
+        self._order_ids: dict[str, int] = {}  # symbol -> last order id issued
+        self._trade_ids: dict[str, int] = {}  # symbol -> last trade id issued
+        self._list_ids = 0
         self._watch: dict[str, dict[tuple[str, int, str], VenueOrder]] = {}  # symbol -> open orders of every account
         self._last_ms: dict[str, int] = {}
-        self._seq = itertools.count()
+        self._seq = 0
         self.events = 0  #: order events processed (placements, fills, cancels, expiries, triggers)
 
     def add_account(self, account: Account) -> Account:
@@ -413,7 +412,7 @@ class MatchingEngine:
         return price <= s if sell_down else price >= s
 
     def _new_order(self, acct: Account, req: OrderRequest, now_ms: int, client_id: str) -> VenueOrder:
-        oid = next(self._order_ids.setdefault(req.symbol, itertools.count(1)))
+        oid = self._order_ids[req.symbol] = self._order_ids.get(req.symbol, 0) + 1
         is_stop = req.type in _STOP_TYPES
         return VenueOrder(
             account=acct,
@@ -475,7 +474,11 @@ class MatchingEngine:
         return order
 
     def _client_id(self) -> str:
-        return f"replay{next(self._seq):016d}"
+        return f"replay{self._next_seq():016d}"
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq - 1
 
     def _accept(self, order: VenueOrder, asset: str, amount: Decimal, now_ms: int) -> None:
         acct = order.account
@@ -548,7 +551,8 @@ class MatchingEngine:
             asset, amount = rules.quote, max(x for x in refs if x is not None) * quantity
         if acct.free(asset) < amount:
             raise Rejected(-2010, "Account has insufficient balance for requested action.")
-        lid = next(self._list_ids)
+        self._list_ids += 1
+        lid = self._list_ids
         olist = OrderList(lid, list_client_id or self._client_id(), symbol, [], now_ms)
         for i, leg in enumerate((above, below)):
             order = self._new_order(acct, leg, now_ms, leg.client_order_id or self._client_id())
@@ -673,7 +677,7 @@ class MatchingEngine:
         order.cum_quote += quote
         order.kline_filled += qty
         order.update_ms = t_ms
-        tid = next(self._trade_ids.setdefault(order.symbol, itertools.count(1)))
+        tid = self._trade_ids[order.symbol] = self._trade_ids.get(order.symbol, 0) + 1
         trade = {
             "symbol": order.symbol,
             "id": tid,
@@ -875,7 +879,7 @@ class MatchingEngine:
                 "N": trade["commissionAsset"] if trade else None,
                 "T": t_ms,
                 "t": trade["id"] if trade else -1,
-                "I": next(self._seq),
+                "I": self._next_seq(),
                 "w": order.is_open and order.working,
                 "m": bool(trade and trade["isMaker"]),
                 "M": False,
@@ -917,6 +921,67 @@ class MatchingEngine:
                 "O": [{"s": o.symbol, "i": o.order_id, "c": o.client_order_id} for o in olist.legs],
             },
         )
+
+    # ------------------------------------------------------------------ persistence (keyless paper trading)
+
+    _ORDER_FIELDS = ("symbol", "order_id", "client_order_id", "side", "type", "time_in_force", "price", "orig_qty", "stop_price",
+                     "orig_quote_qty", "time_ms", "order_list_id", "status", "executed_qty", "cum_quote", "update_ms", "working_ms",
+                     "triggered", "lock_asset", "locked", "kline_id", "kline_filled")
+    _DECIMAL_FIELDS = frozenset({"price", "orig_qty", "stop_price", "orig_quote_qty", "executed_qty", "cum_quote", "locked", "kline_filled"})
+
+    def export_account(self, acct: Account) -> dict[str, Any]:
+        """Everything needed to resume ``acct`` in a new process, as plain rows (the ledger's ``sim_*``
+        tables): balances ``(asset, free, locked)``, orders (:attr:`_ORDER_FIELDS`), order lists,
+        trades ``(symbol, id, JSON of the myTrades row)`` and the engine's counters and clocks."""
+        orders = []
+        for o in acct.orders.values():
+            row = []
+            for f in self._ORDER_FIELDS:
+                v = getattr(o, f)
+                row.append(str(v) if f in self._DECIMAL_FIELDS else (int(v) if f == "triggered" else v))
+            orders.append(tuple(row))
+        lists = [(ol.order_list_id, ol.list_client_order_id, ol.symbol, ol.time_ms, ol.status, ol.status_type,
+                  json.dumps([[o.symbol, o.order_id] for o in ol.legs])) for ol in acct.lists.values()]
+        return {
+            "balances": [(a, str(b[0]), str(b[1])) for a, b in sorted(acct.balances.items())],
+            "orders": orders,
+            "lists": lists,
+            "trades": [(t["symbol"], t["id"], json.dumps(t)) for t in acct.trades],
+            "meta": {"order_ids": json.dumps(self._order_ids), "trade_ids": json.dumps(self._trade_ids), "list_ids": str(self._list_ids),
+                     "seq": str(self._seq), "last_ms": json.dumps(self._last_ms), "update_ms": str(acct.update_ms)},
+        }
+
+    def import_account(self, acct: Account, state: dict[str, Any]) -> None:
+        """Restore ``acct`` (already added) and the engine's counters from :meth:`export_account`'s rows."""
+        acct.balances = {a: [Decimal(f), Decimal(lk)] for a, f, lk in state["balances"]}
+        acct.trades = [json.loads(doc) for _, _, doc in state["trades"]]
+        by_order: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for t in acct.trades:
+            by_order.setdefault((t["symbol"], t["orderId"]), []).append(t)
+        for row in state["orders"]:
+            kw = {f: (Decimal(v) if f in self._DECIMAL_FIELDS else (bool(v) if f == "triggered" else v))
+                  for f, v in zip(self._ORDER_FIELDS, row, strict=True)}
+            o = VenueOrder(account=acct, **kw)
+            o.fills = by_order.get((o.symbol, o.order_id), [])
+            key = (o.symbol, o.order_id)
+            acct.orders[key] = o
+            acct.by_client[(o.symbol, o.client_order_id)] = o
+            if o.is_open:
+                acct.open[key] = o
+                acct.open_count[o.symbol] = acct.open_count.get(o.symbol, 0) + 1
+                self._watch.setdefault(o.symbol, {})[(acct.api_key, o.order_id, o.symbol)] = o
+        for lid, lcid, symbol, t_ms, status, status_type, legs in state["lists"]:
+            ol = OrderList(int(lid), lcid, symbol, [acct.orders[(s, int(i))] for s, i in json.loads(legs)], int(t_ms), status, status_type)
+            for leg in ol.legs:
+                leg.list_ = ol
+            acct.lists[ol.order_list_id] = ol
+        m = state["meta"]
+        self._order_ids = {k: int(v) for k, v in json.loads(m["order_ids"]).items()}
+        self._trade_ids = {k: int(v) for k, v in json.loads(m["trade_ids"]).items()}
+        self._list_ids = int(m["list_ids"])
+        self._seq = int(m["seq"])
+        self._last_ms = {k: int(v) for k, v in json.loads(m["last_ms"]).items() if k in self._watch}
+        acct.update_ms = int(m["update_ms"])
 
     def deposit(self, acct: Account, asset: str, delta: Decimal, t_ms: int) -> None:
         """Credit (or debit) ``asset``; emits ``balanceUpdate`` then ``outboundAccountPosition``."""

@@ -29,7 +29,9 @@ import numpy as np
 from trader.config import RiskConfig, Settings
 from trader.errors import ConfigError
 from trader.trade.ledger import Ledger
-from trader.trade.run import _random_picker, _run, candidates_at, decision_dataset, scores
+from trader.trade.backtest import random_picker as _random_picker
+from trader.trade.backtest import run_plan as _run
+from trader.trade.signals import candidates_at, decision_dataset, scores
 
 __all__ = ["run_plan_search"]
 

@@ -20,6 +20,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 from trader.config import RiskConfig
 from trader.models import SymbolRules, duration_ms
+from trader.trade.types import ExitReason, TradingState
 
 __all__ = [
     "ACTIVE",
@@ -35,10 +36,9 @@ __all__ = [
     "trading_state",
 ]
 
-ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
-#: why a position (or part of it) was closed
-EXIT_REASONS = ("take_profit_1", "take_profit_2", "take_profit_3", "stop_loss", "time_stop", "signal_exit", "kill_switch",
-                "daily_loss", "stop_failed", "flatten")
+ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+#: why a position (or part of it) was closed (a take profit is reported with its rung: take_profit_1)
+EXIT_REASONS = tuple(ExitReason)
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,22 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ExitLeg:
-    """One protective OCO: sell ``qty`` at ``take_profit`` (LIMIT_MAKER) or at ``stop`` (STOP_LOSS).
+    """One protective OCO, rung ``rung`` (1-based) of the ladder: sell ``qty`` at ``take_profit``
+    (LIMIT_MAKER) or at ``stop`` (STOP_LOSS). Prices and quantity are already on the symbol's tick and step."""
 
-    Prices and quantity are already on the symbol's tick and step."""
-
-    name: str
+    rung: int
     qty: Decimal
     take_profit: Decimal
     stop: Decimal
 
+    @property
+    def name(self) -> str:
+        """``take_profit_<rung>``: the exit reason when its take profit fills."""
+        return f"take_profit_{self.rung}"
 
-def trading_state(equity: float, day_start_equity: float, cfg: RiskConfig, kill_switch: bool) -> tuple[str, str]:
-    """``(state, reason)`` from the day's loss and the kill switch."""
+
+def trading_state(equity: float, day_start_equity: float, cfg: RiskConfig, kill_switch: bool) -> tuple[TradingState, str]:
+    """``(state, reason)`` from the day's loss (``1 - equity / day_start_equity``, fraction) and the kill switch."""
     if kill_switch:
         return HALTED, "kill_switch"
     loss = (day_start_equity - equity) / day_start_equity if day_start_equity > 0 else 0.0
@@ -145,7 +149,7 @@ def exit_ladder(entry_price: Decimal, qty: Decimal, cfg: RiskConfig, rules: Symb
         part = min(part, left)
         if part <= 0:
             continue
-        legs.append(ExitLeg(f"take_profit_{k + 1}", part, price, stop))
+        legs.append(ExitLeg(k + 1, part, price, stop))
         left -= part
     return legs
 
