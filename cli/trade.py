@@ -53,7 +53,7 @@ def trade(
     to: Annotated[str | None, typer.Option("--to", help="Backtest: end (exclusive), UTC date or ISO time.", show_default=False)] = None,
     symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated symbols (default: every stored symbol).", show_default=False)] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Backtest: random-entry baseline runs.", min=0, max=50)] = 3,
-    cash: Annotated[float, typer.Option("--cash", help="Backtest: starting quote balance (USDT).", min=10)] = 10_000.0,
+    cash: Annotated[float, typer.Option("--cash", help="Backtest, and a new keyless paper account: starting quote balance (USDT).", min=10)] = 10_000.0,
     listen: Annotated[str | None, typer.Option("--listen", help="HOST:PORT of /health and /metrics (port 0 = free, printed).", show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Paper/live: stop after this many decisions.", min=1, show_default=False)] = None,
     ledger: LedgerOpt = None,
@@ -80,13 +80,13 @@ def trade(
             typed = typer.prompt(f"Trade REAL money on {settings.profile} ({settings.exchange.rest_url})? Type LIVE to go on", default="")
             if typed != "LIVE":
                 raise fail("not confirmed; nothing was done", 2)
-    _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger)
+    _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash)
 
 
 def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | None, seeds: int, cash: float, ledger: Path | None, as_json: bool) -> None:
     import orjson
 
-    from trader.trade.run import backtest
+    from trader.trade.backtest import backtest
 
     out = backtest(settings, settings.store_path(), start, end, symbols=wanted or None, cash=cash, baseline_seeds=seeds,
                    ledger_path=ledger, progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True))
@@ -97,217 +97,164 @@ def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | No
 
     b = out["baseline"]
     w = out["window"]
+    a = out["accounting"]
     c = Console()
     c.print(f"backtest {w['decisions']} decisions x {w['symbols']} symbols, min score {out['min_score']}, model {'on' if out['model_active'] else 'off'}")
     c.print(f"  trades {out['trades']} (wins {out['wins']}), net return {out['net_return']:+.2%}, max drawdown {out['max_drawdown']:.2%}, "
             f"exposure {out['exposure']:.1%}, fees {out['fees_paid_quote']:.2f} USDT")
     c.print(f"  exits {out['exit_reasons']}")
+    c.print(f"  accounting: equity error max {a['equity_error_max']:.2e} USDT, unbooked fills {a['unbooked_fills']}, "
+            f"partial exits {a['partial_exits']} ({a['positions_with_remainder']} positions, {a['remainders_sold']} sold out), "
+            f"dust {a['dust_assets']} assets worth {a['dust_value_quote']:.2f} USDT")
     if b["seeds"]:
         c.print(f"  random-entry baseline ({b['seeds']} seeds): mean {b['net_return_mean']:+.2%}, range {b['net_return_min']:+.2%} .. {b['net_return_max']:+.2%}"
                 f" -> the plan {'beats' if out['beats_baseline'] else 'does NOT beat'} every random run")
     c.print(f"  {out['seconds']['total']:.1f} s")
 
 
-def _trade(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger: Path | None) -> None:
+def _trade(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger: Path | None, cash: float) -> None:
     from cli.common import run
 
-    run(lambda stop: _trade_loop(settings, wanted, mode, listen, steps, ledger, stop))
+    run(lambda stop: _session(settings, wanted, mode, listen, steps, ledger, cash, stop))
 
 
-async def _trade_loop(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger_file: Path | None, stop: Any) -> None:
-    import asyncio
+def _symbols(settings: Any, wanted: list[str]) -> list[str]:
+    from trader.errors import ConfigError
+    from trader.store.klines import KlineStore
+
+    if wanted:
+        return wanted
+    with KlineStore(settings.store_path()) as st:
+        symbols = sorted({s for s, i in st.series() if i == settings.universe.intervals[0]})
+    if not symbols:
+        raise ConfigError("no symbols: pass --symbols or run 'trader warm' first")
+    return symbols
+
+
+def _blocks(settings: Any, symbols: list[str]) -> Any:
+    """A loader of the store's base-interval blocks of ``symbols`` (one store open per call)."""
+    from trader.store.klines import KlineStore
+
+    base = settings.universe.intervals[0]
+
+    def load() -> dict[str, Any]:
+        with KlineStore(settings.store_path()) as st:
+            return {s: st.load(s, base) for s in symbols}
+
+    return load
+
+
+async def _session(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger_file: Path | None, cash: float,
+                   stop: Any) -> None:
+    """Paper / live trading: one :class:`~trader.trade.session.TradingSession`, whatever the broker."""
+    from decimal import Decimal
 
     from trader.errors import ConfigError
     from trader.exchange.journal import OrderJournal
     from trader.exchange.rest import BinanceClient
     from trader.exchange.signing import load_credentials
-    from trader.exchange.trading import TradingClient
+    from trader.exchange.trading import ServerClock, TradingClient, UserDataStream
     from trader.models import interval_ms
     from trader.store.klines import KlineStore
-    from trader.trade.broker import VenueBroker
+    from trader.trade.broker import LocalBroker, VenueBroker
     from trader.trade.engine import TradeEngine
     from trader.trade.ledger import Ledger
     from trader.trade.observe import Observer
-    from trader.trade.run import paper_step, reconcile
-
-    creds = load_credentials()
-    if creds is None:
-        if mode == "live":
-            raise ConfigError("--live needs keys: export TRADER_API_KEY and TRADER_API_SECRET (or TRADER_ED25519_KEY_FILE)")
-        await _local_loop(settings, wanted, listen, steps, ledger_file, stop)
-        return
-    path = _ledger_path(settings, creds.api_key, ledger_file)
-    lg = Ledger(path)
-    host, _, port = listen.rpartition(":")
-    try:
-        async with BinanceClient(settings.exchange, settings.client) as rest:
-            tc = TradingClient(rest, creds, OrderJournal(path))
-            broker = VenueBroker(tc, mode)
-            min_score = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
-            engine = TradeEngine(broker, lg, settings.risk, min_score, strategy=settings.trade.strategy, quote=settings.universe.quote_asset)
-            iv = interval_ms(settings.trade.decision_interval)
-            observer = Observer(engine.bus, mode, max_silence_s=max(2 * iv / 1000.0, 60.0), weight=lambda: rest.stats.weight_used)
-            runner, bound = await observer.serve(host or "127.0.0.1", int(port or 0))
-            print(f"trader trade: {mode}; ledger {path}; /health and /metrics on http://{host or '127.0.0.1'}:{bound}", file=sys.stderr, flush=True)
-            symbols = wanted
-            if not symbols:
-                with KlineStore(settings.store_path()) as st:
-                    symbols = sorted({s for s, i in st.series() if i == settings.universe.intervals[0]})
-            if not symbols:
-                raise ConfigError("no symbols: pass --symbols or run 'trader warm' first")
-            await tc.load_rules(symbols)  # one request now rather than one per first order of each symbol
-            found = await reconcile(engine, settings.trade.orphans)
-            print(f"trader trade: reconciled: {len(found['open_positions'])} open positions, {len(found['orphans'])} orphan orders "
-                  f"({found['action']}), {len(found['resolved'])} journal entries settled, mismatches {found['balance_mismatch'] or 'none'}",
-                  file=sys.stderr, flush=True)
-            done = 0
-            last = int(lg.get_meta("last_step_ms") or 0)
-            from trader.trade.virtual import VirtualBook
-
-            virtual = VirtualBook(lg, settings.risk, settings.replay.matching.taker_fee, settings.universe.intervals[0])
-            engine.virtual = virtual
-            vtask = asyncio.create_task(_virtual_loop(virtual, settings, tc, stop))
-            await tc.sync_time()
-            from trader.exchange.trading import UserDataStream
-
-            wake = asyncio.Event()  # a fill reported by the user-data stream: book it now, not at the next poll
-
-            def on_event(ev: dict[str, Any]) -> None:
-                if ev.get("e") == "executionReport" and ev.get("x") == "TRADE":
-                    wake.set()
-
-            async def on_reconnect() -> None:  # events may have been missed: look at the orders again
-                observer.reconnects.inc()
-                wake.set()
-
-            uds = UserDataStream(settings.exchange.ws_api, creds, tc.clock, on_event, on_reconnect)
-            utask = asyncio.create_task(uds.run(stop))
-            lags: list[float] = []
-            s2o: list[float] = []
-            try:
-                while not stop.is_set():
-                    now = tc.clock.now_ms()
-                    t = now // iv * iv
-                    if t > last:
-                        lag_s = (now - t) / 1000.0 / max(tc.clock.speed, 1e-9)
-                        if done:  # the first decision catches up with a close from before the start: not a lag
-                            observer.lag.observe(lag_s)
-                            lags.append(lag_s)
-                        await tc.sync_time()
-                        rep = await paper_step(settings, settings.store_path(), rest, engine, t, symbols)
-                        for s in rep.signal_to_order_s:
-                            observer.signal_to_order.observe(s)
-                        s2o += rep.signal_to_order_s
-                        lg.set_meta("last_step_ms", str(t))
-                        last = t
-                        done += 1
-                        observer.equity.set(float(rep.equity))
-                        _status_line(t, rep, lg)
-                        if steps is not None and done >= steps:
-                            break
-                    else:
-                        await engine.sync(now)
-                    # wake at the next close (the server clock may run faster than the wall: the replay's speed)
-                    to_close = ((t + iv) - tc.clock.now_ms()) / 1000.0 / max(tc.clock.speed, 1e-9)
-                    try:
-                        await asyncio.wait_for(wake.wait(), max(min(settings.trade.fill_poll_s, to_close), 0.0))
-                    except TimeoutError:
-                        pass
-                    wake.clear()
-            finally:
-                vtask.cancel()
-                utask.cancel()
-                await runner.cleanup()
-                if done:
-                    print(f"trader trade: {done} decisions; loop lag p50 {_pct(lags, 50) * 1000:.1f} ms p99 {_pct(lags, 99) * 1000:.1f} ms; "
-                          f"signal to order ({len(s2o)}) p50 {_pct(s2o, 50) * 1000:.2f} ms p99 {_pct(s2o, 99) * 1000:.2f} ms",
-                          file=sys.stderr, flush=True)
-                tc.journal.close()
-    finally:
-        lg.close()
-
-
-async def _local_loop(settings: Any, wanted: list[str], listen: str, steps: int | None, ledger_file: Path | None, stop: Any) -> None:
-    """Paper trading without keys: the venue's market data, fills simulated here (:class:`LocalBroker`)."""
-    import asyncio
-    from decimal import Decimal
-
-    from trader.errors import ConfigError
-    from trader.exchange.rest import BinanceClient
-    from trader.exchange.trading import ServerClock
-    from trader.models import interval_ms
-    from trader.store.klines import KlineStore
-    from trader.trade.broker import LocalBroker
-    from trader.trade.engine import TradeEngine
-    from trader.trade.ledger import Ledger
-    from trader.trade.observe import Observer
-    from trader.trade.run import paper_step
+    from trader.trade.session import TradingSession
+    from trader.trade.signals import StoreDecider
     from trader.trade.virtual import VirtualBook
 
-    path = _ledger_path(settings, None, ledger_file)
+    creds = load_credentials()
+    if creds is None and mode == "live":
+        raise ConfigError("--live needs keys: export TRADER_API_KEY and TRADER_API_SECRET (or TRADER_ED25519_KEY_FILE)")
+    symbols = _symbols(settings, wanted)
+    path = _ledger_path(settings, creds.api_key if creds else None, ledger_file)
     lg = Ledger(path)
     host, _, port = listen.rpartition(":")
     base = settings.universe.intervals[0]
+    quote = settings.universe.quote_asset
     try:
         async with BinanceClient(settings.exchange, settings.client) as rest:
-            clock = ServerClock()
-            await clock.sync(rest)
-            symbols = wanted
-            if not symbols:
-                with KlineStore(settings.store_path()) as st:
-                    symbols = sorted({s for s, i in st.series() if i == base})
-            if not symbols:
-                raise ConfigError("no symbols: pass --symbols or run 'trader warm' first")
+            tc = None
+            refresh = persist = None
+            if creds is not None:
+                tc = TradingClient(rest, creds, OrderJournal(path))
+                broker: Any = VenueBroker(tc, mode)
+                clock: Any = tc.clock
+                sync = tc.sync_time
+                await tc.load_rules(symbols)  # one request now rather than one per first order of each symbol
+                what = mode
+            else:
+                clock = ServerClock()
+                await clock.sync(rest)
 
-            def load(symbol: str) -> Any:
-                with KlineStore(settings.store_path()) as st:
-                    return st.load(symbol, base)
+                async def sync() -> int:
+                    return await clock.sync(rest)
 
-            state = lg.get_meta("local_broker")
-            import base64
+                state = lg.load_sim()
+                local = LocalBroker(_blocks(settings, symbols), base, {quote: Decimal(repr(float(cash)))}, settings.replay.spread_bps,
+                                    settings.replay.matching, state)
+                broker, refresh = local, local.refresh
 
-            broker = LocalBroker(load, symbols, base, {settings.universe.quote_asset: Decimal("10000")}, settings.replay.spread_bps,
-                                 settings.replay.matching, base64.b64decode(state) if state else None)
-            min_score = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
-            engine = TradeEngine(broker, lg, settings.risk, min_score, strategy=settings.trade.strategy, quote=settings.universe.quote_asset,
-                                 virtual=VirtualBook(lg, settings.risk, settings.replay.matching.taker_fee, base))
+                def persist() -> None:
+                    lg.save_sim(local.export())
+
+                what = "paper with local simulated fills (no keys)" + (f", a new {cash:.2f} {quote} account" if state is None else "")
+            decider = StoreDecider(settings, settings.store_path(), symbols, rest)
+            virtual = VirtualBook(lg, settings.risk, settings.replay.matching.taker_fee, base)
+            engine = TradeEngine(broker, lg, settings.risk, settings.entry_min_score(), strategy=settings.trade.strategy, quote=quote,
+                                 model_active=decider.model_active, virtual=virtual, orphans=settings.trade.orphans, universe=symbols)
             iv = interval_ms(settings.trade.decision_interval)
-            observer = Observer(engine.bus, "paper-local", max_silence_s=max(2 * iv / 1000.0, 60.0))
+            observer = Observer(engine.bus, mode if creds else "paper-local", max_silence_s=max(2 * iv / 1000.0, 60.0),
+                                weight=lambda: rest.stats.weight_used)
             runner, bound = await observer.serve(host or "127.0.0.1", int(port or 0))
-            print(f"trader trade: paper with local simulated fills (no keys); ledger {path}; /health and /metrics on "
-                  f"http://{host or '127.0.0.1'}:{bound}", file=sys.stderr, flush=True)
-            last = int(lg.get_meta("last_step_ms") or 0)
-            done = 0
+
+            def settle_virtual(t: int) -> int:
+                with KlineStore(settings.store_path()) as st:
+                    return int(virtual.update(t, lambda s: st.load(s, base)))
+
+            user_data = None
+            session: TradingSession | None = None
+            if creds is not None and tc is not None:
+                def on_event(ev: dict[str, Any]) -> None:
+                    if ev.get("e") == "executionReport" and ev.get("x") == "TRADE" and session is not None:
+                        session.wake()
+
+                async def on_reconnect() -> None:  # events may have been missed: look at the orders again
+                    observer.reconnects.inc()
+                    if session is not None:
+                        session.wake()
+
+                user_data = UserDataStream(settings.exchange.ws_api, creds, tc.clock, on_event, on_reconnect)
+            session = TradingSession(engine, decider, interval_ms=iv, clock=clock, sync=sync, steps=steps, poll_s=settings.trade.fill_poll_s,
+                                     refresh=refresh, persist=persist, settle_virtual=settle_virtual, observer=observer,
+                                     user_data=user_data, on_step=lambda rep: _status_line(rep, lg))
+            print(f"trader trade: {what}; ledger {path}; /health and /metrics on http://{host or '127.0.0.1'}:{bound}", file=sys.stderr, flush=True)
             try:
-                while not stop.is_set():
-                    now = clock.now_ms()
-                    t = now // iv * iv
-                    if t > last:
-                        await clock.sync(rest)
-                        rep = await paper_step(settings, settings.store_path(), rest, engine, t, symbols, after_warm=lambda t=t: broker.refresh(t))
-                        lg.set_meta("local_broker", base64.b64encode(broker.dump()).decode())
-                        lg.set_meta("last_step_ms", str(t))
-                        last = t
-                        done += 1
-                        observer.equity.set(float(rep.equity))
-                        _status_line(t, rep, lg)
-                        if steps is not None and done >= steps:
-                            break
-                    to_close = ((t + iv) - clock.now_ms()) / 1000.0 / max(clock.speed, 1e-9)
-                    try:
-                        await asyncio.wait_for(stop.wait(), max(min(settings.trade.fill_poll_s, to_close), 0.0))
-                    except TimeoutError:
-                        pass
+                rec = await session.start()
+                print(f"trader trade: reconciled with the venue: equity {rec.equity:.2f} {quote}, {len(lg.positions('OPEN'))} open positions, "
+                      f"{rec.fills_booked} fills booked, {rec.orders_settled} orders settled, {len(rec.corrected)} corrected, "
+                      f"orphans {len(rec.orphan_orders)} orders / {len(rec.orphan_holdings)} holdings ({settings.trade.orphans})"
+                      + (", the venue's history was reset" if rec.venue_reset else ""), file=sys.stderr, flush=True)
+                done = await session.run(stop)
             finally:
                 await runner.cleanup()
+                if tc is not None:
+                    tc.journal.close()
+            if done.decisions:
+                print(f"trader trade: {done.decisions} decisions; loop lag p50 {_pct(done.lags_s, 50) * 1000:.1f} ms "
+                      f"p99 {_pct(done.lags_s, 99) * 1000:.1f} ms; signal to order ({len(done.signal_to_order_s)}) "
+                      f"p50 {_pct(done.signal_to_order_s, 50) * 1000:.2f} ms p99 {_pct(done.signal_to_order_s, 99) * 1000:.2f} ms",
+                      file=sys.stderr, flush=True)
     finally:
         lg.close()
 
 
-def _status_line(t: int, rep: Any, lg: Any) -> None:
-    """One stderr line per decision: time, state, equity, entries, exits, open positions."""
-    print(f"trader trade: {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t / 1000))} {rep.state} equity {rep.equity:.2f} "
-          f"entered {rep.entered or '-'} exits {rep.exits or '-'} open {len(lg.positions('OPEN'))}", file=sys.stderr, flush=True)
+def _status_line(rep: Any, lg: Any) -> None:
+    """One stderr line per decision: time, state, equity, entries, exits, partial exits, open positions."""
+    print(f"trader trade: {time.strftime('%Y-%m-%d %H:%M', time.gmtime(rep.t_ms / 1000))} {rep.state} equity {rep.equity:.2f} "
+          f"entered {rep.entered or '-'} exits {rep.exits or '-'}" + (f" partial {rep.partial_exits}" if rep.partial_exits else "")
+          + f" open {len(lg.positions('OPEN'))}", file=sys.stderr, flush=True)
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -315,28 +262,6 @@ def _pct(xs: list[float], q: float) -> float:
         return float("nan")
     s = sorted(xs)
     return s[min(int(len(s) * q / 100), len(s) - 1)]
-
-
-async def _virtual_loop(virtual: Any, settings: Any, tc: Any, stop: Any) -> None:
-    """Settle virtual positions from the store every 5 s, in its own task (the trading loop never waits on it)."""
-    import asyncio
-
-    from trader.store.klines import KlineStore
-
-    base = settings.universe.intervals[0]
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), 5.0)
-        except TimeoutError:
-            pass
-        if not virtual.ledger.open_virtual():
-            continue
-
-        def settle() -> int:
-            with KlineStore(settings.store_path()) as st:
-                return int(virtual.update(tc.clock.now_ms(), lambda s: st.load(s, base)))
-
-        await asyncio.to_thread(settle)
 
 
 def _open_ledger(ctx: typer.Context) -> tuple[Any, Any]:
@@ -372,7 +297,7 @@ def _emit(ctx: typer.Context, rows: list[dict[str, Any]], title: str) -> None:
 def _pos_doc(p: Any) -> dict[str, Any]:
     return {"id": p.id, "symbol": p.symbol, "qty": f"{p.qty.normalize():f}", "left": f"{p.left_qty.normalize():f}",
             "entry_price": f"{p.entry_price.normalize():f}", "entry": time.strftime("%Y-%m-%d %H:%M", time.gmtime(p.entry_ms / 1000)),
-            "status": p.status, "exit_reason": p.exit_reason or "", "pnl_quote": f"{p.pnl:.4f}" if p.status == "CLOSED" else "",
+            "status": p.status, "exit_reason": p.exit_reason or p.closing or "", "pnl_quote": f"{p.pnl:.4f}" if p.status == "CLOSED" else "",
             "mode": p.mode}
 
 
@@ -380,13 +305,16 @@ def _pos_doc(p: Any) -> dict[str, Any]:
 @handle_errors
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Trading state, equity, open positions and the last decision (from the ledger)."""
+    from decimal import Decimal
+
     _, lg = _open_ledger(ctx)
-    curve = lg.equity_curve()
+    snaps = lg.snapshots()
     closed = lg.positions("CLOSED")
+    last = snaps[-1] if snaps else None
     doc = {"open_positions": len(lg.positions("OPEN")), "closed_positions": len(closed),
-           "realised_pnl_quote": f"{sum((p.pnl for p in closed), start=__import__('decimal').Decimal(0)):.4f}",
-           "equity_quote": f"{curve[-1][1]:.4f}" if curve else None, "last_decision_ms": curve[-1][0] if curve else None,
-           "day_start_equity": lg.get_meta("day_start_equity")}
+           "realised_pnl_quote": f"{sum((p.pnl for p in closed), start=Decimal(0)):.4f}",
+           "equity_quote": f"{last['equity']:.4f}" if last else None, "state": last["state"] if last else None,
+           "last_decision_ms": last["t_ms"] if last else None, "day_start": lg.get_json("day_start")}
     _emit(ctx, [doc], "trade status")
 
 
@@ -409,7 +337,8 @@ def history(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @trade_app.command("flatten")
 @handle_errors
 def flatten(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
-    """Close every open position safely: cancel its protective orders, then sell what is left at market."""
+    """Reach flat: cancel every open order, then sell at market what the ledger's positions hold on the venue
+    (sized from the venue's free balance), round after round. Exit 0 when flat, 3 with the reason otherwise."""
     from cli.common import run
 
     settings, lg = _open_ledger(ctx)
@@ -417,23 +346,47 @@ def flatten(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help=
     if n and not yes and not typer.confirm(f"Close {n} open positions at market?"):
         raise fail("not confirmed; nothing was done", 2)
 
-    async def body(stop: Any) -> int:
+    async def body(stop: Any) -> Any:
+        from decimal import Decimal
+
         from trader.exchange.journal import OrderJournal
         from trader.exchange.rest import BinanceClient
         from trader.exchange.signing import load_credentials
-        from trader.exchange.trading import TradingClient
-        from trader.trade.broker import VenueBroker
+        from trader.exchange.trading import ServerClock, TradingClient
+        from trader.trade.broker import LocalBroker, VenueBroker
         from trader.trade.engine import TradeEngine
 
         creds = load_credentials()
-        if creds is None:
-            raise fail("flatten needs the account's keys in the environment", 2)
         async with BinanceClient(settings.exchange, settings.client) as rest:
-            tc = TradingClient(rest, creds, OrderJournal(lg.path))
-            engine = TradeEngine(VenueBroker(tc), lg, settings.risk, 100.0, strategy=settings.trade.strategy, quote=settings.universe.quote_asset)
-            t = await tc.sync_time()
-            await engine.sync(t)
-            return await engine.flatten(t)
+            tc = None
+            if creds is not None:
+                tc = TradingClient(rest, creds, OrderJournal(lg.path))
+                broker: Any = VenueBroker(tc)
+                t = await tc.sync_time()
+            else:
+                state = lg.load_sim()
+                if state is None:
+                    raise fail("flatten needs the account's keys in the environment (this ledger has no simulated account)", 2)
+                symbols = lg.traded_symbols()
+                clock = ServerClock()
+                t = await clock.sync(rest)
+                broker = LocalBroker(_blocks(settings, symbols), settings.universe.intervals[0], {}, settings.replay.spread_bps,
+                                     settings.replay.matching, state)
+                broker.refresh(t)
+            engine = TradeEngine(broker, lg, settings.risk, settings.entry_min_score(), strategy=settings.trade.strategy,
+                                 quote=settings.universe.quote_asset, orphans=settings.trade.orphans)
+            try:
+                rep = await engine.flatten(t)
+            finally:
+                if creds is None:
+                    lg.save_sim(broker.export())
+                if tc is not None:
+                    tc.journal.close()
+            return rep
 
-    closed = run(body)
-    print(f"trader trade: flattened {closed} positions", file=sys.stderr)
+    rep = run(body)
+    dust = ", ".join(f"{d.qty} {d.asset}" for d in rep.dust)
+    print(f"trader trade: flatten: cancelled {rep.cancelled} orders, {len(rep.sold)} market sells in {rep.rounds} rounds, "
+          f"{rep.closed} positions closed" + (f"; dust left: {dust}" if dust else ""), file=sys.stderr)
+    if not rep.flat:
+        raise fail(f"not flat: {rep.reason}", 3)

@@ -521,6 +521,10 @@ class Settings(_Model):
     risk: RiskConfig = RiskConfig()
     trade: TradeConfig = TradeConfig()
 
+    def entry_min_score(self) -> float:
+        """The score an entry needs: ``risk.min_score``, or ``scan.min_score`` when that is null."""
+        return self.risk.min_score if self.risk.min_score is not None else self.scan.min_score
+
     @model_validator(mode="after")
     def _profile_exists(self) -> Settings:
         if self.profile not in self.profiles:

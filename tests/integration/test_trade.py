@@ -17,7 +17,9 @@ from trader.store.klines import KlineStore
 from trader.trade.broker import VenueBroker
 from trader.trade.engine import TradeEngine
 from trader.trade.ledger import Ledger
-from trader.trade.run import backtest, paper_step, reconcile
+from trader.trade.backtest import backtest
+from trader.trade.session import TradingSession
+from trader.trade.signals import StoreDecider
 from trader.warm import warm
 
 H = 3_600_000
@@ -25,6 +27,7 @@ KEY, SECRET = "tradeKey" + "T" * 56, "tradeSecret" + "S" * 53
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT", "PEOPLEUSDT", "FILUSDT", "BCHUSDT"]
 START = 1_728_000_000_000  # 2024-10-04 00:00 UTC
 HOURS = 30
+FAST_WEIGHT = 1_000_000  # request weight per wall minute for tests that replay an hour in a fraction of a second
 
 
 def _settings(tmp: Path) -> Settings:
@@ -55,20 +58,24 @@ def _trades(lg: Ledger) -> list[tuple[object, ...]]:
 async def test_a_backtest_and_a_paper_run_over_the_same_window_make_the_same_trades(dataset: ReplayDataset, tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     accounts = [AccountConfig(api_key=KEY, api_secret=SECRET, balances={"USDT": 10_000.0})]
-    async with ReplayExchange(dataset, port=0, speed=0, start_ms=START, accounts=accounts,
+    # a replayed hour every ~0.1 s of wall time: far more request weight per wall minute than hourly decisions use
+    async with ReplayExchange(dataset, port=0, speed=0, start_ms=START, accounts=accounts, weight_limit=FAST_WEIGHT,
                               matching=MatchingReplayConfig(**settings.replay.matching.model_dump())) as venue:
         profile = ProfileConfig(rest_url=venue.rest_url, ws_url=venue.ws_url)
-        async with BinanceClient(profile, ClientConfig(timeout_s=5.0)) as rest:
+        async with BinanceClient(profile, ClientConfig(timeout_s=5.0, weight_limit=FAST_WEIGHT)) as rest:
             with KlineStore(settings.store_path()) as store:
                 await warm(rest, store, SYMBOLS, ["1h", "4h"], depth=8000)
             paper_ledger = Ledger(tmp_path / "paper.sqlite")
             tc = TradingClient(rest, Credentials.hmac(KEY, SECRET), OrderJournal(tmp_path / "paper.sqlite"))
-            engine = TradeEngine(VenueBroker(tc), paper_ledger, settings.risk, 55.0, strategy=settings.trade.strategy)
-            found = await reconcile(engine, "cancel")
-            assert found["orphans"] == [] and found["open_positions"] == []
+            engine = TradeEngine(VenueBroker(tc), paper_ledger, settings.risk, 55.0, strategy=settings.trade.strategy, universe=SYMBOLS)
+            session = TradingSession(engine, StoreDecider(settings, settings.store_path(), SYMBOLS, rest), interval_ms=H, clock=tc.clock,
+                                     sync=tc.sync_time)
+            found = await session.start()
+            assert found.orphan_orders == [] and found.orphan_holdings == [] and not paper_ledger.positions("OPEN")
             for k in range(HOURS):
                 venue.clock.set(START + k * H)
-                await paper_step(settings, settings.store_path(), rest, engine, START + k * H, SYMBOLS)
+                await tc.sync_time()
+                await session.decide(START + k * H)
             # the backtest fills its last decisions on the klines that follow them: store a few more
             venue.clock.set(START + (HOURS + 3) * H)
             with KlineStore(settings.store_path()) as store:
@@ -83,6 +90,7 @@ async def test_a_backtest_and_a_paper_run_over_the_same_window_make_the_same_tra
     assert out["trades"] == sum(1 for t in paper if t[4] == "CLOSED")
     assert set(out["exit_reasons"]) <= {"take_profit_1", "take_profit_2", "stop_loss", "time_stop", "dust", "stop_failed"}
     assert out["baseline"]["seeds"] == 1 and out["baseline"]["net_return_mean"] is not None
+    assert out["accounting"]["equity_error_max"] == 0 and out["accounting"]["unbooked_fills"] == 0
 
 
 async def test_twenty_sigkill_restart_cycles_with_order_faults_leave_no_duplicate_and_the_ledger_equal_to_the_venue(
@@ -102,13 +110,13 @@ async def test_twenty_sigkill_restart_cycles_with_order_faults_leave_no_duplicat
     rng = random.Random(7)
     ledger_path = tmp_path / "ledger.sqlite"
     root = Path(__file__).resolve().parents[2]
-    async with ReplayExchange(dataset, port=0, speed=0, start_ms=start, accounts=accounts) as venue:
+    async with ReplayExchange(dataset, port=0, speed=0, start_ms=start, accounts=accounts, weight_limit=FAST_WEIGHT) as venue:
         profile = ProfileConfig(rest_url=venue.rest_url, ws_url=venue.ws_url)
         async with BinanceClient(profile) as rest:
             with KlineStore(settings.store_path()) as store:
                 await warm(rest, store, symbols, ["1h", "4h"], depth=1000)
         env = {**os.environ, "TRADER_API_KEY": KEY, "TRADER_API_SECRET": SECRET, "TRADER_RISK__MIN_SCORE": "55",
-               "TRADER_CLIENT__TIMEOUT_S": "1.0", "PYTHONPATH": str(root)}
+               "TRADER_CLIENT__TIMEOUT_S": "1.0", "TRADER_CLIENT__WEIGHT_LIMIT": str(FAST_WEIGHT), "PYTHONPATH": str(root)}
         cmd = [sys.executable, "-c", "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); sys.argv[0] = 'trader'; "
                "from cli.main import main; main()", "trade", "--rest-url", venue.rest_url, "--ws-url", venue.ws_url, "--store",
                str(settings.store_path()), "--ledger", str(ledger_path), "--symbols", ",".join(symbols), "--steps", "1",
@@ -175,9 +183,9 @@ async def test_twenty_sigkill_restart_cycles_with_order_faults_leave_no_duplicat
         print(f"cycles 20, kills inside a decision {killed}, venue orders {len(per_cid)}, answers lost {len(venue.trading.unknown_status_orders)}")
         assert venue.trading.unknown_status_orders  # answers were lost, and resolved by lookups
         lg = Ledger(ledger_path)
-        rows = {r["cid"]: r for r in lg.orders()}
+        rows = {r.cid: r for r in lg.orders()}
         venue_sells = sum((o.executed_qty for o in acct.orders.values() if o.side == "SELL"), Decimal(0))
-        ledger_sells = sum((Decimal(r["executed"]) for r in rows.values() if r["side"] == "SELL"), Decimal(0))
+        ledger_sells = sum((r.executed for r in rows.values() if r.side == "SELL"), Decimal(0))
         assert ledger_sells == venue_sells  # no lost fill
         assert {o.client_order_id for o in acct.orders.values() if o.executed_qty > 0} <= set(rows)
         for p in lg.positions("OPEN"):

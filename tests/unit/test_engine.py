@@ -47,8 +47,8 @@ async def test_entry_places_the_ladder_on_the_venue_and_the_time_stop_closes_it(
     engine, broker = _engine(tmp_path, stop_loss=0.2, take_profit=[0.3, 0.4])  # exits far away: only time can close it
     rep = await _step(engine, broker, T0, cand(T0))
     assert rep.entered == ["TESTUSDT"]  # type: ignore[attr-defined]
-    roles = sorted(r["role"] for r in engine.ledger.orders())
-    assert roles == ["entry", "stop_loss_1", "stop_loss_2", "take_profit_1", "take_profit_2"]
+    roles = sorted((r.role, r.rung or 0) for r in engine.ledger.orders())
+    assert roles == [("entry", 0), ("stop_loss", 1), ("stop_loss", 2), ("take_profit", 1), ("take_profit", 2)]
     assert len(broker.account.open) == 4  # two OCOs live on the (simulated) venue
     await _step(engine, broker, T0 + H, [])
     assert engine.ledger.positions("OPEN")
@@ -127,11 +127,16 @@ def test_an_older_ledger_is_migrated_in_place(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
     db.execute("INSERT INTO meta VALUES ('day', '1')")
+    db.executemany("INSERT INTO orders (cid, position_id, role, symbol, side, type, status, updated_ms) VALUES (?, 1, ?, 'XUSDT', 'SELL', 'MARKET', 'FILLED', 0)",
+                   [("a", "take_profit_2"), ("b", "stop_loss_1"), ("c", "exit-time_stop-take_profit_1"), ("d", "entry")])
     db.commit()
     db.close()
     lg = Ledger(path)
-    assert lg.get_meta("day") == "1" and lg.unbooked_entries() == []
+    assert lg.get_meta("day") == "1" and lg.get_meta("legacy_fills") == "1"
+    roles = {r.cid: (r.role, r.rung, r.reason) for r in lg.orders()}  # roles become typed columns: nothing parsed at run time
+    assert roles == {"a": ("take_profit", 2, None), "b": ("stop_loss", 1, None), "c": ("exit", None, "time_stop"), "d": ("entry", None, None)}
     lg.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
-    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'orders_unbooked'").fetchone() is not None
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    for name in ("orders_unbooked", "fills", "cursors", "sim_orders", "positions_symbol"):
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None, name

@@ -230,7 +230,7 @@ def backtest(
     with KlineStore(store_path) as store:
         blocks = {s: store.load(s, base) for s in ds.symbols}
     score, direction, prob = scores(settings, ds, store_path)
-    min_score = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
+    min_score = settings.entry_min_score()
     model_active = prob is not None
     t1 = time.perf_counter()
     money = Decimal(repr(float(cash)))

@@ -348,25 +348,24 @@ class LocalBroker(SimBroker):
     no account needed.
 
     Args:
-        load: ``load(symbol) -> (11, n)`` base-interval block of the store.
-        symbols: the universe; interval: the base interval; balances: the starting account (``--cash``);
+        load: ``load() -> {symbol: (11, n) base-interval block}`` of the universe, read from the store.
+        interval: the base interval; balances: the starting account (``--cash``), for a new account;
         state: :meth:`export` rows to resume from (``Ledger.load_sim``), or None for a new account.
     """
 
     mode = "paper-local"
 
-    def __init__(self, load: Callable[[str], np.ndarray], symbols: list[str], interval: str, balances: dict[str, Decimal], spread_bps: float,
+    def __init__(self, load: Callable[[], dict[str, np.ndarray]], interval: str, balances: dict[str, Decimal], spread_bps: float,
                  matching: MatchingReplayConfig, state: dict[str, Any] | None = None) -> None:
         self._load = load
-        self._symbols = symbols
-        super().__init__({s: load(s) for s in symbols}, interval, balances, spread_bps, matching)
+        super().__init__(load(), interval, balances, spread_bps, matching)
         if state is not None:
             self.engine.import_account(self.account, state)
             self.t_ms = int(state["meta"].get("t_ms", 0))
 
     def refresh(self, t_ms: int) -> None:
         """Reload the store's klines (after a warm) and run the resting orders along them up to ``t_ms``."""
-        self.market = self._market({s: self._load(s) for s in self._symbols})
+        self.market = self._market(self._load())
         self.engine.market = self.market
         self.set_time(t_ms)
 

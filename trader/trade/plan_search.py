@@ -130,7 +130,7 @@ def run_plan_search(
         plan = _plan(optuna.trial.FixedTrial(best.params), model)
         best_cfg = RiskConfig(**{**settings.risk.model_dump(), **plan})
         held = folds - 1
-        default_min = settings.risk.min_score if settings.risk.min_score is not None else settings.scan.min_score
+        default_min = settings.entry_min_score()
         tuned = backtest_block(held, best_cfg, plan["min_score"], tmp, "held-tuned")
         default = backtest_block(held, settings.risk, default_min, tmp, "held-default")
         randoms = [backtest_block(held, best_cfg, plan["min_score"], tmp, f"held-random-{s}", random_seed=s)["net_return"] for s in range(seeds)]
