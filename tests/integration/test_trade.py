@@ -248,3 +248,34 @@ async def test_paper_without_keys_simulates_fills_locally_and_survives_a_restart
     closed = [p for p in positions if p.status == "CLOSED"]
     assert closed and all(p.exit_reason for p in closed)  # exits happened in later processes: the state survived
     assert all(p.closed_ms is not None and p.closed_ms > p.entry_ms for p in closed)
+
+
+def test_a_backtest_books_a_partial_market_exit_in_a_thin_symbol_and_sells_the_remainder(dataset: ReplayDataset, tmp_path: Path) -> None:
+    """DUSKUSDT's recorded volume caps a large market exit (10 % of a kline's volume): the position stays
+    open with the remainder, sold at the next step; proceeds are the quote received, and the books balance."""
+    store = tmp_path / "store"
+    with KlineStore(store) as st:
+        for iv in ("1h", "4h"):
+            st.append("DUSKUSDT", iv, dataset.series("DUSKUSDT", iv).values)
+    settings = Settings.model_validate({"store": {"path": str(store)}, "universe": {"intervals": ["1h", "4h"]},
+                                        "risk": {"min_score": 50.0, "max_order_notional": 60_000.0, "max_positions": 1}})
+    start = 1_727_740_800_000  # 2024-10-01
+    out = backtest(settings, store, start, start + 14 * 24 * H, symbols=["DUSKUSDT"], cash=200_000.0, baseline_seeds=0,
+                   ledger_path=tmp_path / "bt.sqlite")
+    a = out["accounting"]
+    assert a["partial_exits"] > 0 and a["positions_with_remainder"] > 0, a
+    # each remainder sold at a later step (one may still be selling when the window ends)
+    assert a["remainders_sold"] + a["remainders_open"] == a["positions_with_remainder"] and a["remainders_open"] <= 1
+    assert a["equity_error_max"] == 0 and a["proceeds_error_max"] == 0 and a["unbooked_fills"] == 0 and a["position_mismatches"] == 0
+    lg = Ledger(tmp_path / "bt.sqlite")
+    try:
+        for p in lg.positions("CLOSED"):
+            sells = [f for f in lg.fills() if f["position_id"] == p.id and f["side"] == "SELL"]
+            got = sum((f["quote"] - (f["commission"] if f["commission_asset"] == "USDT" else 0) for f in sells), Decimal(0))
+            assert p.proceeds == got  # the quote actually received, net of commission
+        exits = [o for o in lg.orders() if o.role == "exit" and o.status == "EXPIRED" and o.executed > 0]
+        assert exits  # a market exit the venue filled only partly
+        for o in exits:  # the position was sold again after the partial fill
+            assert sum(1 for x in lg.orders(position_id=o.position_id) if x.role == "exit") >= 2 or lg.position(o.position_id).status == "OPEN"
+    finally:
+        lg.close()

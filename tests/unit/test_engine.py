@@ -138,5 +138,5 @@ def test_an_older_ledger_is_migrated_in_place(tmp_path: Path) -> None:
     lg.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
-    for name in ("orders_unbooked", "fills", "cursors", "sim_orders", "positions_symbol"):
+    for name in ("orders_unbooked", "fills", "cursors", "sim_orders", "positions_symbol", "snapshots"):
         assert db.execute("SELECT name FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None, name

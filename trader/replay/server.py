@@ -214,6 +214,9 @@ class ReplayExchange:
             symbol_check=self._symbol,
         )
         self._trading_task: asyncio.Task[None] | None = None
+        #: called with (request, response) after every request is handled, before the response leaves
+        #: (tests: a crash right after the venue acted on the k-th request)
+        self.on_response: Callable[[web.Request, web.StreamResponse], None] | None = None
 
     @classmethod
     def from_config(cls, cfg: ReplayConfig, *, port: int | None = None, tls_dir: Path | None = None, **kwargs: Any) -> ReplayExchange:
@@ -409,6 +412,8 @@ class ReplayExchange:
             )
         self.stats.statuses[response.status] += 1
         self.stats.log.append((self._weight_clock(), request.path, response.status))
+        if self.on_response is not None:
+            self.on_response(request, response)
         return response
 
     # ------------------------------------------------------------------ parameters

@@ -149,6 +149,7 @@ class Accounting:
             "position_mismatches": self.position_errors,
             "positions_with_remainder": len(remainder),
             "remainders_sold": sum(1 for p in remainder if p.status == PositionStatus.CLOSED),
+            "remainders_open": sum(1 for p in remainder if p.status == PositionStatus.OPEN),
             "partial_exits": len(self.ledger.decisions(Action.PARTIAL_EXIT)),
             "checks": self.checks,
         }

@@ -209,13 +209,17 @@ class TradeEngine:
     # ------------------------------------------------------------------ booking
 
     async def _book_order(self, o: Order, t_ms: int) -> int:
-        """Book the fills a FULL answer carried (each once, by trade id); the position follows."""
-        if not o.fills:
+        """Book the fills of one of our orders (each once, by trade id): those a FULL answer carried,
+        else — an answer that was lost and replaced by a look-up — the venue's trades of the order."""
+        if o.executed_qty <= 0:
             return 0
+        fills = list(o.fills)
+        if sum((f.qty for f in fills), D0) < o.executed_qty:
+            fills = await self.broker.trades(o.symbol, order_id=o.order_id)
         row = self.ledger.order(o.client_order_id)
         base, quote = await self._assets(o.symbol)
         n = 0
-        for f in o.fills:
+        for f in fills:
             pid = self.ledger.book_fill(f, row, base, quote, t_ms, self.broker.mode)
             if pid is not None:
                 n += 1
@@ -685,18 +689,17 @@ class TradeEngine:
 
     # ------------------------------------------------------------------ the step
 
-    def _day_start(self, t_ms: int, equity: Decimal) -> Decimal:
-        """The day's starting equity: taken once per UTC day, at its first step, and persisted with its date."""
+    def _day_start(self, t_ms: int, equity: Decimal) -> tuple[Decimal, bool]:
+        """``(the day's starting equity, whether it starts now)``: taken once per UTC day, from the
+        venue-valued equity of its first step, persisted with its date (with that step's snapshot)."""
         date = utc_date(t_ms)
         if self._day is not None and self._day[0] == date:
-            return self._day[1]
+            return self._day[1], False
         ds = self.ledger.get_json("day_start")
         if ds is not None and ds.get("date") == date:
             self._day = (date, Decimal(ds["equity"]))
-            return self._day[1]
-        self.ledger.set_json("day_start", {"date": date, "equity": str(equity), "t_ms": t_ms})
-        self._day = (date, equity)
-        return equity
+            return self._day[1], False
+        return equity, True
 
     async def step(self, t_ms: int, candidates: list[risk.Candidate]) -> StepReport:
         """One decision at ``t_ms`` (see the module docstring)."""
@@ -705,9 +708,13 @@ class TradeEngine:
         report = StepReport(t_ms, self.state, reconcile=rec)
         report.exits += rec.exits
         equity, free = rec.equity, rec.free_quote
-        day_start = self._day_start(t_ms, equity)
+        day_start, new_day = self._day_start(t_ms, equity)
         state, why = risk.trading_state(float(equity), float(day_start), self.cfg, self._kill_switch())
-        self.ledger.snapshot(t_ms, equity, free, state, day_start)
+        # the snapshot and a new day's start are written together: every HALT is explained by its own row
+        self.ledger.snapshot(t_ms, equity, free, state, day_start,
+                             day={"date": utc_date(t_ms), "equity": str(equity), "t_ms": t_ms} if new_day else None)
+        if new_day:
+            self._day = (utc_date(t_ms), equity)
         report.equity, report.day_start_equity = equity, day_start
         if state != self.state:
             self.bus.publish(RiskBreach(t_ms, state, why))

@@ -20,8 +20,8 @@ Tables (schema version in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrade ol
 - ``cursors``: per symbol, the last venue trade id booked (``myTrades?fromId=`` resumes there);
 - ``decisions``: every decision with its action (:class:`~trader.trade.types.Action`) and reason;
 - ``virtual``: virtual positions (signals not traded) and their outcome — labelled samples for ``tune``;
-- ``equity``: one snapshot per step: venue-valued equity, free quote, state and the day's starting
-  equity in force (a HALT is explained by its row);
+- ``snapshots``: every valuation a step decided on (a restarted step adds its own): venue-valued
+  equity, free quote, the state and the day's starting equity in force (a HALT is explained by its row);
 - ``meta``: key/value (``day_start`` {date, equity, t_ms}, ``reserved`` holdings, ``epoch``, ...);
 - ``sim_*``: the simulated account of keyless paper trading (:class:`~trader.trade.broker.LocalBroker`).
 
@@ -87,7 +87,11 @@ MIGRATIONS: list[str] = [
     UPDATE orders SET rung = CAST(substr(role, 11) AS INTEGER), role = 'stop_loss' WHERE role LIKE 'stop\\_loss\\_%' ESCAPE '\\';
     UPDATE orders SET reason = substr(role, 6, instr(substr(role, 6) || '-', '-') - 1), role = 'exit' WHERE role LIKE 'exit-%';
     ALTER TABLE positions ADD COLUMN closing TEXT;
-    ALTER TABLE equity ADD COLUMN day_start TEXT;
+    CREATE TABLE IF NOT EXISTS snapshots (id INTEGER PRIMARY KEY, t_ms INTEGER NOT NULL, equity TEXT NOT NULL, cash TEXT NOT NULL,
+        state TEXT NOT NULL, day_start TEXT);
+    INSERT INTO snapshots (t_ms, equity, cash, state) SELECT t_ms, equity, cash, state FROM equity ORDER BY t_ms;
+    DROP TABLE equity;
+    CREATE INDEX IF NOT EXISTS snapshots_t ON snapshots(t_ms);
     CREATE TABLE IF NOT EXISTS fills (epoch INTEGER NOT NULL, symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, order_id INTEGER NOT NULL,
         cid TEXT, position_id INTEGER, side TEXT NOT NULL, price TEXT NOT NULL, qty TEXT NOT NULL, quote TEXT NOT NULL,
         commission TEXT NOT NULL, commission_asset TEXT NOT NULL, time_ms INTEGER NOT NULL, booked_ms INTEGER NOT NULL,
@@ -538,24 +542,31 @@ class Ledger:
         """Closed virtual positions: ``(symbol, entry_ms, score, probability, net_return, exit_reason)``."""
         return self._all("SELECT symbol, entry_ms, score, probability, net_return, exit_reason FROM virtual WHERE status = 'CLOSED' ORDER BY id")
 
-    def snapshot(self, t_ms: int, equity: Decimal, cash: Decimal, state: str, day_start: Decimal | None) -> None:
+    def snapshot(self, t_ms: int, equity: Decimal, cash: Decimal, state: str, day_start: Decimal | None,
+                 day: dict[str, Any] | None = None) -> None:
         """One equity snapshot: venue-valued equity and free quote at ``t_ms``, the state decided on it,
-        and the day's starting equity in force (what a HALT is judged against)."""
+        and the day's starting equity in force (what a HALT is judged against); with ``day``, the new
+        UTC day's start (``meta.day_start``) in the same transaction."""
         with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO equity (t_ms, equity, cash, state, day_start) VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO snapshots (t_ms, equity, cash, state, day_start) VALUES (?, ?, ?, ?, ?)",
                        (t_ms, str(equity), str(cash), str(state), None if day_start is None else str(day_start)))
+            if day is not None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('day_start', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           (orjson.dumps(day).decode(),))
 
     def last_state(self) -> str | None:
         """The trading state of the last snapshot, or None."""
-        row = self._one("SELECT state FROM equity ORDER BY t_ms DESC LIMIT 1")
+        row = self._one("SELECT state FROM snapshots ORDER BY id DESC LIMIT 1")
         return None if row is None else str(row[0])
 
     def equity_curve(self) -> list[tuple[int, Decimal]]:
-        return [(int(t), Decimal(e)) for t, e in self._all("SELECT t_ms, equity FROM equity ORDER BY t_ms")]
+        """``(t_ms, equity)`` per decision time (the last valuation of a restarted step)."""
+        rows = self._all("SELECT t_ms, equity FROM snapshots WHERE id IN (SELECT MAX(id) FROM snapshots GROUP BY t_ms) ORDER BY t_ms")
+        return [(int(t), Decimal(e)) for t, e in rows]
 
     def snapshots(self) -> list[dict[str, Any]]:
-        """Every snapshot: ``{t_ms, equity, cash, state, day_start}`` (Decimals; day_start None before schema 3)."""
-        rows = self._all("SELECT t_ms, equity, cash, state, day_start FROM equity ORDER BY t_ms")
+        """Every valuation, in the order taken: ``{t_ms, equity, cash, state, day_start}`` (Decimals; day_start None before schema 3)."""
+        rows = self._all("SELECT t_ms, equity, cash, state, day_start FROM snapshots ORDER BY id")
         return [{"t_ms": int(t), "equity": Decimal(e), "cash": Decimal(c), "state": s, "day_start": None if d is None else Decimal(d)}
                 for t, e, c, s, d in rows]
 
