@@ -58,7 +58,7 @@ def paper(steps: int, tmp: Path) -> dict[str, object]:
 
 def main(store: Path | None, steps: int) -> dict[str, object]:
     from trader.config import Settings
-    from trader.trade.run import backtest
+    from trader.trade.backtest import backtest
 
     out: dict[str, object] = {"benchmark": "trade", "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as d:
@@ -68,12 +68,12 @@ def main(store: Path | None, steps: int) -> dict[str, object]:
             out["warm_whole_history_s"] = round(build(store), 2)
         runs = []
         for _ in range(3):
-            r = backtest(Settings(), store, None, None, baseline_seeds=0)
+            r = backtest(Settings(), store, None, None, baseline_seeds=0).as_dict()
             runs.append(r["seconds"]["total"])
         out["backtest_plan_s"] = {"runs": runs, "median": sorted(runs)[1]}
-        full = backtest(Settings(), store, None, None, baseline_seeds=3)
+        full = backtest(Settings(), store, None, None, baseline_seeds=3).as_dict()
         out["backtest_with_baseline"] = {k: full[k] for k in ("trades", "net_return", "max_drawdown", "exposure", "fees_paid_quote", "exit_reasons",
-                                                             "baseline", "beats_baseline", "seconds", "window")}
+                                                             "baseline", "beats_baseline", "seconds", "window", "accounting")}
         out["backtest_with_baseline"]["virtual"] = full.get("virtual")
         out["paper"] = paper(steps, tmp)
     return out

@@ -89,7 +89,7 @@ def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | No
     from trader.trade.backtest import backtest
 
     out = backtest(settings, settings.store_path(), start, end, symbols=wanted or None, cash=cash, baseline_seeds=seeds,
-                   ledger_path=ledger, progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True))
+                   ledger_path=ledger, progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True)).as_dict()
     if as_json:
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -347,7 +347,6 @@ def flatten(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help=
         raise fail("not confirmed; nothing was done", 2)
 
     async def body(stop: Any) -> Any:
-        from decimal import Decimal
 
         from trader.exchange.journal import OrderJournal
         from trader.exchange.rest import BinanceClient

@@ -85,9 +85,11 @@ async def run(rest_url: str, ws_url: str, ledger: str, action: str, t_ms: int) -
             tc.journal.close()
 
 
-def child(rest_url: str, ws_url: str, ledger: str, action: str, t_ms: int) -> None:
-    """A process's entry point (multiprocessing target): exits with :func:`run`'s code."""
+def child(rest_url: str, ws_url: str, ledger: str, action: str, t_ms: int, done: str) -> None:
+    """A process's entry point (multiprocessing target): runs :func:`run`, writes its exit code to
+    ``done`` (the harness's proof that the process finished, whatever the process pool reports), exits."""
     code = asyncio.run(run(rest_url, ws_url, ledger, action, t_ms))
+    Path(done).write_text(str(code))
     sys.stdout.flush()
     os._exit(code)
 
@@ -169,8 +171,9 @@ async def session(dataset: Any, tmp: Path, kill_at: int | None, *, fault_rate: f
         codes: list[int] = []
         for action, t in STEPS:
             venue.clock.set(t)
-            while True:
-                p = ctx.Process(target=child, args=(venue.rest_url, venue.ws_url, str(ledger), action, t))
+            for attempt in range(5):
+                done = tmp / f"done-{kill_at}-{seed}-{t}-{attempt}"
+                p = ctx.Process(target=child, args=(venue.rest_url, venue.ws_url, str(ledger), action, t, str(done)))
                 p.start()
                 state["pid"] = p.pid
                 runs += 1
@@ -180,14 +183,15 @@ async def session(dataset: Any, tmp: Path, kill_at: int | None, *, fault_rate: f
                     await asyncio.to_thread(p.join)
                     violations.append(f"{action} at {t}: did not finish in 180 s")
                     break
-                if p.exitcode == -signal.SIGKILL and runs and state["killed_at"] is not None and state["pid"] == p.pid:
-                    state["pid"] = None
-                    # 10 s pass before the restart: an order written to the journal but never sent is then
-                    # provably dead on the venue's clock (past timestamp + recvWindow) and may be sent again
-                    venue.clock.step(10_000)
-                    continue
-                codes.append(int(p.exitcode))
-                break
+                state["pid"] = None
+                if done.exists():  # finished (the pool may fail to report a status: trust the file)
+                    codes.append(int(done.read_text()))
+                    break
+                if p.exitcode != -signal.SIGKILL or state["killed_at"] is None:
+                    violations.append(f"{action} at {t}: the process died without finishing (exit {p.exitcode})")
+                # 10 s pass before the restart: an order written to the journal but never sent is then
+                # provably dead on the venue's clock (past timestamp + recvWindow) and may be sent again
+                venue.clock.step(10_000)
             state["pid"] = None
             violations += [f"after {action} at {t}: {v}" for v in invariants(venue, ledger, flat=action == "flatten")]
         if any(c != 0 for c in codes):

@@ -14,10 +14,10 @@ from trader.exchange.trading import TradingClient
 from trader.replay.dataset import ReplayDataset
 from trader.replay.server import ReplayExchange
 from trader.store.klines import KlineStore
+from trader.trade.backtest import backtest
 from trader.trade.broker import VenueBroker
 from trader.trade.engine import TradeEngine
 from trader.trade.ledger import Ledger
-from trader.trade.backtest import backtest
 from trader.trade.session import TradingSession
 from trader.trade.signals import StoreDecider
 from trader.warm import warm
@@ -83,8 +83,9 @@ async def test_a_backtest_and_a_paper_run_over_the_same_window_make_the_same_tra
     paper = _trades(paper_ledger)
     assert len(paper) >= 3, "the window must trade for the comparison to mean anything"
     bt_ledger_path = tmp_path / "backtest.sqlite"
-    out = await asyncio.to_thread(backtest, settings, settings.store_path(), START, START + HOURS * H, symbols=SYMBOLS, baseline_seeds=1,
+    res = await asyncio.to_thread(backtest, settings, settings.store_path(), START, START + HOURS * H, symbols=SYMBOLS, baseline_seeds=1,
                                   ledger_path=bt_ledger_path)
+    out = res.as_dict()
     bt = _trades(Ledger(bt_ledger_path))
     assert bt == paper
     assert out["trades"] == sum(1 for t in paper if t[4] == "CLOSED")
@@ -234,7 +235,7 @@ async def test_paper_without_keys_simulates_fills_locally_and_survives_a_restart
         env.update({"TRADER_RISK__MIN_SCORE": "55", "PYTHONPATH": str(root)})
         ledger = tmp_path / "local.sqlite"
         cmd = [sys.executable, "-m", "cli.main", "trade", "--rest-url", venue.rest_url, "--ws-url", venue.ws_url, "--store",
-               str(settings.store_path()), "--ledger", str(ledger), "--symbols", ",".join(symbols), "--steps", "1"]
+               str(settings.store_path()), "--ledger", str(ledger), "--symbols", ",".join(symbols), "--steps", "1", "--cash", "5000"]
         for k in range(10):  # ten decisions, a fresh process for each (a restart every hour)
             venue.clock.set(start + k * H)
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
@@ -243,6 +244,8 @@ async def test_paper_without_keys_simulates_fills_locally_and_survives_a_restart
             assert b"local simulated fills" in err
         assert venue.trading.engine.accounts[venue.trading.default_account.api_key].orders == {}  # nothing was sent
     lg = Ledger(ledger)
+    assert lg.snapshots()[0]["equity"] == Decimal(5000)  # --cash: the new simulated account's quote
+    assert lg.load_sim() is not None and lg.virtual_samples()  # the account in its sim_* tables; virtual positions settled
     positions = lg.positions()
     assert positions and all(p.mode == "paper-local" for p in positions)
     closed = [p for p in positions if p.status == "CLOSED"]
@@ -262,7 +265,7 @@ def test_a_backtest_books_a_partial_market_exit_in_a_thin_symbol_and_sells_the_r
     start = 1_727_740_800_000  # 2024-10-01
     out = backtest(settings, store, start, start + 14 * 24 * H, symbols=["DUSKUSDT"], cash=200_000.0, baseline_seeds=0,
                    ledger_path=tmp_path / "bt.sqlite")
-    a = out["accounting"]
+    a = out.accounting
     assert a["partial_exits"] > 0 and a["positions_with_remainder"] > 0, a
     # each remainder sold at a later step (one may still be selling when the window ends)
     assert a["remainders_sold"] + a["remainders_open"] == a["positions_with_remainder"] and a["remainders_open"] <= 1
@@ -277,5 +280,66 @@ def test_a_backtest_books_a_partial_market_exit_in_a_thin_symbol_and_sells_the_r
         assert exits  # a market exit the venue filled only partly
         for o in exits:  # the position was sold again after the partial fill
             assert sum(1 for x in lg.orders(position_id=o.position_id) if x.role == "exit") >= 2 or lg.position(o.position_id).status == "OPEN"
+    finally:
+        lg.close()
+
+
+async def test_flatten_reaches_flat_with_phantom_ledger_rows_and_after_the_venue_restarted(dataset: ReplayDataset, tmp_path: Path) -> None:
+    """`trader trade flatten --yes` as a process: first with a phantom position in the ledger (a BCHUSDT row
+    the venue never held), then after the replay exchange was restarted (the venue forgot everything)."""
+    import os
+    import sqlite3
+    import sys
+
+    from tests.integration import crash_session as cs
+
+    root = Path(__file__).resolve().parents[2]
+    ledger = tmp_path / "ledger.sqlite"
+    accounts = [AccountConfig(api_key=cs.KEY, api_secret=cs.SECRET, balances={"USDT": cs.CASH})]
+
+    async def flatten(venue: ReplayExchange) -> tuple[int, str]:
+        env = {**os.environ, "TRADER_API_KEY": cs.KEY, "TRADER_API_SECRET": cs.SECRET, "PYTHONPATH": str(root)}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cli.main", "trade", "--rest-url", venue.rest_url, "--ws-url",
+                                                    venue.ws_url, "--store", str(tmp_path / "store"), "--ledger", str(ledger), "flatten",
+                                                    "--yes", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        return int(proc.returncode or 0), err.decode()
+
+    async with ReplayExchange(dataset, port=0, speed=0, start_ms=cs.START, accounts=accounts) as venue:
+        assert await cs.run(venue.rest_url, venue.ws_url, str(ledger), "step", cs.START) == 0  # three entries, six OCOs
+        acct = venue.trading.engine.accounts[cs.KEY]
+        assert len(acct.open) == 12
+        db = sqlite3.connect(ledger)
+        db.execute("INSERT INTO positions (symbol, qty, left_qty, entry_price, entry_ms, cost, status, fees, entry_cid, mode) "
+                   "VALUES ('BCHUSDT', '2.598', '2.598', '400', ?, '1039.2', 'OPEN', '0', 'phantom', 'paper')", (cs.START,))
+        db.commit()
+        db.close()
+        venue.clock.set(cs.START + H)
+        code, err = await flatten(venue)
+        assert code == 0, err[-2000:]
+        assert "trader trade: flatten:" in err and not acct.open  # every protective order cancelled
+        for asset in ("LINK", "DOGE", "BTC"):
+            rules = venue.trading.market.rules(f"{asset}USDT", cs.START + H)
+            assert sum(acct.balances[asset]) < max(rules.step, rules.min_notional / Decimal(60_000))  # only what one step cannot sell
+        lg = Ledger(ledger)
+        try:
+            assert not lg.positions("OPEN")
+            phantom = next(p for p in lg.positions() if p.symbol == "BCHUSDT")
+            assert phantom.status == "CLOSED" and phantom.exit_reason == "reconcile" and phantom.left_qty == 0
+            assert any("ledger 2.598 > venue 0" in d[3] for d in lg.decisions("reconcile"))
+        finally:
+            lg.close()
+        venue.clock.set(cs.START + 4 * H)
+        assert await cs.run(venue.rest_url, venue.ws_url, str(ledger), "step", cs.START + 4 * H) == 0  # two more entries
+        port = venue.port
+    # the replay exchange restarts (same port, a fresh account): the venue no longer holds anything the ledger booked
+    async with ReplayExchange(dataset, port=port, speed=0, start_ms=cs.START + 5 * H, accounts=accounts) as venue:
+        code, err = await flatten(venue)
+        assert code == 0, err[-2000:]
+        assert not venue.trading.engine.accounts[cs.KEY].orders  # nothing to sell: nothing sent
+    lg = Ledger(ledger)
+    try:
+        assert not lg.positions("OPEN") and {p.exit_reason for p in lg.positions() if p.symbol in ("ETHUSDT", "SOLUSDT")} == {"reconcile"}
+        assert lg.decisions("venue_reset")
     finally:
         lg.close()

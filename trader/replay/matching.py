@@ -959,8 +959,8 @@ class MatchingEngine:
         for t in acct.trades:
             by_order.setdefault((t["symbol"], t["orderId"]), []).append(t)
         for row in state["orders"]:
-            kw = {f: (Decimal(v) if f in self._DECIMAL_FIELDS else (bool(v) if f == "triggered" else v))
-                  for f, v in zip(self._ORDER_FIELDS, row, strict=True)}
+            kw: dict[str, Any] = {f: (Decimal(v) if f in self._DECIMAL_FIELDS else (bool(v) if f == "triggered" else v))
+                                  for f, v in zip(self._ORDER_FIELDS, row, strict=True)}
             o = VenueOrder(account=acct, **kw)
             o.fills = by_order.get((o.symbol, o.order_id), [])
             key = (o.symbol, o.order_id)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,20 +33,71 @@ import numpy as np
 
 from trader.config import Settings
 from trader.errors import ConfigError
+from trader.models import OrderStatus, Side
 from trader.trade import risk
 from trader.trade.broker import SimBroker
 from trader.trade.engine import TradeEngine
 from trader.trade.ledger import Ledger
 from trader.trade.signals import candidates_at, decision_dataset, scores
-from trader.models import OrderStatus
 from trader.trade.types import Action, PositionStatus, Role
 
 if TYPE_CHECKING:
     from trader.ml.dataset import Dataset
 
-__all__ = ["Accounting", "backtest", "max_drawdown", "run_plan"]
+__all__ = ["Accounting", "BacktestResult", "PlanResult", "backtest", "max_drawdown", "run_plan"]
 
 D0 = Decimal(0)
+
+
+@dataclass
+class PlanResult:
+    """One run of the plan over a window (:func:`run_plan`).
+
+    Attributes:
+        trades, wins: closed positions and those with a positive P&L; pnl_quote: realised P&L, USDT.
+        exit_reasons: closed positions per exit reason; open_positions: still open at the end.
+        net_return: end equity / starting cash - 1 (fraction, the account valued at the venue's prices).
+        max_drawdown: largest peak-to-trough fall of the decision-time equity (fraction).
+        exposure: share of decision times with an open position; fees_paid_quote: commission, USDT.
+        end_equity: USDT; accounting: :meth:`Accounting.report`; virtual: the virtual positions' outcomes.
+    """
+
+    trades: int
+    wins: int
+    pnl_quote: float
+    exit_reasons: dict[str, int]
+    open_positions: int
+    net_return: float
+    max_drawdown: float
+    exposure: float
+    fees_paid_quote: float
+    end_equity: float
+    accounting: dict[str, Any]
+    virtual: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["virtual"] is None:
+            out.pop("virtual")
+        return out
+
+
+@dataclass
+class BacktestResult(PlanResult):
+    """:func:`backtest`'s result: the plan's run, and beside it the random-entry baseline.
+
+    Attributes:
+        window: ``{from_ms, to_ms, decisions, symbols}``; min_score; model_active.
+        baseline: the random-entry runs' net returns ``{kind, seeds, net_return_mean, net_return_min, net_return_max}``.
+        beats_baseline: the plan's net return beats every random run; seconds: ``{data, backtest, total}``.
+    """
+
+    window: dict[str, int] = field(default_factory=dict)
+    min_score: float = 0.0
+    model_active: bool = False
+    baseline: dict[str, Any] = field(default_factory=dict)
+    beats_baseline: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _random_candidates(ds: Dataset, counts: list[int], rng: np.random.Generator, m: int) -> list[risk.Candidate]:
@@ -106,7 +158,7 @@ class Accounting:
             base = symbol.removesuffix(self.quote)
             q_fee = commission if asset == self.quote else D0
             b_fee = commission if asset == base else D0
-            if side == "BUY":
+            if side == Side.BUY:
                 self.cash -= quote + q_fee
                 self.hold[symbol] = self.hold.get(symbol, D0) + qty - b_fee
             else:
@@ -156,7 +208,7 @@ class Accounting:
 
 
 async def run_plan(settings: Settings, ds: Dataset, blocks: dict[str, np.ndarray], base: str, ledger: Ledger,
-                   pick: Callable[[int], list[risk.Candidate]], min_score: float, model_active: bool, cash: Decimal) -> dict[str, Any]:
+                   pick: Callable[[int], list[risk.Candidate]], min_score: float, model_active: bool, cash: Decimal) -> PlanResult:
     """Run the engine over every moment of ``ds``; the plan's summary, with its accounting."""
     from trader.trade.virtual import VirtualBook
 
@@ -179,21 +231,22 @@ async def run_plan(settings: Settings, ds: Dataset, blocks: dict[str, np.ndarray
     end_rep = await engine.reconcile(int(ds.moments_ms[-1]) if ds.n_moments else 0, dust=True)
     end = end_rep.equity if ds.n_moments else cash
     curve = [e for _, e in ledger.equity_curve()] + [end]
-    out = engine.summary()
-    out.update(
+    samples = ledger.virtual_samples()
+    virtual_out = None
+    if samples:
+        rets = [s[4] for s in samples]
+        virtual_out = {"closed": len(samples), "mean_net_return": round(float(np.mean(rets)), 6),
+                       "reasons": dict(sorted(Counter(s[5] for s in samples).items()))}
+    return PlanResult(
+        **engine.summary(),
         net_return=round(float(end / cash - 1), 6),
         max_drawdown=round(max_drawdown(curve), 6),
         exposure=round(exposed / max(ds.n_moments, 1), 4),
         fees_paid_quote=round(sum(float(p.fees) for p in ledger.positions()), 4),
         end_equity=round(float(end), 4),
         accounting=books.report() | {"dust_assets": len(end_rep.dust), "dust_value_quote": round(float(sum((d.value for d in end_rep.dust), D0)), 6)},
+        virtual=virtual_out,
     )
-    samples = ledger.virtual_samples()
-    if samples:
-        rets = [s[4] for s in samples]
-        out["virtual"] = {"closed": len(samples), "mean_net_return": round(float(np.mean(rets)), 6),
-                          "reasons": dict(sorted(Counter(s[5] for s in samples).items()))}
-    return out
 
 
 def backtest(
@@ -207,13 +260,12 @@ def backtest(
     baseline_seeds: int = 3,
     ledger_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> BacktestResult:
     """Backtest the trade plan over the store's klines in ``[start_ms, end_ms)``.
 
     Returns:
-        The summary (trades, net_return fraction, max_drawdown fraction, exposure = share of decision
-        times with an open position, exit reasons, fees paid in quote, ``accounting``, timing) and
-        ``baseline``: the random-entry runs' net returns (mean, min, max over ``baseline_seeds`` seeds).
+        The plan's :class:`BacktestResult` (``as_dict()`` is the ``--json`` document), with the
+        random-entry runs' net returns (mean, min, max over ``baseline_seeds`` seeds) beside it.
 
     Raises:
         ConfigError: an empty window or a non-finite cash; StoreError: no store.
@@ -252,17 +304,17 @@ def backtest(
                 r = asyncio.run(run_plan(settings, ds, blocks, base, lg, random_picker(ds, counts, rng), 0.0, False, money))
             finally:
                 lg.close()
-            rets.append(r["net_return"])
+            rets.append(r.net_return)
             if progress:
-                progress(f"random baseline {seed + 1}/{baseline_seeds}: {r['net_return']:+.2%}")
-    out.update(
+                progress(f"random baseline {seed + 1}/{baseline_seeds}: {r.net_return:+.2%}")
+    return BacktestResult(
+        **{f: getattr(out, f) for f in PlanResult.__dataclass_fields__},
         window={"from_ms": int(ds.moments_ms[0]), "to_ms": int(ds.moments_ms[-1]), "decisions": ds.n_moments, "symbols": len(ds.symbols)},
         min_score=min_score,
         model_active=model_active,
         baseline={"kind": "random symbols and directions at the strategy's signal moments, same sizing, exits, fees",
                   "seeds": baseline_seeds, "net_return_mean": round(float(np.mean(rets)), 6) if rets else None,
                   "net_return_min": min(rets) if rets else None, "net_return_max": max(rets) if rets else None},
-        beats_baseline=bool(rets) and out["net_return"] > max(rets),
+        beats_baseline=bool(rets) and out.net_return > max(rets),
         seconds={"data": round(t_data, 2), "backtest": round(t_run, 2), "total": round(time.perf_counter() - t0, 2)},
     )
-    return out

@@ -166,11 +166,13 @@ class SimBroker:
 
     def mid(self, symbol: str) -> Decimal:
         """The book's mid now, as :meth:`VenueBroker.prices` reads it from ``bookTicker``."""
-        fast = self.market.series(symbol).mid_at_open(self.t_ms, self._spread)
+        series = self.market.series(symbol)
+        fast = series.mid_at_open(self.t_ms, self._spread) if isinstance(series, BlockSeries) else None
         if fast is not None:
             return fast
         bid, ask = self.market.book(symbol, self.market.price(symbol, self.t_ms), self.t_ms)
-        return (bid + ask) / 2
+        mid: Decimal = (bid + ask) / 2
+        return mid
 
     async def prices(self, symbols: Sequence[str]) -> dict[str, Decimal]:
         out = {}

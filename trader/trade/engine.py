@@ -41,11 +41,11 @@ from typing import Any
 from trader.config import RiskConfig
 from trader.errors import OrderRejected
 from trader.exchange.trading import OrderIntent, client_order_id
-from trader.models import Balance, Order, OrderStatus, SymbolRules
+from trader.models import Balance, Order, OrderStatus, OrderType, Side, SymbolRules
 from trader.trade import risk
 from trader.trade.broker import Broker
 from trader.trade.events import EventBus, FillEvent, KlineClosed, OrderUpdate, PositionChanged, RiskBreach, SignalEvent
-from trader.trade.ledger import Ledger, OrderRow, PositionRow
+from trader.trade.ledger import Ledger, PositionRow
 from trader.trade.types import (
     Action,
     Dust,
@@ -104,7 +104,7 @@ class TradeEngine:
         self.universe = list(universe)
         self.flatten_rounds = flatten_rounds
         last = ledger.last_state()
-        self.state = TradingState(last) if last in TradingState.__members__ else TradingState.ACTIVE
+        self.state = TradingState(last) if last is not None and last in TradingState.__members__ else TradingState.ACTIVE
         self.exit_reasons: Counter[str] = Counter()
         self.last_step_ms: int | None = None
         self.last_step_wall: float | None = None
@@ -266,7 +266,7 @@ class TradeEngine:
                 row = None
             if L.book_fill(f, row, base, quote, t_ms, self.broker.mode) is not None:
                 rep.fills_booked += 1
-                self.bus.publish(FillEvent(t_ms, row.cid if row else "", symbol, "BUY" if f.is_buyer else "SELL", str(f.price), str(f.qty)))
+                self.bus.publish(FillEvent(t_ms, row.cid if row else "", symbol, Side.BUY if f.is_buyer else Side.SELL, str(f.price), str(f.qty)))
         if trades:
             self._touch(symbol)
             L.set_cursor(symbol, trades[-1].trade_id + 1)
@@ -310,10 +310,10 @@ class TradeEngine:
                 await self._check_venue_history(t_ms, rep)
                 self._history_checked = True
         if full and self._reserved_cache is None and L.get_meta("reserved") is None:
-            held = await B.balances()
+            # the ledger's first look at the account: what it holds now is the user's, never ours to sell
+            before = await B.balances()
             first = not L.orders() and not L.positions()
-            reserved = {a: str(b.total) for a, b in held.items() if a != self.quote and b.total > 0} if first else {}
-            L.set_json("reserved", reserved)
+            L.set_json("reserved", {a: str(b.total) for a, b in before.items() if a != self.quote and b.total > 0} if first else {})
             self._reserved_cache = None
         open_now = {o.client_order_id: o for o in await B.open_orders()} if full else None
         symbols = await self._settle_orders(t_ms, rep, open_now=open_now)
@@ -371,6 +371,7 @@ class TradeEngine:
     def _close(self, p: PositionRow, t_ms: int, exits: list[tuple[str, str]]) -> None:
         cid = self.ledger.last_sell_cid(p.id)
         last = self.ledger.order(cid) if cid else None
+        reason: str
         if p.closing:
             reason = str(p.closing)
         elif last is None:
@@ -440,7 +441,7 @@ class TradeEngine:
             if self.orphans == "cancel":
                 await self.broker.cancel(o.symbol, cid)
             elif self.orphans == "adopt":
-                self._record(cid, role=Role.EXIT if o.side == "SELL" else Role.ENTRY, symbol=o.symbol, side=str(o.side),
+                self._record(cid, role=Role.EXIT if o.side == Side.SELL else Role.ENTRY, symbol=o.symbol, side=str(o.side),
                              kind=str(o.type), t_ms=t_ms, signal_ms=t_ms, reason="adopted")
                 self._note(o, t_ms)
             self._orphan_decision(t_ms, o.symbol, f"order {cid} ({o.side} {o.type}): {self.orphans}")
@@ -499,8 +500,8 @@ class TradeEngine:
                     rung: int | None = None) -> Order | None:
         """A market SELL of ``qty`` for position ``p`` (intent in the ledger first, id from
         ``(strategy, symbol, signal_ms or t_ms, leg)``); its fills booked."""
-        intent = OrderIntent(self.strategy, p.symbol, t_ms if signal_ms is None else signal_ms, leg, "SELL", "MARKET", quantity=qty)
-        self._record(intent.client_order_id, role=Role.EXIT, symbol=p.symbol, side="SELL", kind="MARKET", t_ms=t_ms,
+        intent = OrderIntent(self.strategy, p.symbol, t_ms if signal_ms is None else signal_ms, leg, Side.SELL, OrderType.MARKET, quantity=qty)
+        self._record(intent.client_order_id, role=Role.EXIT, symbol=p.symbol, side=Side.SELL, kind=OrderType.MARKET, t_ms=t_ms,
                      signal_ms=intent.signal_ms, position_id=p.id, reason=reason, rung=rung)
         try:
             o = await self.broker.submit(intent)
@@ -519,9 +520,10 @@ class TradeEngine:
         L = self.ledger
         L.set_closing(p.id, reason)
         await self._cancel_working(p, t_ms)
-        fresh = L.position(p.id)
-        if fresh is None or fresh.status != PositionStatus.OPEN:
+        found = L.position(p.id)
+        if found is None or found.status != PositionStatus.OPEN:
             return True
+        fresh = found
         rules, base = await self._base(p.symbol)
         avail = await self._free(base)
         if fresh.left_qty > avail:
@@ -580,9 +582,9 @@ class TradeEngine:
                 qty = rules.round_qty(min(p.left_qty, await self._free(base)))
                 if not self.sellable(qty, await self._price(p.symbol), rules):
                     continue
-                o = await self._sell(p, qty, t_ms, p.closing or reason, f"f{p.id}-{rnd}-{reason}")
-                if o is not None and o.executed_qty > 0:
-                    rep.sold.append((p.symbol, o.executed_qty))
+                sale = await self._sell(p, qty, t_ms, p.closing or reason, f"f{p.id}-{rnd}-{reason}")
+                if sale is not None and sale.executed_qty > 0:
+                    rep.sold.append((p.symbol, sale.executed_qty))
                     sold = True
             rec = await self.reconcile(t_ms)
             rep.exits += rec.exits
@@ -606,9 +608,9 @@ class TradeEngine:
         if quote <= 0:
             self.ledger.decision(c.t_ms, c.symbol, Action.SKIP, "size_below_min_notional", c.score, c.probability)
             return D0
-        intent = OrderIntent(self.strategy, c.symbol, c.t_ms, "entry", "BUY", "MARKET", quote_order_qty=quote)
+        intent = OrderIntent(self.strategy, c.symbol, c.t_ms, "entry", Side.BUY, OrderType.MARKET, quote_order_qty=quote)
         # the intent is in the ledger before its order leaves: a crash after the venue took it is found at the next reconcile
-        self._record(intent.client_order_id, role=Role.ENTRY, symbol=c.symbol, side="BUY", kind="MARKET",
+        self._record(intent.client_order_id, role=Role.ENTRY, symbol=c.symbol, side=Side.BUY, kind=OrderType.MARKET,
                      t_ms=c.t_ms, signal_ms=c.t_ms)
         t0 = time.perf_counter()
         try:
@@ -646,9 +648,9 @@ class TradeEngine:
             if qty <= 0:
                 continue
             ids = {k: client_order_id(self.strategy, p.symbol, p.entry_ms, f"{leg.name}{k}") for k in ("a", "b")}
-            self._record(ids["a"], role=Role.TAKE_PROFIT, symbol=p.symbol, side="SELL", kind="LIMIT_MAKER", t_ms=t_ms,
+            self._record(ids["a"], role=Role.TAKE_PROFIT, symbol=p.symbol, side=Side.SELL, kind=OrderType.LIMIT_MAKER, t_ms=t_ms,
                          signal_ms=p.entry_ms, position_id=p.id, rung=leg.rung)
-            self._record(ids["b"], role=Role.STOP_LOSS, symbol=p.symbol, side="SELL", kind="STOP_LOSS", t_ms=t_ms,
+            self._record(ids["b"], role=Role.STOP_LOSS, symbol=p.symbol, side=Side.SELL, kind=OrderType.STOP_LOSS, t_ms=t_ms,
                          signal_ms=p.entry_ms, position_id=p.id, rung=leg.rung)
             try:
                 legs = await self.broker.submit_oco(self.strategy, p.symbol, p.entry_ms, qty, leg.take_profit, leg.stop, leg.name)
@@ -741,20 +743,20 @@ class TradeEngine:
         take, skipped = risk.select_entries(candidates, open_symbols, self.cfg, self.min_score, state,
                                             market=self.market, model_active=self.model_active)
         for c in take:
-            self.bus.publish(SignalEvent(t_ms, c.symbol, c.score, c.probability, "enter", "ok"))
+            self.bus.publish(SignalEvent(t_ms, c.symbol, c.score, c.probability, Action.ENTER, "ok"))
             free -= await self._enter(c, equity, free, report)
-        for c, reason in skipped:
-            self.bus.publish(SignalEvent(t_ms, c.symbol, c.score, c.probability, "skip", reason))
-            self.ledger.decision(t_ms, c.symbol, Action.SKIP, reason, c.score, c.probability)
-            report.skipped.append((c.symbol, reason))
+        for c, why_not in skipped:
+            self.bus.publish(SignalEvent(t_ms, c.symbol, c.score, c.probability, Action.SKIP, why_not))
+            self.ledger.decision(t_ms, c.symbol, Action.SKIP, why_not, c.score, c.probability)
+            report.skipped.append((c.symbol, why_not))
             if self.virtual is not None:
-                self.virtual.add(c, reason)
+                self.virtual.add(c, why_not)
         self.last_step_ms = t_ms
         self.last_step_wall = time.time()
         return report
 
     def summary(self) -> dict[str, Any]:
-        """Closed-trade statistics from the ledger (net of fees)."""
+        """Closed-trade statistics from the ledger (net of fees): ``{trades, wins, pnl_quote, exit_reasons, open_positions}``."""
         closed = self.ledger.positions(PositionStatus.CLOSED)
         pnl = [float(p.pnl) for p in closed]
         reasons = Counter(p.exit_reason or "?" for p in closed)

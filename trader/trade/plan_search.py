@@ -28,9 +28,10 @@ import numpy as np
 
 from trader.config import RiskConfig, Settings
 from trader.errors import ConfigError
-from trader.trade.ledger import Ledger
+from trader.trade.backtest import PlanResult
 from trader.trade.backtest import random_picker as _random_picker
 from trader.trade.backtest import run_plan as _run
+from trader.trade.ledger import Ledger
 from trader.trade.signals import candidates_at, decision_dataset, scores
 
 __all__ = ["run_plan_search"]
@@ -93,6 +94,9 @@ def run_plan_search(
     money = Decimal(repr(cash))
 
     def backtest_block(k: int, risk_cfg: RiskConfig, min_score: float, tmp: str, tag: str, random_seed: int | None = None) -> dict[str, Any]:
+        return _backtest_block(k, risk_cfg, min_score, tmp, tag, random_seed).as_dict()
+
+    def _backtest_block(k: int, risk_cfg: RiskConfig, min_score: float, tmp: str, tag: str, random_seed: int | None = None) -> PlanResult:
         lo, hi = int(edges[k]), int(edges[k + 1])
         sub = ds.window(int(ds.moments_ms[lo]), int(ds.moments_ms[hi - 1]) + 1)
         sc, dr = score[:, lo:hi], direction[:, lo:hi]
@@ -103,7 +107,7 @@ def run_plan_search(
             if random_seed is None:
                 pick = lambda m: candidates_at(sub, sc, dr, pr, m, min_score)  # noqa: E731
                 return asyncio.run(_run(s, sub, blocks, base, lg, pick, min_score, model, money))
-            counts = [int((sub.valid[:, m] & np.isfinite(sc[:, m]) & (sc[:, m] >= min_score)).sum()) for m in range(sub.n_moments)]
+            counts = [int((sub.valid[:, m] & np.isfinite(sc[:, m]) & (np.round(sc[:, m], 6) >= min_score)).sum()) for m in range(sub.n_moments)]
             return asyncio.run(_run(s, sub, blocks, base, lg, _random_picker(sub, counts, np.random.default_rng(random_seed)), 0.0, False, money))
         finally:
             lg.close()
