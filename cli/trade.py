@@ -242,7 +242,8 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
                 if tc is not None:
                     tc.journal.close()
             if done.decisions:
-                print(f"trader trade: {done.decisions} decisions; loop lag p50 {_pct(done.lags_s, 50) * 1000:.1f} ms "
+                print(f"trader trade: {done.decisions} decisions ({done.overruns} began after the next close had passed); "
+                      f"loop lag p50 {_pct(done.lags_s, 50) * 1000:.1f} ms "
                       f"p99 {_pct(done.lags_s, 99) * 1000:.1f} ms; signal to order ({len(done.signal_to_order_s)}) "
                       f"p50 {_pct(done.signal_to_order_s, 50) * 1000:.2f} ms p99 {_pct(done.signal_to_order_s, 99) * 1000:.2f} ms",
                       file=sys.stderr, flush=True)

@@ -85,11 +85,15 @@ class TradeEngine:
             (both recorded: orders in the ledger, holdings as positions), ``report`` (only reported).
         universe: the symbols the session trades (the markets whose holdings it values).
         flatten_rounds: market-sell rounds :meth:`flatten` runs before reporting "not flat".
+        orphan_scan_every: full reconciliations between two looks at every open order of the account
+            (``openOrders`` without a symbol, weight 80; the first reconciliation always looks); in
+            between only the symbols with orders of ours are looked at (weight 6 each).
     """
 
     def __init__(self, broker: Broker, ledger: Ledger, cfg: RiskConfig, min_score: float, *, strategy: str = "scan",
                  quote: str = "USDT", model_active: bool = False, market: str = "spot", bus: EventBus | None = None,
-                 virtual: Any = None, orphans: str = "cancel", universe: Sequence[str] = (), flatten_rounds: int = 10) -> None:
+                 virtual: Any = None, orphans: str = "cancel", universe: Sequence[str] = (), flatten_rounds: int = 10,
+                 orphan_scan_every: int = 24) -> None:
         self.broker = broker
         self.ledger = ledger
         self.cfg = cfg
@@ -103,6 +107,7 @@ class TradeEngine:
         self.orphans = orphans
         self.universe = list(universe)
         self.flatten_rounds = flatten_rounds
+        self.orphan_scan_every = max(orphan_scan_every, 1)
         last = ledger.last_state()
         self.state = TradingState(last) if last is not None and last in TradingState.__members__ else TradingState.ACTIVE
         self.exit_reasons: Counter[str] = Counter()
@@ -117,7 +122,8 @@ class TradeEngine:
         self._symbol_of: dict[str, str] = {}  # base asset -> its symbol against the quote
         self._reserved_cache: dict[str, Decimal] | None = None
         self._protected: set[int] = set()
-        self._history_checked = False  # positions whose whole ladder is known to be placed
+        self._history_checked = False
+        self._full_scans = 0  # positions whose whole ladder is known to be placed
         self._day: tuple[str, Decimal] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -275,16 +281,18 @@ class TradeEngine:
 
     # ------------------------------------------------------------------ reconciliation
 
-    async def _settle_orders(self, t_ms: int, rep: ReconcileReport, symbol: str | None = None, open_now: dict[str, Order] | None = None) -> set[str]:
-        """Bring every unsettled order row of ours up to the venue's view; returns the symbols where one traded."""
+    async def _settle_orders(self, t_ms: int, rep: ReconcileReport, symbol: str | None = None,
+                             open_now: dict[str, Order] | None = None) -> tuple[set[str], dict[str, Order]]:
+        """Bring every unsettled order row of ours up to the venue's view. Returns the symbols where one
+        traded, and the venue's open orders looked at (``open_now``, else those of the symbols concerned)."""
         traded: set[str] = set()
         rows = self.ledger.orders(unsettled=True, symbol=symbol)
+        seen: dict[str, Order] = dict(open_now) if open_now is not None else {}
         if open_now is None and len(rows) > 1:  # one openOrders per symbol (weight 6) instead of a look-up per order (4 each)
-            open_now = {}
             for sym in sorted({r.symbol for r in rows}):
-                open_now.update((o.client_order_id, o) for o in await self.broker.open_orders(sym))
+                seen.update((o.client_order_id, o) for o in await self.broker.open_orders(sym))
         for row in rows:
-            o = open_now.get(row.cid) if open_now is not None else None
+            o = seen.get(row.cid) if seen or open_now is not None else None
             if o is None:
                 o = await self.broker.query(row.symbol, row.cid)
             if o is None:
@@ -297,7 +305,7 @@ class TradeEngine:
                 rep.orders_settled += 1
                 if o.executed_qty != row.executed:
                     traded.add(row.symbol)
-        return traded
+        return traded, seen
 
     async def reconcile(self, t_ms: int, *, full: bool = True, dust: bool = False) -> ReconcileReport:
         """Bring the ledger to what the venue holds (see the module docstring). ``full=False`` (between
@@ -315,8 +323,14 @@ class TradeEngine:
             first = not L.orders() and not L.positions()
             L.set_json("reserved", {a: str(b.total) for a, b in before.items() if a != self.quote and b.total > 0} if first else {})
             self._reserved_cache = None
-        open_now = {o.client_order_id: o for o in await B.open_orders()} if full else None
-        symbols = await self._settle_orders(t_ms, rep, open_now=open_now)
+        # every open order of the account (weight 80) at start and every ``orphan_scan_every`` decisions;
+        # in between, those of the symbols we have orders on (weight 6 each)
+        open_now = None
+        if full:
+            self._full_scans += 1
+            if self._full_scans % self.orphan_scan_every == 1 or self.orphan_scan_every == 1:
+                open_now = {o.client_order_id: o for o in await B.open_orders()}
+        symbols, open_seen = await self._settle_orders(t_ms, rep, open_now=open_now)
         balances = await B.balances() if full else {}
         reserved = self._reserved()
         differ: set[str] = set()
@@ -332,7 +346,7 @@ class TradeEngine:
             balances = await B.balances()
             held = await self._held(balances, reserved)
         if full:
-            await self._check_positions(t_ms, held, symbols, open_now or {}, rep)
+            await self._check_positions(t_ms, held, symbols, open_seen, rep)
             await self._value(balances, held, rep, dust)
         else:
             await self._close_finished(t_ms, rep)

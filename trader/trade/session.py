@@ -41,9 +41,14 @@ class Clock(Protocol):
 
 @dataclass
 class SessionReport:
-    """What a session did: decisions, and the loop lag / signal-to-order samples (seconds)."""
+    """What a session did: decisions, and the loop lag / signal-to-order samples (seconds).
+
+    A loop lag is the time from a close to the loop acting on it, for closes the loop was waiting
+    for; a close that passed while the previous decision was still running is an *overrun* instead
+    (the decision took longer than the interval: at a fast replay speed, or a slow venue)."""
 
     decisions: int = 0
+    overruns: int = 0
     lags_s: list[float] = field(default_factory=list)
     signal_to_order_s: list[float] = field(default_factory=list)
     light_reconciles: int = 0
@@ -130,18 +135,22 @@ class TradingSession:
         tasks = [asyncio.create_task(self.user_data.run(stop))] if self.user_data is not None else []
         rep = self.report
         next_poll = time.monotonic() + self.poll_s
+        busy_until = 0  # venue time when the last decision ended
         try:
             while not stop.is_set():
                 now = self.clock.now_ms()
                 t = now // iv * iv
                 if t > last:
                     lag_s = (now - t) / 1000.0 / max(self.clock.speed, 1e-9)
-                    if rep.decisions:  # the first decision catches up with a close from before the start: not a lag
+                    if t <= busy_until:  # the previous decision was still running at this close
+                        rep.overruns += 1
+                    elif rep.decisions:  # the first decision catches up with a close from before the start: not a lag
                         rep.lags_s.append(lag_s)
                         if self.observer is not None:
                             self.observer.lag.observe(lag_s)
                     await self._sync()
                     step = await self.decide(t)
+                    busy_until = self.clock.now_ms()
                     last = t
                     rep.decisions += 1
                     rep.signal_to_order_s += step.signal_to_order_s
