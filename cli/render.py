@@ -11,16 +11,21 @@ JSON document (``--format json``; stable, versioned by ``schema``)::
       "universe": 96,                          # symbols asked for
       "scored": 96,                            # symbols scored
       "signals": [                             # score >= min_score, best first (--top N keeps N)
-        {"symbol": "ETHUSDT", "direction": "long", "score": 79.61,
-         "factors": {"trend": .., "momentum": .., "volume": .., "volatility": .., "structure": .., "mtf": ..},
+        {"symbol": "ETHUSDT", "direction": "long", "score": 79.61,   # with a model: the model's signal (trader.ml.signal)
+         "factors": {"trend": .., "momentum": .., "volume": .., "volatility": .., "structure": .., "mtf": ..,
+                     "factor_score": ..},          # the hand-made factors (0-100) and their blend, as columns
          "last_close": 2631.3, "change_24h_pct": 2.113, "close_time_ms": 1728921599999, "data_age_s": 0.0,
-         "ml_probability": 0.5312}            # the active model's P(beats the universe median), null without one
+         "ml_probability": 0.5312,            # the model's P(beats the universe median over its horizon), null without one
+         "percentile": 0.9271,                # that probability's rank across the scanned universe (0-1]
+         "expected_excess_pct": 0.152,        # walk-forward folds: excess over the median on this side, net of a round trip, %
+         "hit_rate": 0.523}                   # walk-forward folds: share of this score bucket's signals that won after fees
       ],
       "stale": [{"symbol": .., "interval": .., "newest_close_ms": .., "age_s": ..}],
       "insufficient_history": [{"symbol": .., "interval": .., "klines": ..}],
       "errors": [{"symbol": .., "message": ..}],
       "timings_ms": {"load": .., "features": .., "total": ..},
-      "model": "20261201T203815Z-6fa47060"     # the active model behind the ml factor, or null
+      "model": "20261201T203815Z-6fa47060",    # the model the scores come from, or null (the hand-made factor score)
+      "model_window": {"from": .., "to": ..}   # its training window (UTC), or null
     }
 
 NDJSON prints one ``signals[]`` object per line; CSV one row per signal with the factors as columns.
@@ -56,6 +61,7 @@ def scan_document(result: Any, signals: list[Any], min_score: float, intervals: 
         "errors": [{"symbol": s, "message": m} for s, m in result.errors],
         "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
         "model": result.model,
+        "model_window": None if result.model_window is None else {"from": result.model_window.get("from"), "to": result.model_window.get("to")},
     }
 
 
@@ -69,12 +75,13 @@ def render_scan(result: Any, signals: list[Any], fmt: str, min_score: float, int
     elif fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["symbol", "direction", "score", *FACTORS, "ml", "last_close", "change_24h_pct", "close_time_ms", "data_age_s", "ml_probability"])
+        w.writerow(["symbol", "direction", "score", *FACTORS, "factor_score", "last_close", "change_24h_pct", "close_time_ms", "data_age_s",
+                    "ml_probability", "percentile", "expected_excess_pct", "hit_rate"])
         for s in signals:
             d = s.as_dict()
-            w.writerow([d["symbol"], d["direction"], d["score"], *(d["factors"].get(f, "") for f in FACTORS), d["factors"].get("ml", ""),
+            w.writerow([d["symbol"], d["direction"], d["score"], *(d["factors"].get(f, "") for f in FACTORS), d["factors"].get("factor_score", ""),
                         d["last_close"], d["change_24h_pct"], d["close_time_ms"], d["data_age_s"],
-                        "" if d["ml_probability"] is None else d["ml_probability"]])
+                        *("" if d[k] is None else d[k] for k in ("ml_probability", "percentile", "expected_excess_pct", "hit_rate"))])
         sys.stdout.write(buf.getvalue())
     else:
         _table(result, signals, min_score, intervals)
@@ -97,9 +104,12 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
     tty = console.is_terminal
     if not tty:  # cron logs: never squeeze the table into 80 columns
         console = Console(width=160, no_color=True, highlight=False)
+    mw = getattr(result, "model_window", None)
+    source = (f"model {result.model}, trained {(mw or {}).get('from', '?')[:10]} → {(mw or {}).get('to', '?')[:10]}" if result.model
+              else "hand-made factor score, no model")
     table = Table(
         title=f"{len(signals)} of {len(result.signals)} symbols score ≥ {min_score:g} ({'/'.join(intervals)}, exchange time "
-        f"{_iso(result.exchange_now_ms)})",
+        f"{_iso(result.exchange_now_ms)}; {source})",
         header_style="bold" if tty else None,
     )
     for name, justify in (("symbol", "left"), ("dir", "left"), ("score", "right")):
@@ -108,8 +118,10 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
         table.add_column(f[:6], justify="right")
     with_ml = any(s.ml_probability is not None for s in signals)
     if with_ml:
-        table.add_column("ml", justify="right")
+        table.add_column("factors", justify="right")
         table.add_column("P(ml)", justify="right")
+        table.add_column("exp. %", justify="right")
+        table.add_column("hit", justify="right")
     table.add_column("last close", justify="right")
     table.add_column("24h %", justify="right")
     table.add_column("age", justify="right")
@@ -121,13 +133,21 @@ def _table(result: Any, signals: list[Any], min_score: float, intervals: list[st
             f"[{colour}]{s.direction}[/]" if colour else s.direction,
             f"[bold]{s.score:.1f}[/]" if tty else f"{s.score:.1f}",
             *(f"{s.factors.get(f, float('nan')):.0f}" for f in FACTORS),
-            *([f"{s.factors.get('ml', float('nan')):.0f}",
-               "–" if s.ml_probability is None or s.ml_probability != s.ml_probability else f"{s.ml_probability:.2f}"] if with_ml else []),
+            *([f"{s.factors.get('factor_score', float('nan')):.0f}", _opt(s.ml_probability, "{:.3f}"),
+               _opt(s.expected_excess_pct, "{:+.2f}"), _opt(s.hit_rate, "{:.0%}")] if with_ml else []),
             f"{s.last_close:g}",
             change,
             _fmt_age(s.data_age_s),
         )
+    if with_ml:
+        table.caption = ("score: the model's signal (75 = its top or bottom decile across the universe); factors: the hand-made "
+                         "factor score; exp. %: mean excess over the universe median on this side, net of a round trip of fees, in "
+                         "the model's walk-forward test folds; hit: share of that score bucket's signals there that won after fees")
     console.print(table)
+
+
+def _opt(x: float | None, fmt: str) -> str:
+    return "–" if x is None or x != x else fmt.format(x)
 
 
 def print_notes(result: Any) -> None:

@@ -37,7 +37,7 @@ def scan(
     strategy: Annotated[str | None, typer.Option("--strategy", help="vectorized | serial | threads | processes.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Pool size for threads/processes.", min=1, show_default=False)] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Run an incremental warm first (one cron line does both).")] = False,
-    no_model: Annotated[bool, typer.Option("--no-model", help="Ignore the active model (no ml factor, no onnxruntime).")] = False,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Ignore the active model: print the hand-made factor score (no onnxruntime).")] = False,
     live: Annotated[bool, typer.Option("--live", help="Warm once, subscribe over WebSocket, rescan on every base-interval close; zero REST per scan.")] = False,
     every: Annotated[float | None, typer.Option("--every", help="With --live: also rescan every this many seconds.", min=0.1, show_default=False)] = None,
     max_scans: Annotated[int | None, typer.Option("--max-scans", help="With --live: stop after N scans.", min=1, show_default=False)] = None,
@@ -69,7 +69,8 @@ def scan(
         raise StoreError(f"no kline store at {path}; run 'trader warm' first (or pass --refresh)")
 
     from cli.render import print_notes, render_scan
-    from trader.scan import ActiveModel, Scanner
+    from trader.ml.predict import ActiveModel
+    from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
     model = None if no_model else ActiveModel.from_store(path)
@@ -78,6 +79,7 @@ def scan(
         if not universe:
             raise StoreError(f"the store at {path} has no symbol with {', '.join(ivs)} klines; run 'trader warm' first")
         result = scanner.scan(universe)
+    stale_model_warning(result, model, settings)
     threshold = settings.scan.min_score
     passing = result.passing(threshold)
     if top is not None:
@@ -91,6 +93,21 @@ def scan(
         )
     if not passing:
         raise NoResultError(f"no symbol scores {threshold:g} or more ({len(result.signals)} scored)")
+
+
+def stale_model_warning(result: Any, model: Any, settings: Any) -> None:
+    """Warn (in ``result.warnings``) when the model's training data ends long before the store's newest kline."""
+    from trader.models import duration_ms
+
+    if model is None or not result.signals or not model.window or not model.window.get("to_ms"):
+        return
+    newest = max(s.close_time_ms for s in result.signals)
+    age_ms = newest - int(model.window["to_ms"])
+    if age_ms > duration_ms(settings.ml.max_age):
+        result.warnings.append(
+            f"model {model.id}{' (shipped)' if model.shipped else ''} was trained on klines up to {model.window.get('to')}, "
+            f"{age_ms / 86_400_000:.0f} days before the store's newest; 'trader tune train --if-due' retrains it on your store"
+        )
 
 
 async def _refresh(settings: Any, wanted: list[str], intervals: list[str]) -> None:
@@ -122,7 +139,8 @@ async def _live(
     from cli.warm import _warn_lag
     from trader.live import LiveFeed
     from trader.loop import CloseBarrier, live_scans
-    from trader.scan import ActiveModel, Scanner
+    from trader.ml.predict import ActiveModel
+    from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
     sc = settings.scan

@@ -109,8 +109,9 @@ def print_report(report: dict[str, Any], threshold: float) -> None:
     horizons = list(next(iter(report["scorers"].values())).keys()) if report["scorers"] else []
     key = f"{threshold:g}"
     for hz in horizons:
-        table = Table(title=f"horizon {hz}", title_justify="left")
-        for col in ("scorer", "rank IC", "t", f"≥{key} n", f"≥{key} net", "random", "top decile net [CI]", "vs random [CI]", "verdict"):
+        printed = report.get("printed")
+        table = Table(title=f"horizon {hz}" + (f"  (first row: what 'trader scan' prints — {printed})" if printed else ""), title_justify="left")
+        for col in ("scorer", "rank IC", "t", f"≥{key} n", f"≥{key} net", "random", "vs random [CI]", "top decile net [CI]", "vs random [CI]", "verdict"):
             table.add_column(col, justify="left" if col in ("scorer", "verdict") else "right", no_wrap=True)
         for name, by in report["scorers"].items():
             r = by[hz]
@@ -124,6 +125,7 @@ def print_report(report: dict[str, Any], threshold: float) -> None:
                 str(th.get("n", 0)),
                 _fmt(th.get("excess_mean"), pct=True),
                 _fmt((th.get("random") or {}).get("excess_mean"), pct=True),
+                f"{_fmt((th.get('random') or {}).get('diff_mean'), pct=True)} {_ci((th.get('random') or {}).get('diff_ci'))}",
                 f"{_fmt(td['excess_mean'], pct=True)} {_ci(td['excess_ci'])}",
                 f"{_fmt(rnd.get('diff_mean'), pct=True)} {_ci(rnd.get('diff_ci'))}",
                 _verdict(r),
@@ -176,7 +178,8 @@ def _plot(path: Path, report: dict[str, Any], series: dict[Any, Any], horizon: s
 @tune_app.command("evaluate")
 @handle_errors
 def evaluate_cmd(
-    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="score | score+ml | ml | a factor (trend, momentum, volume, volatility, structure, mtf) | momentum_24h | reversal_24h | random (repeatable; default: all).", show_default=False)] = None,
+    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="signal (what scan prints with a model) | blend | score (the hand-made factor score) | ml (raw probability) | a factor (trend, momentum, volume, volatility, structure, mtf) | momentum_24h | reversal_24h | random (repeatable; default: what scan prints first, then all).", show_default=False)] = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Evaluate without the active model (what 'scan --no-model' prints).")] = False,
     horizon: Annotated[str | None, typer.Option("--horizon", help="Comma-separated horizons (default 4h,24h,72h).", show_default=False)] = None,
     frm: FromOpt = None,
     to: ToOpt = None,
@@ -204,7 +207,8 @@ def evaluate_cmd(
 
     hz = split_list(horizon) or None
     names = [n for s in (scorer or []) for n in split_list(s)] or None
-    report, _, series = evaluate_job(settings, settings.store_path(), wanted, ivs, names, hz, start, end, keep_series=plot is not None)
+    report, _, series = evaluate_job(settings, settings.store_path(), wanted, ivs, names, hz, start, end, keep_series=plot is not None,
+                                     use_model=not no_model)
     if plot is not None:
         _plot(plot, report, series, settings.ml.horizon if settings.ml.horizon in (hz or settings.tune.horizons) else (hz or settings.tune.horizons)[0])
         print(f"tune: wrote {plot}", file=sys.stderr)
@@ -350,18 +354,20 @@ def list_cmd(
 ) -> None:
     """Registered models, the active one marked, with their out-of-sample figures."""
     from trader.ml.jobs import iso
-    from trader.ml.registry import Registry
+    from trader.ml.registry import Registry, shipped_model
 
     settings = load(config, profile, rest_url, ws_url, store)
     reg = Registry(settings.store_path())
-    models = reg.models()
+    shipped = shipped_model()
+    models = ([shipped] if shipped is not None else []) + reg.models()
     active, previous = reg.active_id(), reg.previous_id()
     rows = []
     for m in models:
         hz = m.meta.get("horizon", "24h")
         oos = m.meta.get("oos", {}).get(hz, {})
         rows.append({
-            "id": m.id, "active": m.id == active, "previous": m.id == previous, "created": iso(m.meta.get("created_ms")),
+            "id": m.id, "shipped": bool(m.meta.get("shipped")), "active": m.id == active, "previous": m.id == previous,
+            "created": iso(m.meta.get("created_ms")),
             "target": m.meta.get("target"), "horizon": hz, "train_to": m.meta.get("train_window", {}).get("to"),
             "rank_ic": oos.get("rank_ic", {}).get("mean"), "rank_ic_t": oos.get("rank_ic", {}).get("t"),
             "top_decile_excess": oos.get("top_decile", {}).get("excess_mean"), "checks_passed": m.meta.get("checks", {}).get("passed"),
@@ -372,6 +378,8 @@ def list_cmd(
     if not rows:
         print("no models yet: 'trader tune train' registers one")
         return
+    if active is None:
+        print("no model is active ('trader tune use default' returns to the shipped one)")
     from rich.table import Table
 
     table = Table(title=f"models in {reg.root}", title_justify="left")
@@ -379,7 +387,7 @@ def list_cmd(
         table.add_column(col)
     for r in rows:
         mark = "*" if r["active"] else ("prev" if r["previous"] else "")
-        table.add_row(mark, r["id"], r["created"] or "", r["target"] or "", r["horizon"], r["train_to"] or "", _fmt(r["rank_ic"], nd=4),
+        table.add_row(mark, r["id"] + (" (shipped)" if r["shipped"] else ""), r["created"] or "", r["target"] or "", r["horizon"], r["train_to"] or "", _fmt(r["rank_ic"], nd=4),
                       str(r["rank_ic_t"]), _fmt(r["top_decile_excess"], pct=True), "pass" if r["checks_passed"] else "fail")
     _console().print(table)
 
@@ -387,7 +395,7 @@ def list_cmd(
 @tune_app.command("use")
 @handle_errors
 def use_cmd(
-    model_id: Annotated[str | None, typer.Argument(help="Model id (or a unique prefix).", show_default=False)] = None,
+    model_id: Annotated[str | None, typer.Argument(help="Model id (or a unique prefix), 'default' (the shipped model) or 'none' (no model).", show_default=False)] = None,
     previous: Annotated[bool, typer.Option("--previous", help="Roll back to the model active before the last switch.")] = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
@@ -395,7 +403,7 @@ def use_cmd(
     ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Make a registered model active (atomic switch; the one it replaces stays for --previous)."""
+    """Make a model active (atomic switch; the one it replaces stays for --previous): an id, 'default', or 'none'."""
     from trader.ml.registry import Registry
 
     if (model_id is None) == (not previous):
@@ -403,7 +411,8 @@ def use_cmd(
     settings = load(config, profile, rest_url, ws_url, store)
     reg = Registry(settings.store_path())
     info = reg.rollback() if previous else reg.use(str(model_id))
-    print(f"tune: active model {info.id}", file=sys.stderr)
+    print(f"tune: active model {info.id}" + (" (shipped)" if info.meta.get("shipped") else "") if info is not None
+          else "tune: no model is active (scores are the hand-made factor score)", file=sys.stderr)
 
 
 @tune_app.command("search")

@@ -471,7 +471,7 @@ def _ml_model(store_path: Path, symbols: Sequence[str]) -> tuple[Any, Any, np.nd
     from trader.ml.registry import Registry
     from trader.ml.train import labels
     from trader.replay.dataset import ReplayDataset
-    from trader.scan import ActiveModel
+    from trader.ml.predict import ActiveModel
 
     rd = ReplayDataset()
     params = FeatureParams(INTERVALS)
@@ -488,7 +488,8 @@ def _ml_model(store_path: Path, symbols: Sequence[str]) -> tuple[Any, Any, np.nd
 
 
 def _ml(symbols: Sequence[str], runs: int) -> list[Comparison]:
-    from trader.scan import ActiveModel, Scanner
+    from trader.ml.predict import ActiveModel
+    from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
     reps = 200  # inference calls per timed run (one call is ~0.1-1 ms)

@@ -327,12 +327,19 @@ class WeightsConfig(_Model):
     volatility: float = Field(0.1, ge=0)
     structure: float = Field(0.15, ge=0)
     mtf: float = Field(0.2, ge=0)
-    ml: float = Field(1.0, ge=0, description="weight of the model's conviction; used only while a model is active")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "ml" in data:
+            raise ValueError("scan.weights.ml is gone: with a model active the printed score is the model's; "
+                             "mix in the hand-made factors with scan.blend (0-1)")
+        return data
 
     @model_validator(mode="after")
     def _some_weight(self) -> WeightsConfig:
-        if not any(v > 0 for k, v in self.model_dump().items() if k != "ml"):
-            raise ValueError("at least one factor weight other than ml must be > 0")
+        if not any(v > 0 for v in self.model_dump().values()):
+            raise ValueError("at least one factor weight must be > 0")
         return self
 
 
@@ -383,6 +390,7 @@ class ScanConfig(_Model):
     weights: WeightsConfig = WeightsConfig()
     factors: FactorConfig = FactorConfig()
     indicators: IndicatorConfig = IndicatorConfig()
+    blend: float = Field(0.0, ge=0.0, le=1.0, description="with a model: weight of the hand-made factor score in the printed score (0: the model's alone)")
     fitted_until: str | None = Field(
         None, description="UTC date the weights/factors were fitted up to (tune search); tune evaluate reports only later moments"
     )
@@ -466,7 +474,8 @@ class RiskConfig(_Model):
 
     max_positions: int = Field(3, ge=1, le=100, description="open positions at once")
     leverage: float = Field(5.0, ge=1, le=125, description="USD-M futures only; spot always trades at 1")
-    min_confidence: float = Field(0.6, ge=0, le=1, description="model probability needed to enter (when a model is active)")
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="with a model: its probability needed to enter, besides the score; null = the score alone")
     min_score: float | None = Field(None, ge=0, le=100, description="score needed to enter; null = scan.min_score")
     stop_loss: float = Field(0.05, gt=0, lt=1, description="stop loss below the entry price, fraction (0.05 = -5 %)")
     take_profit: list[float] = Field(default_factory=lambda: [0.10, 0.20], description="take-profit ladder above the entry, fractions")

@@ -42,7 +42,9 @@ from trader.store.klines import KlineStore
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-__all__ = ["STRATEGIES", "ActiveModel", "ScanResult", "Scanner", "Signal", "score_arrays"]
+    from trader.ml.predict import ActiveModel
+
+__all__ = ["STRATEGIES", "ScanResult", "Scanner", "Signal", "score_arrays"]
 
 STRATEGIES = ("vectorized", "serial", "threads", "processes")
 _FEATURE_ROWS = [*OHLCVQ, TAKER_BUY_BASE_VOLUME]  # the kline-block rows the features (and a model) read
@@ -64,6 +66,13 @@ class Signal:
         data_age_s: exchange now minus that close time, seconds.
         ml_probability: the active model's probability (0-1) that the symbol beats the universe
             median over the model's horizon; None without an active model.
+        percentile: that probability's percentile across the scanned universe (0-1], which the
+            score and direction come from (:mod:`trader.ml.signal`); None without a model.
+        expected_excess_pct: what acting on the signal earned on average in the model's walk-forward
+            test folds at this percentile: excess over the universe median at the model's horizon,
+            net of a round trip of taker fees, percent; None without a model.
+        hit_rate: the share of the folds' signals in this score's bucket that beat the median on
+            their side after fees (0-1); None without a model.
     """
 
     symbol: str
@@ -75,6 +84,9 @@ class Signal:
     close_time_ms: int
     data_age_s: float
     ml_probability: float | None = None
+    percentile: float | None = None
+    expected_excess_pct: float | None = None
+    hit_rate: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the documented ``signals[]`` object)."""
@@ -87,8 +99,15 @@ class Signal:
             "change_24h_pct": None if np.isnan(self.change_24h_pct) else round(self.change_24h_pct, 3),
             "close_time_ms": self.close_time_ms,
             "data_age_s": round(self.data_age_s, 1),
-            "ml_probability": None if self.ml_probability is None or np.isnan(self.ml_probability) else round(self.ml_probability, 4),
+            "ml_probability": _opt(self.ml_probability, 4),
+            "percentile": _opt(self.percentile, 4),
+            "expected_excess_pct": _opt(self.expected_excess_pct, 3),
+            "hit_rate": _opt(self.hit_rate, 3),
         }
+
+
+def _opt(x: float | None, nd: int) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), nd)
 
 
 @dataclass
@@ -104,8 +123,10 @@ class ScanResult:
         universe: symbols asked for.
         strategy: execution strategy used.
         timings_ms: ``load``, ``features`` (features + score), ``total``.
-        warnings: notes for stderr (e.g. a cross-section too small for the model).
-        model: id of the model behind the ``ml`` factor, or None.
+        warnings: notes for stderr (e.g. a cross-section too small for the model, a model trained long
+            before the store's newest kline).
+        model: id of the model the scores come from, or None (the hand-made factor score).
+        model_window: ``{"from", "to"}`` UTC dates of the model's training window, or None.
     """
 
     signals: list[Signal]
@@ -118,6 +139,7 @@ class ScanResult:
     timings_ms: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     model: str | None = None
+    model_window: dict[str, Any] | None = None
 
     def passing(self, min_score: float) -> list[Signal]:
         """Signals with ``score >= min_score``, best first."""
@@ -127,19 +149,14 @@ class ScanResult:
 # ------------------------------------------------------------------ pure scoring of stacked data
 
 
-def score_arrays(
-    data: Sequence[np.ndarray], cfg: ScanConfig, ml: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Score ``n`` symbols from stacked klines. Pure; used by every strategy.
+def score_arrays(data: Sequence[np.ndarray], cfg: ScanConfig) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The hand-made factor score of ``n`` symbols from stacked klines. Pure; used by every strategy.
 
     Args:
         data: one array per interval (base first), each ``(n, r, L)`` with ``r >= 6``: the
             :data:`_FEATURE_ROWS` (open, high, low, close, volume, quote_volume[, taker_buy_base_volume])
             of the last ``L`` klines (``L`` may differ per interval).
         cfg: the ``scan`` config section (indicator periods, structure settings, weights).
-        ml: ``(probability (n,), percentile (n,))`` from the active model (:meth:`ActiveModel.predict`),
-            or None: the percentile becomes factor ``ml`` (weight ``scan.weights.ml``), the
-            probability ``factors["ml_probability"]`` (0-1).
 
     Returns:
         ``(score (n,), direction (n,), factors {name: (n,)}, valid (n,))``.
@@ -159,97 +176,19 @@ def score_arrays(
         n = data[idxs[0]].shape[0]
         for j, i in enumerate(idxs):
             biases[i] = {k: val[j * n : (j + 1) * n] for k, val in b.items()}
-    res = score_universe(biases, cfg.weights.model_dump(), ml_percentile=None if ml is None else ml[1], sharpness=cfg.factors.sharpness)
-    factors = res.factors
-    if ml is not None:
-        factors = {**factors, "ml_probability": ml[0]}
-    return res.score, res.direction, factors, res.valid
+    res = score_universe(biases, cfg.weights.model_dump(), sharpness=cfg.factors.sharpness)
+    return res.score, res.direction, res.factors, res.valid
 
 
-class ActiveModel:
-    """The active model as the scan uses it: one ONNX session and the feature parameters it was trained with.
-
-    Loaded once per :class:`Scanner` (a long-running ``scan --live`` or ``trade`` keeps it). Its
-    features are computed by :func:`trader.features.matrix.last_features` — the dataset's own
-    code — with the model's settings, whatever the scan's are, then ranked across the universe
-    (:func:`~trader.features.matrix.cross_sectional_rank`) and scored in one onnxruntime call.
-
-    Args:
-        folder: the model's registry folder.
-        meta: its ``meta.json``.
-
-    Raises:
-        ModelError: the model's feature set or names differ from this version's, or it cannot be loaded.
-    """
-
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
-        from trader.errors import ModelError
-        from trader.features.matrix import FEATURE_SET, FeatureParams, feature_names
-        from trader.ml.predict import OnnxModel
-
-        if meta.get("feature_set") != FEATURE_SET:
-            raise ModelError(f"active model {meta.get('id')} uses feature set {meta.get('feature_set')!r}, not {FEATURE_SET!r}; retrain it")
-        self.params = FeatureParams.from_dict(meta["feature_params"])
-        if feature_names(self.params.intervals) != meta.get("features"):
-            raise ModelError(f"active model {meta.get('id')}: its feature names differ from this version's; retrain it")
-        self.id = str(meta.get("id"))
-        self.folder = folder
-        self.meta = meta
-        self.onnx = OnnxModel.load(folder, meta)
-
-    @classmethod
-    def from_store(cls, store_path: Path) -> ActiveModel | None:
-        """The store's active model, or None (reads one small file when there is none)."""
-        from trader.ml.registry import Registry
-
-        info = Registry(store_path).active()
-        return None if info is None else cls(info.path, info.meta)
-
-    def feature_rows(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> np.ndarray:
-        """Raw feature rows ``(len(rows), F)`` float32 of ``(symbol, [kline rows per interval, (7, L)])``."""
-        from trader.features.matrix import feature_names, last_features
-
-        X = np.full((len(rows), len(feature_names(self.params.intervals))), np.nan, dtype=np.float32)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for k, (_, arrays) in enumerate(rows):
-            groups.setdefault(tuple(a.shape[1] for a in arrays), []).append(k)
-        for members in groups.values():
-            data = [np.stack([rows[k][1][i] for k in members]) for i in range(len(self.params.intervals))]
-            X[members] = last_features(data, self.params)
-        return X
-
-    def predict(self, symbols: Sequence[str], X: np.ndarray) -> dict[str, tuple[float, float]]:
-        """Rank the raw rows across the cross-section (every row of ``X``) and predict in one call.
-
-        Returns:
-            ``{symbol: (probability, percentile of it in the cross-section)}`` of the symbols whose
-            features are all finite; empty when fewer than
-            :data:`~trader.features.matrix.MIN_CROSS_SECTION` are.
-        """
-        from trader.features.matrix import MIN_CROSS_SECTION, cross_sectional_rank
-
-        finite = np.isfinite(X).all(axis=1) if X.size else np.zeros(len(symbols), dtype=bool)
-        if finite.sum() < MIN_CROSS_SECTION:
-            return {}
-        p = self.onnx.predict(cross_sectional_rank(X, finite)[finite])
-        pct = cross_sectional_rank(p[:, None])[:, 0]
-        return {symbols[int(k)]: (float(v), float(q)) for k, v, q in zip(np.flatnonzero(finite), p, pct, strict=True)}
-
-    def probabilities(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> dict[str, tuple[float, float]]:
-        """:meth:`feature_rows` then :meth:`predict` for one cross-section held in memory."""
-        return self.predict([r[0] for r in rows], self.feature_rows(rows))
-
-
-_Item = tuple[str, list[np.ndarray], tuple[float, float] | None]  # (symbol, kline rows per interval, (ml probability, percentile))
+_Item = tuple[str, list[np.ndarray]]  # (symbol, kline rows per interval)
 
 
 def _score_chunk(chunk: Sequence[_Item], params: ScanConfig) -> list[tuple[str, Any]]:
     """Serial per-symbol scoring of a chunk; each symbol isolated. Returns ``(symbol, result or error str)``."""
     out: list[tuple[str, Any]] = []
-    for symbol, arrays, prob in chunk:
+    for symbol, arrays in chunk:
         try:
-            ml = None if prob is None else (np.array([prob[0]]), np.array([prob[1]]))
-            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params, ml)
+            score, direction, factors, valid = score_arrays([a[None] for a in arrays], params)
             if not valid[0]:
                 out.append((symbol, "non-finite factor values (flat or degenerate prices)"))
             else:
@@ -284,11 +223,12 @@ class Scanner:
         intervals: base (fastest) interval first, e.g. ``("1h", "4h")``.
         loader: ``loader(symbol, interval, limit) -> kline block (11, n)``; default ``store.load``
             (a live cache passes its own, e.g. :meth:`trader.live.LiveFeed.load`).
-        model: the active model (:meth:`ActiveModel.from_store`), or None: the ``ml`` factor is
-            then absent and scores are exactly the model-free ones. With a model, every scan first
-            ranks the model's features across the store's fresh universe and predicts it in one
-            onnxruntime call in this process (the session lives as long as the scanner); every
-            strategy then scores with those probabilities.
+        model: the active model (:meth:`ActiveModel.from_store`), or None: scores are then the
+            hand-made factor score. With a model, every scan first ranks the model's features across
+            the store's fresh universe and predicts it in one onnxruntime call in this process (the
+            session lives as long as the scanner); the printed score and direction are the model's
+            (:mod:`trader.ml.signal`, blended with the factor score only if ``scan.blend`` > 0) and
+            the factor scores stay as columns.
 
     Raises:
         ConfigError: unknown strategy, or no interval.
@@ -380,14 +320,15 @@ class Scanner:
             tb = time.perf_counter()
             loaded = self._load_block(symbols[b : b + size], now, stale, short, errors)
             load_s += time.perf_counter() - tb
-            scored, errs = self._run(loaded, probs)
+            scored, errs = self._run(loaded)
             errors += errs
-            signals += self._signals(loaded, scored, now)
+            signals += self._signals(loaded, scored, now, probs)
         signals.sort(key=lambda s: (-s.score, s.symbol))
         t2 = time.perf_counter()
         return ScanResult(
             warnings=warnings,
             model=self.model.id if self.model is not None and probs else None,
+            model_window=self.model.window if self.model is not None and probs else None,
             signals=signals,
             stale=stale,
             insufficient=short,
@@ -419,7 +360,7 @@ class Scanner:
 
             warnings.append(
                 f"model {self.model.id}: fewer than {MIN_CROSS_SECTION} fresh symbols in the store to rank its features across; "
-                "scanned without the ml factor"
+                "scored with the hand-made factors instead"
             )
             return None
         return probs
@@ -459,13 +400,30 @@ class Scanner:
                 loaded.append((symbol, arrays))
         return loaded
 
-    def _signals(self, loaded: list[tuple[str, list[np.ndarray]]], scored: dict[str, tuple[float, float, dict[str, float]]], now: int) -> list[Signal]:
+    def _signals(self, loaded: list[tuple[str, list[np.ndarray]]], scored: dict[str, tuple[float, float, dict[str, float]]], now: int,
+                 probs: dict[str, tuple[float, float]] | None = None) -> list[Signal]:
+        from trader.ml.signal import blend_signals, score_from_percentile
+
         out = []
         per_day = _DAY_MS // interval_ms(self.intervals[0])
+        table = self.model.table if self.model is not None else None
         for symbol, arrays in loaded:
             if symbol not in scored:
                 continue
             score, direction, factors = scored[symbol]
+            shown = {k: factors[k] for k in FACTORS if k in factors}
+            p = q = excess = hit = None
+            if probs is not None:
+                if symbol not in probs:  # the model had no finite features for it: no model signal
+                    continue
+                p, q = probs[symbol]
+                ms, md = score_from_percentile(q)
+                shown["factor_score"] = score
+                bs, bd = blend_signals(ms, md, np.asarray(score), np.asarray(direction), self.params.blend)
+                score, direction = float(bs), float(bd)
+                if table is not None:
+                    excess = 100.0 * table.expected_net_excess(q, direction)
+                    hit = table.hit_rate(score)
             base = arrays[0]
             close = base[CLOSE]
             change = (close[-1] / close[-1 - per_day] - 1.0) * 100.0 if 0 < per_day < close.shape[0] else float("nan")
@@ -475,8 +433,11 @@ class Scanner:
                     symbol=symbol,
                     direction="long" if direction > 0 else "short",
                     score=score,
-                    factors={k: factors[k] for k in (*FACTORS, "ml") if k in factors},
-                    ml_probability=factors.get("ml_probability"),
+                    factors=shown,
+                    ml_probability=p,
+                    percentile=q,
+                    expected_excess_pct=excess,
+                    hit_rate=hit,
                     last_close=float(close[-1]),
                     change_24h_pct=float(change),
                     close_time_ms=close_time,
@@ -487,14 +448,10 @@ class Scanner:
 
     # ------------------------------------------------------------------ strategies
 
-    def _run(
-        self, loaded: list[tuple[str, list[np.ndarray]]], probs: dict[str, tuple[float, float]] | None = None
-    ) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
+    def _run(self, loaded: list[tuple[str, list[np.ndarray]]]) -> tuple[dict[str, tuple[float, float, dict[str, float]]], list[tuple[str, str]]]:
         if not loaded:
             return {}, []
-        chunks: list[_Item] = [
-            (s, [a[_FEATURE_ROWS] for a in arrs], None if probs is None else probs.get(s, (float("nan"), float("nan")))) for s, arrs in loaded
-        ]
+        chunks: list[_Item] = [(s, [a[_FEATURE_ROWS] for a in arrs]) for s, arrs in loaded]
         if self.strategy == "vectorized":
             return self._vectorized(chunks)
         if self.strategy == "serial":
@@ -517,22 +474,18 @@ class Scanner:
         errors: list[tuple[str, str]] = []
         for group in groups.values():
             try:
-                data = [np.stack([arrs[i] for _, arrs, _ in group]) for i in range(len(self.intervals))]
-                ml = None
-                if group[0][2] is not None:
-                    pp = np.array([p for _, _, p in group], dtype=np.float64)  # (g, 2)
-                    ml = (pp[:, 0], pp[:, 1])
-                score, direction, factors, valid = score_arrays(data, self.params, ml)
+                data = [np.stack([arrs[i] for _, arrs in group]) for i in range(len(self.intervals))]
+                score, direction, factors, valid = score_arrays(data, self.params)
             except Exception:  # noqa: BLE001 - find the culprit symbol by symbol
                 part_scored, part_errors = _split(_score_chunk(group, self.params))
                 scored.update(part_scored)
                 errors += part_errors
                 continue
-            for j, (symbol, _, _) in enumerate(group):
+            for j, (symbol, _) in enumerate(group):
                 if valid[j]:
                     scored[symbol] = (float(score[j]), float(direction[j]), {k: float(v[j]) for k, v in factors.items()})
                 else:
-                    errors.append((symbol, "non-finite factor values (flat or degenerate prices, or no model probability)"))
+                    errors.append((symbol, "non-finite factor values (flat or degenerate prices)"))
         return scored, errors
 
 

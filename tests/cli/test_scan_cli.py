@@ -24,14 +24,17 @@ def check_document(doc: dict) -> None:  # type: ignore[type-arg]
     assert doc["schema"] == "trader.scan/1"
     types = {"exchange_time_ms": int, "min_score": float, "intervals": list, "strategy": str, "universe": int,
              "scored": int, "signals": list, "stale": list, "insufficient_history": list, "errors": list, "timings_ms": dict}
-    assert doc["model"] is None
     for key, typ in types.items():
         assert isinstance(doc[key], typ), key
+    model = doc["model"] is not None  # the shipped model, unless the store turned models off
+    assert (doc["model_window"] is not None) == model
     for s in doc["signals"]:
-        assert set(s) == {"symbol", "direction", "score", "factors", "last_close", "change_24h_pct", "close_time_ms", "data_age_s", "ml_probability"}
-        assert s["ml_probability"] is None  # no active model in these stores
-        assert s["direction"] in ("long", "short") and 0 <= s["score"] <= 100 and set(s["factors"]) == FACTORS
-        assert s["score"] >= doc["min_score"]
+        assert set(s) == {"symbol", "direction", "score", "factors", "last_close", "change_24h_pct", "close_time_ms", "data_age_s", "ml_probability",
+                          "percentile", "expected_excess_pct", "hit_rate"}
+        assert (s["ml_probability"] is not None) == model and (s["percentile"] is not None) == model
+        assert s["direction"] in ("long", "short") and 0 <= s["score"] <= 100
+        assert set(s["factors"]) == (FACTORS | {"factor_score"} if model else FACTORS)
+        assert s["score"] >= doc["min_score"] and (s["score"] >= 50 or not model)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

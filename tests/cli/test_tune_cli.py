@@ -84,33 +84,45 @@ def test_train_register_activate_list_use_and_scan(store: Path, tmp_path: Path) 
     p = run("tune", "train", "--store", str(store), "--config", config(tmp_path, min_t=50), "--no-permutation")
     assert p.returncode == 1 and "not activated" in p.stderr, p.stderr
     first = json.loads(run("tune", "list", "--store", str(store), "--json").stdout)
-    assert first["active"] is None and len(first["models"]) == 1
+    shipped = [m for m in first["models"] if m["shipped"]]
+    registered = [m for m in first["models"] if not m["shipped"]]
+    assert len(registered) == 1 and first["active"] == (shipped[0]["id"] if shipped else None)  # the shipped model until one is chosen
     # checks that pass: active
     p = run("tune", "train", "--store", str(store), "--config", config(tmp_path), "--json")
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout)
     assert summary["activated"] and summary["checks"]["parity_max_abs"] <= 1e-5
     assert summary["permutation"] is not None and abs(summary["permutation"]["t"]) < 2
-    assert {"ml", "score+ml", "score", "reversal_24h", "momentum_24h", "random"} == set(summary["oos"]["scorers"])
+    assert {"signal", "ml", "blend", "score", "reversal_24h", "momentum_24h", "random"} == set(summary["oos"]["scorers"])
     folder = store / "models" / summary["id"]
     meta = json.loads((folder / "meta.json").read_text())
     assert {"model.onnx", "model.ubj", "meta.json", "oos.npz", "report.json"} <= {f.name for f in folder.iterdir()}
     assert meta["features"][:2] == ["1h_rsi", "1h_adx"] and len(meta["folds"]) == 3 and meta["fingerprint"]
     assert {"xgboost", "onnxruntime", "numpy", "python"} <= set(meta["versions"]) or {"xgboost-cpu"} <= set(meta["versions"])
     listed = json.loads(run("tune", "list", "--store", str(store), "--json").stdout)
-    assert listed["active"] == summary["id"] and len(listed["models"]) == 2
-    # the scan uses it: ml factor, probability in JSON and CSV
+    assert listed["active"] == summary["id"] and len([m for m in listed["models"] if not m["shipped"]]) == 2
+    assert meta["signal"]["horizon"] == "24h" and len(meta["signal"]["buckets"]) == 6
+    # the scan prints its signal: score >= 50, probability, percentile, expected excess and hit rate in JSON and CSV
     j = run("scan", "--store", str(store), "-m", "0", "-f", "json")
     doc = json.loads(j.stdout)
-    assert all(0 < s["ml_probability"] < 1 and "ml" in s["factors"] for s in doc["signals"])
+    assert doc["model"] == summary["id"] and doc["model_window"]["to"]
+    assert all(0 < s["ml_probability"] < 1 and s["score"] >= 50 and "factor_score" in s["factors"] and s["hit_rate"] is not None
+               and s["expected_excess_pct"] is not None for s in doc["signals"])
     c = run("scan", "--store", str(store), "-m", "0", "-f", "csv")
     header = c.stdout.splitlines()[0].split(",")
-    assert "ml_probability" in header and c.stdout.splitlines()[1].split(",")[header.index("ml_probability")] != ""
+    row = c.stdout.splitlines()[1].split(",")
+    assert {"ml_probability", "percentile", "expected_excess_pct", "hit_rate"} <= set(header) and row[header.index("expected_excess_pct")] != ""
+    t = run("scan", "--store", str(store), "-m", "0")
+    assert f"model {summary['id']}" in t.stdout and "exp. %" in t.stdout
     # ... and evaluate scores it out of sample only (its walk-forward predictions)
-    e = run("tune", "evaluate", "--store", str(store), "--config", config(tmp_path), "--scorer", "ml,random", "--horizon", "24h", "--json")
+    e = run("tune", "evaluate", "--store", str(store), "--config", config(tmp_path), "--horizon", "24h", "--json")
     assert e.returncode == 0, e.stderr
     ev = json.loads(e.stdout)
     assert ev["notes"] and ev["window"]["from_ms"] >= meta["folds"][0]["test_from_ms"]
+    assert ev["printed"] == "signal" and list(ev["scorers"])[:2] == ["signal", "score"]  # what scan prints first
+    assert "75" in ev["scorers"]["signal"]["24h"]["thresholds"]
+    nm = run("tune", "evaluate", "--store", str(store), "--config", config(tmp_path), "--horizon", "24h", "--json", "--no-model")
+    assert nm.returncode == 0 and json.loads(nm.stdout)["printed"] == "score", nm.stderr
     # switch back and forth
     other = first["models"][0]["id"]
     assert run("tune", "use", other, "--store", str(store)).returncode == 0
@@ -119,6 +131,13 @@ def test_train_register_activate_list_use_and_scan(store: Path, tmp_path: Path) 
     assert json.loads(run("tune", "list", "--store", str(store), "--json").stdout)["active"] == summary["id"]
     bad = run("tune", "use", "nope", "--store", str(store))
     assert bad.returncode == 5 and "no model" in bad.stderr
+    # no model at all, then back to the shipped one (when the package ships one)
+    assert run("tune", "use", "none", "--store", str(store)).returncode == 0
+    assert json.loads(run("tune", "list", "--store", str(store), "--json").stdout)["active"] is None
+    assert all(s["ml_probability"] is None for s in json.loads(run("scan", "--store", str(store), "-m", "0", "-f", "json").stdout)["signals"])
+    d = run("tune", "use", "default", "--store", str(store))
+    assert (d.returncode == 0) == bool(shipped), d.stderr
+    assert run("tune", "use", summary["id"], "--store", str(store)).returncode == 0
     # --no-model scans as before, without onnxruntime
     n = subprocess.run([sys.executable, "-X", "importtime", "-m", "cli.main", "scan", "--store", str(store), "-m", "0", "-f", "json", "--no-model"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)

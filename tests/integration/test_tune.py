@@ -7,6 +7,7 @@ exchange (``history_store``), real XGBoost, onnxmltools and onnxruntime sessions
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,20 +167,28 @@ def test_registry_is_atomic_and_rolls_back(tmp_path: Path) -> None:
         reg.use("2026")  # ambiguous
 
 
-def test_scan_with_an_active_model(dataset: ReplayDataset, history_store: Path, tmp_path: Path) -> None:
-    """The ml factor: probabilities in the result, same numbers with every strategy, the model
-    loaded once per pool worker; without a model the scan is exactly the model-free one."""
+@pytest.fixture(scope="module")
+def trained(history_store: Path) -> Any:
+    """A model trained (not activated) on the history store: ``(ModelInfo)``."""
     from trader.ml.jobs import train_job
-    from trader.scan import ActiveModel, Scanner
-    from trader.store.klines import KlineStore
-
-    settings = Settings(ml=FAST)
-    summary = train_job(settings, history_store, [], ["1h", "4h"], None, None, activate=False, permutation=False)
     from trader.ml.registry import Registry
 
-    info = Registry(history_store).get(summary["id"])
-    model = ActiveModel(info.path, info.meta)
-    cfg = ScanConfig(weights={"trend": 0.25, "momentum": 0.2, "volume": 0.1, "volatility": 0.1, "structure": 0.15, "mtf": 0.2, "ml": 0.5})
+    summary = train_job(Settings(ml=FAST), history_store, [], ["1h", "4h"], None, None, activate=False, permutation=False)
+    return Registry(history_store).get(summary["id"])
+
+
+def test_scan_with_an_active_model_prints_the_models_signal(history_store: Path, trained: Any) -> None:
+    """With a model the printed score and direction are the model's (its probability's percentile across
+    the universe), every directional signal scores >= 50, the same with every strategy; the hand-made
+    factors stay as columns; a blend mixes them in; without a model the scan is the hand-made score."""
+    from trader.ml.predict import ActiveModel
+    from trader.ml.signal import score_from_percentile
+    from trader.scan import Scanner
+    from trader.store.klines import KlineStore
+
+    model = ActiveModel(trained.path, trained.meta)
+    assert model.table is not None and model.window and model.window["to"]
+    cfg = ScanConfig()
     with KlineStore(history_store) as store:
         now = int(store.load("BTCUSDT", "1h", limit=1)[CLOSE_TIME, -1]) + 1
         plain = Scanner(store, ScanConfig(), ["1h", "4h"]).scan(now_ms=now)
@@ -187,29 +196,35 @@ def test_scan_with_an_active_model(dataset: ReplayDataset, history_store: Path, 
         for strategy in ("vectorized", "serial", "processes"):
             c = cfg.model_copy(update={"strategy": strategy})
             with Scanner(store, c, ["1h", "4h"], model=model) as sc:
-                results[strategy] = {s.symbol: (s.score, s.ml_probability) for s in sc.scan(now_ms=now).signals}
+                results[strategy] = {s.symbol: s for s in sc.scan(now_ms=now).signals}
         # the cross-section is the store's universe, whatever --symbols asks for
         with Scanner(store, cfg, ["1h", "4h"], model=model) as sc:
             one = sc.scan(["BTCUSDT"], now_ms=now)
+        with Scanner(store, cfg.model_copy(update={"blend": 0.5}), ["1h", "4h"], model=model) as sc:
+            blended = {s.symbol: s for s in sc.scan(now_ms=now).signals}
     v = results["vectorized"]
-    assert one.signals[0].ml_probability == pytest.approx(v["BTCUSDT"][1], abs=1e-9) and one.model == model.id
-    assert len(v) == len(TUNE_SYMBOLS) and all(0 < p < 1 for _, p in v.values())
+    assert one.signals[0].ml_probability == pytest.approx(v["BTCUSDT"].ml_probability, abs=1e-9) and one.model == model.id
+    assert len(v) == len(TUNE_SYMBOLS) and all(0 < s.ml_probability < 1 for s in v.values())  # type: ignore[operator]
+    for s in v.values():
+        score, direction = score_from_percentile(s.percentile)
+        assert s.score == pytest.approx(float(score)) and s.score >= 50.0
+        assert s.direction == ("long" if direction > 0 else "short") and ((s.percentile or 0) >= 0.5) == (s.direction == "long")
+        assert s.expected_excess_pct is not None and s.hit_rate is not None and "factor_score" in s.factors
+    assert sum(s.score >= 75 for s in v.values()) in range(3, 7)  # the top and bottom deciles of 24 symbols
     for strategy in ("serial", "processes"):
-        for sym, (score, p) in results[strategy].items():
-            assert score == pytest.approx(v[sym][0], abs=1e-6) and p == pytest.approx(v[sym][1], abs=1e-6)
-    assert all(s.ml_probability is None and "ml" not in s.factors for s in plain.signals)
-    assert {s.symbol: s.score for s in plain.signals} != {k: sc for k, (sc, _) in v.items()}  # the model moved the scores
+        for sym, s in results[strategy].items():
+            assert s.score == pytest.approx(v[sym].score, abs=1e-6) and s.ml_probability == pytest.approx(v[sym].ml_probability, abs=1e-6)
+    assert all(s.ml_probability is None and "factor_score" not in s.factors for s in plain.signals)
+    assert {s.symbol: s.score for s in plain.signals} != {k: s.score for k, s in v.items()}  # the model's score, not the factors'
+    assert {k: s.score for k, s in blended.items()} != {k: s.score for k, s in v.items()}
 
 
-def test_a_cross_section_too_small_for_the_model_scans_without_it(dataset: ReplayDataset, history_store: Path, tmp_path: Path) -> None:
-    from trader.ml.registry import Registry
-    from trader.scan import ActiveModel, Scanner
+def test_a_cross_section_too_small_for_the_model_scans_without_it(history_store: Path, trained: Any, tmp_path: Path) -> None:
+    from trader.ml.predict import ActiveModel
+    from trader.scan import Scanner
     from trader.store.klines import KlineStore
 
-    models = Registry(history_store).models()
-    if not models:
-        pytest.skip("needs the model test_scan_with_an_active_model registers")
-    model = ActiveModel(models[-1].path, models[-1].meta)
+    model = ActiveModel(trained.path, trained.meta)
     with KlineStore(history_store) as big, KlineStore(tmp_path / "small") as small:
         for s in TUNE_SYMBOLS[:5]:
             for iv in ("1h", "4h"):

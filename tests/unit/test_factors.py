@@ -41,12 +41,3 @@ def test_non_finite_inputs_are_flagged() -> None:
     b["trend"][1] = np.nan
     res = score_universe([b, biases(0.5)], W)
     assert res.valid.tolist() == [True, False, True] and np.isnan(res.score[1])
-
-
-def test_the_model_joins_as_a_factor_by_its_percentile_in_the_signal_direction() -> None:
-    res = score_universe([biases(0.5), biases(0.5)], {**W, "ml": 1.0}, ml_percentile=np.array([0.9, 0.5, 0.1]))
-    assert np.allclose(res.factors["ml"], [90, 50, 10])  # longs
-    short = score_universe([biases(-0.5), biases(-0.5)], {**W, "ml": 1.0}, ml_percentile=np.array([0.9, 0.5, 0.1]))
-    assert np.allclose(short.factors["ml"], [10, 50, 90])  # a short agrees with a low percentile
-    without = score_universe([biases(0.5), biases(0.5)], {**W, "ml": 1.0})
-    assert "ml" not in without.factors and np.allclose(without.score, score_universe([biases(0.5), biases(0.5)], W).score)

@@ -23,7 +23,7 @@ def cand(symbol: str, score: float, direction: int = 1, p: float | None = 0.7) -
 
 
 def test_entries_respect_slots_score_direction_confidence_and_state() -> None:
-    cfg = RiskConfig()
+    cfg = RiskConfig(min_confidence=0.6)  # off by default (the score is the model's conviction); here on
     cands = [cand("A", 90), cand("B", 80), cand("C", 85, p=0.5), cand("D", 95, direction=-1), cand("E", 70), cand("F", 76), cand("G", 77)]
     take, skipped = risk.select_entries(cands, {"Z"}, cfg, 75.0, risk.ACTIVE, model_active=True)
     assert [c.symbol for c in take] == ["A", "B"]  # 3 slots, one taken by Z

@@ -137,20 +137,17 @@ def _agree(direction: np.ndarray, bias: np.ndarray, gamma: float) -> np.ndarray:
 def score_universe(
     per_interval: Sequence[dict[str, np.ndarray]],
     weights: Mapping[str, float],
-    ml_percentile: np.ndarray | None = None,
     sharpness: float = SHARPNESS,
 ) -> FactorResult:
-    """Blend per-interval biases into factor scores, direction and score.
+    """Blend per-interval biases into the hand-made factor scores, direction and score.
+
+    With a model active, the printed score is the model's (:mod:`trader.ml.signal`); this blend is
+    then a column (``factor_score``) and, with ``scan.blend`` > 0, part of the printed score.
 
     Args:
         per_interval: :func:`interval_biases` outputs, base (fastest) interval first, all of one shape
             (``(n,)`` for a scan; any shape works elementwise, e.g. ``(n, T)`` for every kline).
-        weights: factor -> weight (>= 0); factors missing or 0 are ignored; ``ml`` used only with a model.
-        ml_percentile: ``(n,)`` the cross-sectional percentile (0-1] of the model's probability of
-            beating the universe median, or None (no model): the ``ml`` factor is its conviction,
-            ``100 pct`` for a long, ``100 (1 - pct)`` for a short, so a model's top decile scores
-            >= 90 like any other factor's strongest reading (raw probabilities of a cross-sectional
-            model sit within ~0.40-0.60 and could never move a blend).
+        weights: factor -> weight (>= 0); factors missing or 0 are ignored.
 
     Returns:
         A :class:`FactorResult`.
@@ -169,13 +166,10 @@ def score_universe(
     factors["volatility"] = _agree(np.ones_like(direction), (base["volatility"] - 50.0) / 50.0, sharpness)
     agreement = [direction * np.tanh(b["trend"] + b["momentum"]) for b in per_interval]
     factors["mtf"] = _agree(np.ones_like(direction), np.mean(agreement, axis=0), sharpness)
-    if ml_percentile is not None:
-        factors["ml"] = 100.0 * np.where(direction > 0, ml_percentile, 1.0 - ml_percentile)
     used = {k: w for k, w in weights.items() if w > 0 and k in factors}
     total = sum(used.values()) or 1.0
     score = sum(w * factors[k] for k, w in used.items()) / total
-    # validity is judged on what the score uses (an unweighted ml factor may be NaN without harm)
-    stacked = np.stack([*(factors[k] for k in factors if k != "ml" or "ml" in used), score])
+    stacked = np.stack([*factors.values(), score])
     valid = np.isfinite(stacked).all(axis=0)
     score = np.where(valid, np.clip(score, 0.0, 100.0), np.nan)
     return FactorResult(score=score, direction=direction, factors=factors, valid=valid)

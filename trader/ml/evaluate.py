@@ -50,6 +50,7 @@ __all__ = [
     "rank_ic",
     "rank_scorer",
     "score_at_moments",
+    "signal_scorer",
 ]
 
 BASELINES = ("momentum_24h", "reversal_24h", "random")
@@ -76,8 +77,8 @@ class Scored:
 # ---------------------------------------------------------------- scorers
 
 
-def score_at_moments(ds: Dataset, weights: WeightsConfig, factors: FactorConfig, ml_probability: np.ndarray | None = None) -> tuple[Scored, dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
-    """The configurable blended score at every moment, from the dataset's stored inputs.
+def score_at_moments(ds: Dataset, weights: WeightsConfig, factors: FactorConfig) -> tuple[Scored, dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """The hand-made factor score at every moment, from the dataset's stored inputs.
 
     Same functions as the scan (:func:`~trader.features.factors.interval_biases`,
     :func:`~trader.features.factors.score_universe`), applied elementwise to ``(n, M)`` arrays.
@@ -91,14 +92,9 @@ def score_at_moments(ds: Dataset, weights: WeightsConfig, factors: FactorConfig,
         ind["bb_ratio"] = inp["bb_ratio_raw"]
         st = {k: inp[k] for k in ("state", "ob_bull", "ob_bear", "fvg_bull", "fvg_bear", "sweep")}
         per.append(interval_biases(ind, st, inp["open"], inp["close"], factors))
-    pct = None
-    if ml_probability is not None:  # the ml factor is the probability's percentile at each moment, as in a scan
-        from trader.features.matrix import cross_sectional_rank
-
-        pct = cross_sectional_rank(ml_probability[:, :, None], ds.valid & np.isfinite(ml_probability))[:, :, 0].astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = score_universe(per, weights.model_dump(), ml_percentile=pct, sharpness=factors.sharpness)
+        res = score_universe(per, weights.model_dump(), sharpness=factors.sharpness)
     ok = res.valid & ds.valid
     score = np.where(ok, res.score, np.nan)
     return Scored(res.direction * (score - 50.0), score, res.direction), res.factors, per
@@ -126,6 +122,20 @@ def rank_scorer(signal: np.ndarray, valid: np.ndarray) -> Scored:
     v = np.where(valid & np.isfinite(signal), signal, np.nan)
     pct = _pct_rank(v)
     return Scored(v, 50.0 + 50.0 * np.abs(2.0 * pct - 1.0), np.where(pct >= 0.5, 1.0, -1.0))
+
+
+def signal_scorer(p: np.ndarray, valid: np.ndarray, factors: Scored | None = None, blend: float = 0.0) -> Scored:
+    """The printed signal (:mod:`trader.ml.signal`) at every moment: the model's probability ``p``
+    ``(n, M)`` ranked across the symbols valid at each moment, mapped to a score and a direction;
+    blended with the hand-made factor score ``factors`` when ``blend`` > 0."""
+    from trader.ml.signal import blend_signals, percentiles, score_from_percentile
+
+    q = percentiles(p, valid)
+    score, direction = score_from_percentile(q)
+    if factors is not None and blend > 0:
+        score, direction = blend_signals(score, direction, factors.score, factors.direction, blend)
+        score = np.where(np.isfinite(q), score, np.nan)
+    return Scored(np.where(np.isfinite(score), direction * (score - 50.0), np.nan), score, direction)
 
 
 def probability_scorer(p: np.ndarray, valid: np.ndarray) -> Scored:

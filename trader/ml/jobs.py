@@ -40,16 +40,18 @@ from trader.ml.evaluate import (
     factor_scorer,
     probability_scorer,
     score_at_moments,
+    signal_scorer,
 )
 from trader.ml.registry import ModelInfo, Registry
 from trader.models import duration_ms
 
 __all__ = ["SCORERS", "due", "evaluate_job", "load_dataset", "model_predictions", "parse_date", "train_job"]
 
-#: Every scorer name ``--scorer`` accepts: ``score`` is the configured score without a model,
-#: ``score+ml`` the score as a scan computes it while a model is active (its ``ml`` factor weighted
-#: by ``scan.weights.ml``), ``ml`` the model's probability alone.
-SCORERS = ("score", "score+ml", *FACTORS, "ml", *BASELINES)
+#: Every scorer name ``--scorer`` accepts: ``signal`` is what ``trader scan`` prints with a model
+#: (:mod:`trader.ml.signal`, ``scan.blend`` applied), ``blend`` the model's signal mixed with the
+#: hand-made factors (``scan.blend``, or half and half when it is 0: the option measured), ``score``
+#: the hand-made factor score (what a scan prints without a model), ``ml`` the model's raw probability.
+SCORERS = ("signal", "blend", "score", *FACTORS, "ml", *BASELINES)
 
 
 def parse_date(text: str | None, flag: str) -> int | None:
@@ -185,10 +187,11 @@ def build_scorers(names: Sequence[str], ds: Dataset, settings: Settings, ml_prob
     for name in names:
         if name == "score":
             out[name] = score
-        elif name == "score+ml":
+        elif name in ("signal", "blend"):
             if ml_probability is None:
-                raise ModelError("no active model: train one with 'trader tune train' (or drop --scorer score+ml)")
-            out[name] = score_at_moments(ds, scan.weights, scan.factors, ml_probability=ml_probability)[0]
+                raise ModelError(f"no active model: 'trader tune use default' or train one (or drop --scorer {name})")
+            weight = scan.blend if name == "signal" else (scan.blend or 0.5)
+            out[name] = signal_scorer(ml_probability, ds.valid, score, weight)
         elif name in FACTORS:
             out[name] = factor_scorer(name, factor_scores, biases, scan.factors, ds.valid)
         elif name in BASELINES:
@@ -213,21 +216,32 @@ def evaluate_job(
     end_ms: int | None,
     *,
     keep_series: bool = False,
+    use_model: bool = True,
 ) -> tuple[dict[str, Any], list[str], dict[Any, Any]]:
     """The report of ``tune evaluate``: ``(report, notes, series)``.
+
+    By default the first scorer is what ``trader scan`` prints — ``signal`` with the active (or
+    shipped) model, ``score`` without one (``use_model=False``: ``--no-model``) — reported at the
+    thresholds ``tune.thresholds`` and ``scan.min_score`` beside random picks at the same moments
+    with the same directions, then its alternatives and the baselines.
 
     ``series`` (when ``keep_series``) holds per scorer and horizon the per-moment rank IC, for
     ``--plot``. ``notes`` say which restrictions applied (out-of-sample windows).
 
     Raises:
-        ConfigError: unknown scorer or horizon; ModelError: ``ml`` asked without an active model.
+        ConfigError: unknown scorer or horizon; ModelError: a model scorer asked without an active model.
     """
     hz = list(horizons or settings.tune.horizons)
     for h in hz:
         duration_ms(h)
     registry = Registry(store_path)
-    active = registry.active()
-    names = list(scorers) if scorers else ["score", *(["score+ml", "ml"] if active else []), *FACTORS, *BASELINES]
+    active = registry.active() if use_model else None
+    if scorers:
+        names = list(scorers)
+    elif active is not None:
+        names = ["signal", "score", "blend", "ml", *FACTORS, *BASELINES]
+    else:
+        names = ["score", *FACTORS, *BASELINES]
     for n in names:
         if n not in SCORERS:
             raise ConfigError(f"unknown scorer {n!r}; expected one of {', '.join(SCORERS)}")
@@ -240,9 +254,9 @@ def evaluate_job(
     if ds.n_moments == 0:
         raise ModelError("no moments in the window (check --from/--to and what the store holds)")
     ml_p = None
-    if "ml" in names or "score+ml" in names:
+    if {"ml", "signal", "blend"} & set(names):
         if active is None:
-            raise ModelError("no active model: train one with 'trader tune train' (or drop --scorer ml)")
+            raise ModelError("no active model: 'trader tune use default' or train one (or drop the model scorers)")
         ml_p, first = model_predictions(active, ds, settings, store_path)
         has = np.isfinite(ml_p).any(axis=0)
         if not has.any():
@@ -258,10 +272,12 @@ def evaluate_job(
             keep = np.isfinite(ml_p).any(axis=0)
             ds.valid = ds.valid & keep[None, :]
     built = build_scorers(names, ds, settings, ml_p)
+    thresholds = sorted({*settings.tune.thresholds, settings.scan.min_score})
     report = evaluate(
-        ds, built, horizons=hz, thresholds=settings.tune.thresholds, grid=settings.ml.grid, fee=settings.ml.fee,
+        ds, built, horizons=hz, thresholds=thresholds, grid=settings.ml.grid, fee=settings.ml.fee,
         bootstrap=settings.tune.bootstrap, seed=settings.tune.seed,
     )
+    report["printed"] = names[0] if not scorers else None
     report["notes"] = notes
     if active is not None:
         report["model"] = active.id
@@ -337,11 +353,19 @@ def train_job(
     oos_p = result.oos[:, tested[0] :]
     keep = np.isfinite(oos_p).any(axis=0)
     oos_ds.valid = oos_ds.valid & keep[None, :]
-    built = build_scorers(["ml", "score+ml", "score", "reversal_24h", "momentum_24h", "random"], oos_ds, settings, oos_p)
+    built = build_scorers(["signal", "ml", "blend", "score", "reversal_24h", "momentum_24h", "random"], oos_ds, settings, oos_p)
     report = evaluate(
-        oos_ds, built, horizons=list(dict.fromkeys([cfg.horizon, *settings.tune.horizons])), thresholds=settings.tune.thresholds,
+        oos_ds, built, horizons=list(dict.fromkeys([cfg.horizon, *settings.tune.horizons])),
+        thresholds=sorted({*settings.tune.thresholds, settings.scan.min_score}),
         grid=cfg.grid, fee=cfg.fee, bootstrap=settings.tune.bootstrap, seed=settings.tune.seed,
     )
+    # what its signals were worth in the test folds: printed beside every signal of a scan
+    from trader.ml.dataset import excess_over_median
+    from trader.ml.signal import fit_signal_table, percentiles
+
+    q_oos = percentiles(oos_p, oos_ds.valid)
+    ex_oos = excess_over_median(oos_ds.forward[cfg.horizon], oos_ds.valid)
+    table = fit_signal_table(q_oos.ravel(), ex_oos.ravel(), cfg.horizon, 2.0 * cfg.fee)
     ml_h = report["scorers"]["ml"][cfg.horizon]
     ic, t = ml_h["rank_ic"]["mean"], ml_h["rank_ic"]["t"]
     reasons = []
@@ -363,7 +387,9 @@ def train_job(
     now = datetime.now(UTC)
     digest = hashlib.sha256(f"{ds.fingerprint}{sorted(result.params.items())}{cfg.target}{cfg.horizon}".encode()).hexdigest()[:8]
     model_id = f"{now:%Y%m%dT%H%M%SZ}-{digest}"
-    summary_ml = {h: {"rank_ic": r["rank_ic"], "top_decile": r["top_decile"]} for h, r in report["scorers"]["ml"].items()}
+    summary_ml = {h: {"rank_ic": r["rank_ic"], "top_decile": r["top_decile"], "bottom_decile": r["bottom_decile"],
+                      "printed": {"rank_ic": report["scorers"]["signal"][h]["rank_ic"], "thresholds": report["scorers"]["signal"][h]["thresholds"]}}
+                  for h, r in report["scorers"]["ml"].items()}
     meta: dict[str, Any] = {
         "schema": "trader.model/1",
         "id": model_id,
@@ -385,6 +411,7 @@ def train_job(
         "rounds": result.rounds,
         "folds": result.folds,
         "oos": summary_ml,
+        "signal": table.as_dict(),
         "permutation": result.permutation,
         "checks": {"passed": not reasons, "reasons": reasons, "parity_max_abs": parity, "activate_min_t": cfg.activate_min_t},
         "versions": _versions(),

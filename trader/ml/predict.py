@@ -1,11 +1,12 @@
 """Batch inference with onnxruntime: one session per process, the whole universe in one call.
 
-Only this module imports onnxruntime, and only the scan's ``ml`` factor, ``tune evaluate --scorer
-ml`` and the export parity check use it; xgboost is never imported on the scan path.
+Only this module imports onnxruntime, and only a scan with a model, ``tune evaluate`` and the
+export parity check use it; xgboost is never imported on the scan path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from trader.errors import ModelError
 
-__all__ = ["OnnxModel"]
+__all__ = ["ActiveModel", "OnnxModel"]
 
 
 class OnnxModel:
@@ -74,3 +75,87 @@ class OnnxModel:
             return np.empty(0)
         out = self.session.run(None, {self._input: np.ascontiguousarray(X, dtype=np.float32)})
         return np.asarray(out[1], dtype=np.float64)[:, 1]
+
+
+class ActiveModel:
+    """The active model as the scan and the trade engine use it: one ONNX session, the feature
+    parameters it was trained with, and its signal table.
+
+    Loaded once per :class:`Scanner` (a long-running ``scan --live`` or ``trade`` keeps it). Its
+    features are computed by :func:`trader.features.matrix.last_features` — the dataset's own
+    code — with the model's settings, whatever the scan's are, then ranked across the universe
+    (:func:`~trader.features.matrix.cross_sectional_rank`) and scored in one onnxruntime call.
+
+    Args:
+        folder: the model's registry folder.
+        meta: its ``meta.json``.
+
+    Raises:
+        ModelError: the model's feature set or names differ from this version's, or it cannot be loaded.
+    """
+
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+        from trader.errors import ModelError
+        from trader.features.matrix import FEATURE_SET, FeatureParams, feature_names
+        from trader.ml.predict import OnnxModel
+
+        if meta.get("feature_set") != FEATURE_SET:
+            raise ModelError(f"active model {meta.get('id')} uses feature set {meta.get('feature_set')!r}, not {FEATURE_SET!r}; retrain it")
+        self.params = FeatureParams.from_dict(meta["feature_params"])
+        if feature_names(self.params.intervals) != meta.get("features"):
+            raise ModelError(f"active model {meta.get('id')}: its feature names differ from this version's; retrain it")
+        self.id = str(meta.get("id"))
+        self.folder = folder
+        self.meta = meta
+        self.onnx = OnnxModel.load(folder, meta)
+        from trader.ml.signal import SignalTable
+
+        #: what its signals were worth in its walk-forward folds (None for a model trained before tables existed)
+        self.table = SignalTable.from_dict(meta["signal"]) if meta.get("signal") else None
+        tw = meta.get("train_window") or {}
+        #: ``{"from", "to", "to_ms"}`` of the training window
+        self.window: dict[str, Any] | None = {"from": tw.get("from"), "to": tw.get("to"), "to_ms": tw.get("to_ms")} if tw else None
+        self.shipped = bool(meta.get("shipped"))
+
+    @classmethod
+    def from_store(cls, store_path: Path) -> ActiveModel | None:
+        """The store's active model (the package's shipped model unless the store chose another or
+        ``none``), or None (cheap when there is none)."""
+        from trader.ml.registry import Registry
+
+        info = Registry(store_path).active()
+        return None if info is None else cls(info.path, info.meta)
+
+    def feature_rows(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> np.ndarray:
+        """Raw feature rows ``(len(rows), F)`` float32 of ``(symbol, [kline rows per interval, (7, L)])``."""
+        from trader.features.matrix import feature_names, last_features
+
+        X = np.full((len(rows), len(feature_names(self.params.intervals))), np.nan, dtype=np.float32)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, (_, arrays) in enumerate(rows):
+            groups.setdefault(tuple(a.shape[1] for a in arrays), []).append(k)
+        for members in groups.values():
+            data = [np.stack([rows[k][1][i] for k in members]) for i in range(len(self.params.intervals))]
+            X[members] = last_features(data, self.params)
+        return X
+
+    def predict(self, symbols: Sequence[str], X: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Rank the raw rows across the cross-section (every row of ``X``) and predict in one call.
+
+        Returns:
+            ``{symbol: (probability, percentile of it in the cross-section)}`` of the symbols whose
+            features are all finite; empty when fewer than
+            :data:`~trader.features.matrix.MIN_CROSS_SECTION` are.
+        """
+        from trader.features.matrix import MIN_CROSS_SECTION, cross_sectional_rank
+
+        finite = np.isfinite(X).all(axis=1) if X.size else np.zeros(len(symbols), dtype=bool)
+        if finite.sum() < MIN_CROSS_SECTION:
+            return {}
+        p = self.onnx.predict(cross_sectional_rank(X, finite)[finite])
+        pct = cross_sectional_rank(p[:, None])[:, 0]
+        return {symbols[int(k)]: (float(v), float(q)) for k, v, q in zip(np.flatnonzero(finite), p, pct, strict=True)}
+
+    def probabilities(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> dict[str, tuple[float, float]]:
+        """:meth:`feature_rows` then :meth:`predict` for one cross-section held in memory."""
+        return self.predict([r[0] for r in rows], self.feature_rows(rows))

@@ -6,7 +6,12 @@ Layout (``<store>/models/``)::
     <id>/model.ubj      the native XGBoost model (UBJSON), for retraining and compare
     <id>/meta.json      feature names and order, feature parameters, training window, fold
                         metrics, data fingerprint, hyper-parameters, library versions, git commit
-    active.json         {"active": id, "previous": id | null, "switched_at_ms": ...}
+    active.json         {"active": id | "none" | null, "previous": ..., "switched_at_ms": ...}
+
+**The shipped model.** The package carries a model trained on its bundled Binance history
+(``trader/data/model/``, built by ``make model``; :func:`shipped_model`). A store that never chose
+a model (no ``active.json``, or ``"active": null``) uses it; ``trader tune use none`` turns models
+off (``"active": "none"``); ``trader tune use default`` returns to the shipped one.
 
 A model folder is written under a temporary name and renamed into place, and ``active.json`` is
 replaced with ``os.replace``: a reader sees the old or the new model, never half of one, and a
@@ -27,7 +32,27 @@ from typing import Any
 
 from trader.errors import ModelError
 
-__all__ = ["ModelInfo", "Registry"]
+__all__ = ["DEFAULT", "NONE", "ModelInfo", "Registry", "shipped_model"]
+
+#: ``tune use`` names: the package's shipped model, and no model at all
+DEFAULT, NONE = "default", "none"
+
+
+def shipped_dir() -> Path:
+    """Where the package keeps its shipped model."""
+    return Path(__file__).resolve().parents[1] / "data" / "model"
+
+
+def shipped_model() -> ModelInfo | None:
+    """The model the package ships (trained on the bundled history by ``make model``), or None if absent."""
+    folder = shipped_dir()
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (folder / "model.onnx").is_file():
+        return None
+    return ModelInfo(str(meta.get("id", "shipped")), folder, meta)
 
 
 @dataclass(frozen=True)
@@ -108,11 +133,14 @@ class Registry:
         return out
 
     def get(self, model_id: str) -> ModelInfo:
-        """A model by id (a unique prefix is enough).
+        """A model by id (a unique prefix is enough; the shipped model by its id too).
 
         Raises:
             ModelError: unknown or ambiguous id, or an unreadable ``meta.json``.
         """
+        shipped = shipped_model()
+        if shipped is not None and model_id == shipped.id:
+            return shipped
         matches = [m for m in self.models() if m.id == model_id] or [m for m in self.models() if m.id.startswith(model_id)]
         if not matches:
             raise ModelError(f"no model {model_id!r} in {self.root} (see 'trader tune list')")
@@ -131,42 +159,62 @@ class Registry:
         return state
 
     def active_id(self) -> str | None:
-        """Id of the active model, or None (cheap: reads one small file)."""
+        """Id of the active model, or None for no model (cheap: reads one small file); the shipped
+        model's id when the store never chose one."""
         active: str | None = self._state().get("active")
+        if active == NONE:
+            return None
+        if active in (None, DEFAULT):
+            shipped = shipped_model()
+            return shipped.id if shipped is not None else None
         return active
 
     def active(self) -> ModelInfo | None:
-        """The active model, or None.
+        """The active model (the shipped one unless the store chose another, or none), or None.
 
         Raises:
             ModelError: ``active.json`` names a model that is missing.
         """
-        mid = self.active_id()
-        return self.get(mid) if mid else None
+        active = self._state().get("active")
+        if active == NONE:
+            return None
+        if active in (None, DEFAULT):
+            return shipped_model()
+        return self.get(active)
 
     def previous_id(self) -> str | None:
         """The model that was active before the last switch (the rollback target)."""
         prev: str | None = self._state().get("previous")
         return prev
 
-    def use(self, model_id: str) -> ModelInfo:
-        """Make ``model_id`` active (atomic); the one it replaces becomes ``previous``.
+    def use(self, model_id: str) -> ModelInfo | None:
+        """Make ``model_id`` active (atomic), or ``"none"`` (no model), or ``"default"`` (the shipped
+        one); the choice it replaces becomes ``previous``. Returns the model now active (None: none).
 
         Raises:
-            ModelError: unknown id.
+            ModelError: unknown id, or ``default`` when the package ships no model.
         """
         with self._lock():
-            info = self.get(model_id)
+            if model_id == NONE:
+                target, info = NONE, None
+            elif model_id == DEFAULT:
+                info = shipped_model()
+                if info is None:
+                    raise ModelError("this installation ships no model (run 'make model')")
+                target = DEFAULT
+            else:
+                info = self.get(model_id)
+                target = info.id
             state = self._state()
-            if state.get("active") == info.id:
+            if state.get("active") == target:
                 return info
-            new = {"active": info.id, "previous": state.get("active"), "switched_at_ms": int(time.time() * 1000)}
+            new = {"active": target, "previous": state.get("active") or DEFAULT, "switched_at_ms": int(time.time() * 1000)}
             tmp = self.root / f"active.json.tmp-{os.getpid()}"
             tmp.write_text(json.dumps(new))
             os.replace(tmp, self.root / "active.json")
         return info
 
-    def rollback(self) -> ModelInfo:
+    def rollback(self) -> ModelInfo | None:
         """Switch back to the previous model.
 
         Raises:

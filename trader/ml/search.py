@@ -54,21 +54,24 @@ _SCALES: dict[str, tuple[float, float, bool]] = {
 }
 
 
-def _suggest(trial: Any, space: str) -> tuple[WeightsConfig, FactorConfig, dict[str, Any]]:
+def _suggest(trial: Any, space: str) -> tuple[WeightsConfig, FactorConfig, dict[str, Any], float]:
+    """A trial's hand-made score weights and coefficients, XGBoost parameters, and ``scan.blend``
+    (the hand-made score's share in the printed signal; 0 in the ``model`` space)."""
     w: dict[str, float] = {}
     f: dict[str, float] = {}
     xgb: dict[str, Any] = {}
+    blend = 0.0
     if space in ("score", "all"):
         for k in _WEIGHTS:
             w[k] = trial.suggest_float(f"w_{k}", 0.0, 1.0)
         if all(v < 1e-3 for v in w.values()):
-            w["trend"] = 1e-3  # the config needs one positive non-ml weight
+            w["trend"] = 1e-3  # the config needs one positive weight
         for k in _TERMS:
             f[k] = trial.suggest_float(f"f_{k}", -1.0, 1.0)
         for k, (lo, hi, log) in _SCALES.items():
             f[k] = trial.suggest_float(f"f_{k}", lo, hi, log=log)
     if space in ("model", "all"):
-        w["ml"] = trial.suggest_float("w_ml", 0.0, 1.0) if space == "all" else 1.0
+        blend = trial.suggest_float("blend", 0.0, 1.0) if space == "all" else 0.0
         xgb = {
             "max_depth": trial.suggest_int("x_max_depth", 2, 6),
             "learning_rate": trial.suggest_float("x_learning_rate", 0.01, 0.3, log=True),
@@ -77,14 +80,22 @@ def _suggest(trial: Any, space: str) -> tuple[WeightsConfig, FactorConfig, dict[
             "colsample_bytree": trial.suggest_float("x_colsample_bytree", 0.3, 1.0),
             "reg_lambda": trial.suggest_float("x_reg_lambda", 0.1, 20.0, log=True),
         }
-    return w_cfg(w, space), FactorConfig(**f), xgb
+    return w_cfg(w, space), FactorConfig(**f), xgb, blend
 
 
 def w_cfg(w: dict[str, float], space: str) -> WeightsConfig:
-    """Weights of a trial; in the ``model`` space the score is the model alone."""
+    """Weights of a trial's hand-made score (the defaults in the ``model`` space, where they play no part)."""
     if space == "model":
-        return WeightsConfig(trend=1e-9, momentum=0, volume=0, volatility=0, structure=0, mtf=0, ml=1.0)
-    return WeightsConfig(**{k: w.get(k, 0.0) for k in (*_WEIGHTS, "ml")})
+        return WeightsConfig()
+    return WeightsConfig(**{k: w.get(k, 0.0) for k in _WEIGHTS})
+
+
+def _scored(ds: Dataset, weights: WeightsConfig, factors: FactorConfig, p: np.ndarray | None, blend: float) -> Any:
+    """The printed score of a trial: the model's signal (blended) with a model, else the hand-made score."""
+    from trader.ml.evaluate import signal_scorer
+
+    hand, _, _ = score_at_moments(ds, weights, factors)
+    return hand if p is None else signal_scorer(p, ds.valid, hand, blend)
 
 
 def _objective_value(ds: Dataset, signal: np.ndarray, moments: np.ndarray, cfg: MLConfig, objective: str) -> float:
@@ -182,12 +193,12 @@ def run_search(
     done = [0]
 
     def run_trial(trial: Any) -> float:
-        weights, factors, xgb = _suggest(trial, space)
+        weights, factors, xgb, blend = _suggest(trial, space)
         trial_cfg = cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(update=xgb)}) if xgb else cfg
         values = []
         for step, fold in enumerate(inner):
             p = _fold_model_probability(ds, trial_cfg, fold, y) if space in ("model", "all") else None
-            sc, _, _ = score_at_moments(ds, weights, factors, ml_probability=p)
+            sc = _scored(ds, weights, factors, p, blend)
             v = _objective_value(ds, sc.signal, fold.test, cfg, objective)
             values.append(v if math.isfinite(v) else -1.0)
             trial.report(float(np.mean(values)), step)
@@ -211,7 +222,7 @@ def run_search(
     except ValueError:
         raise ModelError(f"study {study_name!r} has no completed trial (all pruned or failed)") from None
     # the best parameters, measured on the held-out fold only, beside the default score and baselines
-    best_w, best_f, best_x = _rebuild(best.params, space)
+    best_w, best_f, best_x, best_blend = _rebuild(best.params, space)
     best_cfg = cfg.model_copy(update={"xgboost": cfg.xgboost.model_copy(update=best_x)}) if best_x else cfg
     p_held = _fold_model_probability(ds, best_cfg, held, y) if space in ("model", "all") else None
     # the inner folds' labels reach one horizon into the held-out fold: measure it after that
@@ -220,7 +231,7 @@ def run_search(
     lo = int(np.searchsorted(ds.moments_ms, start))
     if held_ds.n_moments == 0:
         raise ModelError("the held-out fold is shorter than the horizon; use a longer history or fewer ml.folds")
-    tuned, _, _ = score_at_moments(held_ds, best_w, best_f, ml_probability=None if p_held is None else p_held[:, lo:])
+    tuned = _scored(held_ds, best_w, best_f, None if p_held is None else p_held[:, lo:], best_blend)
     from trader.ml.evaluate import baseline_scorer
 
     default, _, _ = score_at_moments(held_ds, settings.scan.weights, settings.scan.factors)
@@ -237,11 +248,14 @@ def run_search(
         p_seen = np.full(seen.valid.shape, np.nan)
         for f in inner:
             p_seen[:, f.test] = _fold_model_probability(ds, best_cfg, f, y)[:, f.test]
-    tuned_seen, _, _ = score_at_moments(seen, best_w, best_f, ml_probability=p_seen)
     default_seen, _, _ = score_at_moments(seen, settings.scan.weights, settings.scan.factors)
     share = float(np.nanmean(default_seen.score >= settings.scan.min_score))
-    tuned_vals = tuned_seen.score[np.isfinite(tuned_seen.score)]
-    min_score = float(np.round(np.quantile(tuned_vals, 1.0 - share), 1)) if tuned_vals.size and 0 < share < 1 else settings.scan.min_score
+    if p_seen is None:  # a tuned hand-made score: a --min-score as selective as the default score's
+        tuned_seen = _scored(seen, best_w, best_f, None, 0.0)
+        tuned_vals = tuned_seen.score[np.isfinite(tuned_seen.score)]
+        min_score = float(np.round(np.quantile(tuned_vals, 1.0 - share), 1)) if tuned_vals.size and 0 < share < 1 else settings.scan.min_score
+    else:  # the model's signal: its score means the same whatever the model (75 = top and bottom deciles)
+        min_score = settings.scan.min_score
     thresholds = sorted({*settings.tune.thresholds, min_score})
     report = evaluate(held_ds, scorers, horizons=[cfg.horizon], thresholds=thresholds, grid=cfg.grid, fee=cfg.fee,
                       bootstrap=settings.tune.bootstrap, seed=settings.tune.seed)
@@ -262,6 +276,7 @@ def run_search(
         "weights": best_w.model_dump(),
         "factors": best_f.model_dump(),
         "xgboost": best_x,
+        "blend": best_blend if space == "all" else None,
         "held_out": report,
         "held_out_ic": {"mean": mean, "t": t},
         "fitted_until": datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -271,7 +286,7 @@ def run_search(
     }
 
 
-def _rebuild(params: dict[str, Any], space: str) -> tuple[WeightsConfig, FactorConfig, dict[str, Any]]:
+def _rebuild(params: dict[str, Any], space: str) -> tuple[WeightsConfig, FactorConfig, dict[str, Any], float]:
     """The configs of a finished trial from its stored parameters."""
 
     class Fixed:
@@ -318,6 +333,8 @@ def overlay_yaml(result: dict[str, Any]) -> str:
     doc: dict[str, Any] = {
         "scan": {"min_score": ms, "weights": result["weights"], "factors": result["factors"], "fitted_until": result["fitted_until"]}
     }
+    if result.get("blend") is not None:
+        doc["scan"]["blend"] = round(float(result["blend"]), 4)
     if result["xgboost"]:
         doc["ml"] = {"xgboost": result["xgboost"]}
     return "\n".join(lines) + "\n" + yaml.safe_dump(doc, sort_keys=False)

@@ -3,7 +3,7 @@
 The plan (``risk`` config section, the seed's defaults): at most ``max_positions`` (3) open
 positions; enter only a long signal (spot cannot short; ``leverage`` applies to USD-M only) whose
 score is at least ``min_score`` and, with an active model, whose probability is at least
-``min_confidence`` (0.6); size = min(equity / max_positions, ``max_order_notional``, free quote);
+``min_confidence`` (off by default: the score is the model's conviction); size = min(equity / max_positions, ``max_order_notional``, free quote);
 protective exits placed at once: a stop ``stop_loss`` (-5 %) below the entry and a take-profit
 ladder (+10 % for half, +20 % for the rest), each rung an OCO with the stop; a time stop after
 ``time_stop`` (2 h). Trading state from the day's P&L: ACTIVE; REDUCING (no entries) once the loss
@@ -103,7 +103,7 @@ def select_entries(
             continue  # not a signal at all: not even logged
         if c.direction <= 0 and market == "spot":
             skipped.append((c, "short_on_spot"))
-        elif model_active and (c.probability is None or c.probability < cfg.min_confidence):
+        elif model_active and cfg.min_confidence is not None and (c.probability is None or c.probability < cfg.min_confidence):
             skipped.append((c, "below_confidence"))
         elif c.symbol in open_symbols:
             skipped.append((c, "already_open"))

@@ -36,30 +36,33 @@ def round_score(x: float) -> float:
     return round(float(x), 6)
 
 
-def decision_dataset(settings: Settings, store_path: Path, symbols: list[str], start_ms: int | None, end_ms: int | None) -> Dataset:
+def decision_dataset(settings: Settings, store_path: Path, symbols: list[str], start_ms: int | None, end_ms: int | None,
+                     use_model: bool = True) -> Dataset:
     """The dataset on the decision grid (``trade.decision_interval``, e.g. every 1h close), for a backtest."""
     from trader.ml.jobs import load_dataset
     from trader.ml.registry import Registry
 
     s = settings.model_copy(update={"ml": settings.ml.model_copy(update={"grid": settings.trade.decision_interval})})
-    model = Registry(store_path).active() is not None  # ranked features only feed a model
+    model = use_model and Registry(store_path).active() is not None  # ranked features only feed a model
     return load_dataset(s, store_path, symbols, list(settings.universe.intervals), start_ms=start_ms, end_ms=end_ms, horizons=["4h"],
                         rank=model, features=model, labels=False)
 
 
-def scores(settings: Settings, ds: Dataset, store_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(score, direction, probability or None)``, each ``(n_symbols, n_moments)``; the probability
-    is the active model's out-of-sample one (NaN where it trained)."""
-    from trader.ml.evaluate import score_at_moments
+def scores(settings: Settings, ds: Dataset, store_path: Path, use_model: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(score, direction, probability or None)``, each ``(n_symbols, n_moments)``: what a scan prints
+    at each moment — the active model's signal (:mod:`trader.ml.signal`) from its *out-of-sample*
+    probability (NaN where it trained), or the hand-made factor score without a model."""
+    from trader.ml.evaluate import score_at_moments, signal_scorer
     from trader.ml.registry import Registry
 
-    prob = None
-    info = Registry(store_path).active()
-    if info is not None:
-        from trader.ml.jobs import model_predictions
+    hand, _, _ = score_at_moments(ds, settings.scan.weights, settings.scan.factors)
+    info = Registry(store_path).active() if use_model else None
+    if info is None:
+        return hand.score, hand.direction, None
+    from trader.ml.jobs import model_predictions
 
-        prob, _ = model_predictions(info, ds, settings, store_path)
-    scored, _, _ = score_at_moments(ds, settings.scan.weights, settings.scan.factors, prob)
+    prob, _ = model_predictions(info, ds, settings, store_path)
+    scored = signal_scorer(prob, ds.valid, hand, settings.scan.blend)
     return scored.score, scored.direction, prob
 
 
@@ -88,7 +91,7 @@ class StoreDecider:
     """
 
     def __init__(self, settings: Settings, store_path: Path, symbols: list[str], rest: Any = None, use_model: bool = True) -> None:
-        from trader.scan import ActiveModel
+        from trader.ml.predict import ActiveModel
 
         self.settings = settings
         self.store_path = store_path
