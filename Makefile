@@ -7,8 +7,9 @@ DEMO_STORE ?= .store/demo
 
 TUNE_STORE ?= .store/tune
 PAPER_DIR ?= .store/paper
+MODEL_STORE ?= .store/model
 
-.PHONY: install test lint bench demo tune-demo paper-demo clean
+.PHONY: install test lint bench demo tune-demo paper-demo model clean
 .ONESHELL:
 SHELL := /bin/bash
 
@@ -41,17 +42,18 @@ bench: $(STAMP)
 	$(PY) bench/trade.py
 	$(VENV)/bin/trader compare --full
 
-## demo: replay exchange on a free port -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
+## demo: replay exchange on a free port, at the end of the recording (after the shipped model's training labels:
+## its signals there are out of sample) -> warm the 96 bundled symbols -> scan --min-score 75 -> stop
 demo: $(STAMP)
 	set -euo pipefail
 	rm -rf $(DEMO_STORE)
-	coproc REPLAY { exec $(VENV)/bin/trader replay --port 0 --speed 1; }
+	coproc REPLAY { exec $(VENV)/bin/trader replay --port 0 --speed 1 --start end; }
 	trap 'kill $$REPLAY_PID 2>/dev/null; wait $$REPLAY_PID 2>/dev/null || true' EXIT
 	read -r URL <&"$${REPLAY[0]}"
 	echo "== replay exchange serving real Binance klines at $$URL"
 	echo "== trader warm --top 96 (1h and 4h, 1000 klines each, into $(DEMO_STORE))"
 	$(VENV)/bin/trader warm --top 96 --rest-url "$$URL" --store $(DEMO_STORE)
-	echo "== trader scan --min-score 75"
+	echo "== trader scan --min-score 75 (the shipped model's signal: 75 = its top or bottom decile of the universe)"
 	$(VENV)/bin/trader scan --min-score 75 --store $(DEMO_STORE) || [ $$? -eq 1 ]
 
 ## tune-demo: the whole recorded history through the replay (--start end) -> tune evaluate -> tune train -> scan with the model
@@ -70,6 +72,17 @@ tune-demo: $(STAMP)
 	echo "== trader scan --min-score 75 (with the model's ml factor when it is active)"
 	$(VENV)/bin/trader scan --min-score 75 --store $(TUNE_STORE) || [ $$? -eq 1 ]
 
+## model: the model the package ships (trader/data/model): the whole bundled history through the replay ->
+## walk-forward training with config/model.yaml (fixed seed, 2 XGBoost threads) -> shipped if its checks pass
+model: $(STAMP)
+	set -euo pipefail
+	rm -rf $(MODEL_STORE)
+	coproc REPLAY { exec $(VENV)/bin/trader replay --port 0 --speed 0 --start end; }
+	trap 'kill $$REPLAY_PID 2>/dev/null; wait $$REPLAY_PID 2>/dev/null || true' EXIT
+	read -r URL <&"$${REPLAY[0]}"
+	$(VENV)/bin/trader warm --top 96 --klines 8000 --rest-url "$$URL" --store $(MODEL_STORE)
+	$(VENV)/bin/trader tune train --store $(MODEL_STORE) --config config/model.yaml --ship
+
 ## paper-demo: replay exchange at 10 replayed minutes per second -> warm 20 symbols -> trader trade (paper) for 6 decisions -> history
 paper-demo: $(STAMP)
 	set -euo pipefail
@@ -82,8 +95,9 @@ paper-demo: $(STAMP)
 	export $$CREDS TRADER_REST_URL="$$URL" TRADER_WS_URL="$${URL/http/ws}" TRADER_STORE=$(PAPER_DIR)/store
 	echo "== replay exchange at $$URL (its account's key and secret exported from its second line)"
 	$(VENV)/bin/trader warm --top 20
-	echo "== trader trade --steps 6 (paper: orders on the replay venue, protective OCOs, the 2 h time stop)"
-	$(VENV)/bin/trader trade --steps 6 --ledger $(PAPER_DIR)/ledger.sqlite
+	echo "== trader trade --steps 6 --no-model (paper: orders on the replay venue, protective OCOs, the 2 h time stop;"
+	echo "   the hand-made score: the shipped model trained on these klines, its signals here would be in-sample)"
+	$(VENV)/bin/trader trade --steps 6 --no-model --ledger $(PAPER_DIR)/ledger.sqlite
 	$(VENV)/bin/trader trade --ledger $(PAPER_DIR)/ledger.sqlite history
 	$(VENV)/bin/trader trade --ledger $(PAPER_DIR)/ledger.sqlite status
 

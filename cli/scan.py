@@ -96,14 +96,19 @@ def scan(
 
 
 def stale_model_warning(result: Any, model: Any, settings: Any) -> None:
-    """Warn (in ``result.warnings``) when the model's training data ends long before the store's newest kline."""
+    """Warn (in ``result.warnings``) when the model's training data ends long before the store's newest kline,
+    or after it (the scan is then in-sample for the model)."""
     from trader.models import duration_ms
 
     if model is None or not result.signals or not model.window or not model.window.get("to_ms"):
         return
     newest = max(s.close_time_ms for s in result.signals)
     age_ms = newest - int(model.window["to_ms"])
-    if age_ms > duration_ms(settings.ml.max_age):
+    if age_ms < 0:
+        result.warnings.append(
+            f"model {model.id}{' (shipped)' if model.shipped else ''} was trained on these klines (its training window runs to "
+            f"{model.window.get('to')}): its scores here are in-sample, better than it will do on new data")
+    elif age_ms > duration_ms(settings.ml.max_age):
         result.warnings.append(
             f"model {model.id}{' (shipped)' if model.shipped else ''} was trained on klines up to {model.window.get('to')}, "
             f"{age_ms / 86_400_000:.0f} days before the store's newest; 'trader tune train --if-due' retrains it on your store"

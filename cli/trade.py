@@ -57,6 +57,7 @@ def trade(
     listen: Annotated[str | None, typer.Option("--listen", help="HOST:PORT of /health and /metrics (port 0 = free, printed).", show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Paper/live: stop after this many decisions.", min=1, show_default=False)] = None,
     ledger: LedgerOpt = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Decide on the hand-made factor score, not the active (or shipped) model.")] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
 ) -> None:
@@ -70,7 +71,7 @@ def trade(
     settings = load(config, profile, rest_url, ws_url, store)
     wanted = [s.upper() for s in split_list(symbols)]
     if backtest:
-        _backtest(settings, wanted, _date(frm, "--from"), _date(to, "--to"), seeds, cash, ledger, as_json)
+        _backtest(settings, wanted, _date(frm, "--from"), _date(to, "--to"), seeds, cash, ledger, as_json, not no_model)
         return
     mode = "live" if live else "paper"
     if live:
@@ -80,16 +81,17 @@ def trade(
             typed = typer.prompt(f"Trade REAL money on {settings.profile} ({settings.exchange.rest_url})? Type LIVE to go on", default="")
             if typed != "LIVE":
                 raise fail("not confirmed; nothing was done", 2)
-    _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash)
+    _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash, not no_model)
 
 
-def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | None, seeds: int, cash: float, ledger: Path | None, as_json: bool) -> None:
+def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | None, seeds: int, cash: float, ledger: Path | None, as_json: bool,
+              use_model: bool = True) -> None:
     import orjson
 
     from trader.trade.backtest import backtest
 
     out = backtest(settings, settings.store_path(), start, end, symbols=wanted or None, cash=cash, baseline_seeds=seeds,
-                   ledger_path=ledger, progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True)).as_dict()
+                   ledger_path=ledger, progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True), use_model=use_model).as_dict()
     if as_json:
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
@@ -112,10 +114,11 @@ def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | No
     c.print(f"  {out['seconds']['total']:.1f} s")
 
 
-def _trade(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger: Path | None, cash: float) -> None:
+def _trade(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger: Path | None, cash: float,
+           use_model: bool = True) -> None:
     from cli.common import run
 
-    run(lambda stop: _session(settings, wanted, mode, listen, steps, ledger, cash, stop))
+    run(lambda stop: _session(settings, wanted, mode, listen, steps, ledger, cash, stop, use_model))
 
 
 def _symbols(settings: Any, wanted: list[str]) -> list[str]:
@@ -145,7 +148,7 @@ def _blocks(settings: Any, symbols: list[str]) -> Any:
 
 
 async def _session(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger_file: Path | None, cash: float,
-                   stop: Any) -> None:
+                   stop: Any, use_model: bool = True) -> None:
     """Paper / live trading: one :class:`~trader.trade.session.TradingSession`, whatever the broker."""
     from decimal import Decimal
 
@@ -200,7 +203,7 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
                     lg.save_sim(local.export())
 
                 what = "paper with local simulated fills (no keys)" + (f", a new {cash:.2f} {quote} account" if state is None else "")
-            decider = StoreDecider(settings, settings.store_path(), symbols, rest)
+            decider = StoreDecider(settings, settings.store_path(), symbols, rest, use_model=use_model)
             virtual = VirtualBook(lg, settings.risk, settings.replay.matching.taker_fee, base)
             engine = TradeEngine(broker, lg, settings.risk, settings.entry_min_score(), strategy=settings.trade.strategy, quote=quote,
                                  model_active=decider.model_active, virtual=virtual, orphans=settings.trade.orphans, universe=symbols)
@@ -229,7 +232,9 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
             session = TradingSession(engine, decider, interval_ms=iv, clock=clock, sync=sync, steps=steps, poll_s=settings.trade.fill_poll_s,
                                      refresh=refresh, persist=persist, settle_virtual=settle_virtual, observer=observer,
                                      user_data=user_data, on_step=lambda rep: _status_line(rep, lg))
-            print(f"trader trade: {what}; ledger {path}; /health and /metrics on http://{host or '127.0.0.1'}:{bound}", file=sys.stderr, flush=True)
+            source = f"model {decider.model.id}" if decider.model is not None else "the hand-made factor score (no model)"
+            print(f"trader trade: {what}; deciding on {source}; ledger {path}; /health and /metrics on http://{host or '127.0.0.1'}:{bound}",
+                  file=sys.stderr, flush=True)
             try:
                 rec = await session.start()
                 print(f"trader trade: reconciled with the venue: equity {rec.equity:.2f} {quote}, {len(lg.positions('OPEN'))} open positions, "

@@ -262,6 +262,7 @@ def train_cmd(
     no_activate: Annotated[bool, typer.Option("--no-activate", help="Register the model without making it active.")] = False,
     permutation: Annotated[bool, typer.Option("--permutation/--no-permutation", help="Run the permutation test (labels shuffled within each moment).")] = True,
     if_due: Annotated[bool, typer.Option("--if-due", help="Retrain only when the active model is older than ml.max_age or ml.retrain_interval new labelled signals exist.")] = False,
+    ship: Annotated[bool, typer.Option("--ship", help="Also write the model into the package as its shipped model (make model); only if its checks pass.")] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
@@ -303,6 +304,11 @@ def train_cmd(
     with _Bar(not as_json) as bar:
         summary = train_job(settings, path, wanted, ivs, start, end, activate=not no_activate, permutation=permutation,
                             progress=bar.rounds, dataset_progress=bar.dataset)
+    if ship and summary["checks"]["passed"]:
+        from trader.ml.registry import ship_model
+
+        where = ship_model(Path(summary["path"]))
+        print(f"tune: shipped model {summary['id']} written to {where}", file=sys.stderr)
     if as_json:
         _json(summary)
     else:

@@ -468,10 +468,10 @@ def _ml_model(store_path: Path, symbols: Sequence[str]) -> tuple[Any, Any, np.nd
     from trader.features.matrix import FEATURE_SET, FeatureParams, feature_names
     from trader.ml.dataset import build_dataset
     from trader.ml.export import to_onnx
+    from trader.ml.predict import ActiveModel
     from trader.ml.registry import Registry
     from trader.ml.train import labels
     from trader.replay.dataset import ReplayDataset
-    from trader.ml.predict import ActiveModel
 
     rd = ReplayDataset()
     params = FeatureParams(INTERVALS)

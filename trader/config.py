@@ -32,6 +32,7 @@ __all__ = [
     "ENV_PREFIX",
     "AccountConfig",
     "ClientConfig",
+    "CostsConfig",
     "FactorConfig",
     "FaultConfig",
     "IndicatorConfig",
@@ -439,7 +440,7 @@ class MLConfig(_Model):
 
     horizon: Duration = Field("24h", description="label horizon (forward return / time barrier)")
     target: Literal["excess", "barrier"] = Field("excess", description="label: excess return > 0, or triple-barrier win")
-    fee: float = Field(0.001, ge=0, lt=0.05, description="fee per side, fraction (0.001 = 0.1 %)")
+    fee: float = Field(0.001, ge=0, lt=0.05, description="fee per side, fraction; derived from costs (the taker fee of costs.market)")
     grid: Duration = Field("4h", description="moments sampled for training and evaluation")
     folds: int = Field(5, ge=2, le=20, description="walk-forward test folds")
     min_train_fraction: float = Field(0.4, gt=0, lt=1, description="share of the window before the first test fold")
@@ -513,6 +514,51 @@ class TradeConfig(_Model):
     fill_poll_s: float = Field(1.0, gt=0, description="paper/live: how often open orders are polled between decisions, s")
 
 
+class MarketFees(_Model):
+    """Commission rates of one market, fractions (0.001 = 0.1 %)."""
+
+    maker_fee: float = Field(ge=0, le=0.1, description="maker commission, fraction")
+    taker_fee: float = Field(ge=0, le=0.1, description="taker commission, fraction")
+
+
+class CostsConfig(_Model):
+    """The one cost model: what every figure and every fill charges.
+
+    Read by the labels and ``tune evaluate`` (``ml.fee``: the taker fee of ``market``, charged twice
+    per round trip), the backtest and keyless paper (the simulated venue), and the replay venue's
+    matching (``replay.matching`` fees and impact, ``replay.spread_bps``): those keys are derived
+    from this section and cannot be set on their own (:meth:`Settings._one_cost_model`).
+    Defaults: Binance's standard (VIP 0, no BNB discount) fee schedule — spot 0.1 % / 0.1 %,
+    USD-M futures 0.02 % maker / 0.05 % taker.
+    """
+
+    market: Literal["spot", "usdm"] = Field("spot", description="the market whose fees labels and evaluation charge")
+    spot: MarketFees = MarketFees(maker_fee=0.001, taker_fee=0.001)
+    usdm: MarketFees = MarketFees(maker_fee=0.0002, taker_fee=0.0005)
+    spread_bps: float = Field(2.0, ge=0, le=1000, description="bid/ask spread around the path price, basis points")
+    impact_bps: float = Field(5.0, ge=0, description="market-order impact, bps per 1 % of the kline's quote volume")
+
+    def fees(self) -> MarketFees:
+        """The fees of :attr:`market`."""
+        return self.usdm if self.market == "usdm" else self.spot
+
+
+#: keys derived from ``costs`` (path -> how), refused when set to another value
+_DERIVED_COSTS: dict[tuple[str, ...], Any] = {
+    ("ml", "fee"): lambda c: c.fees().taker_fee,
+    ("replay", "spread_bps"): lambda c: c.spread_bps,
+    ("replay", "matching", "maker_fee"): lambda c: c.spot.maker_fee,
+    ("replay", "matching", "taker_fee"): lambda c: c.spot.taker_fee,
+    ("replay", "matching", "impact_bps"): lambda c: c.impact_bps,
+}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return dict(value) if isinstance(value, dict) else {}
+
+
 class Settings(_Model):
     """The whole configuration. Build with :func:`load_settings`, never mutate (frozen)."""
 
@@ -529,6 +575,33 @@ class Settings(_Model):
     tune: TuneConfig = TuneConfig()
     risk: RiskConfig = RiskConfig()
     trade: TradeConfig = TradeConfig()
+    costs: CostsConfig = CostsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_cost_model(cls, data: Any) -> Any:
+        """Derive every fee, spread and impact from ``costs``; one set elsewhere to another value is an error."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        raw = data.get("costs")
+        costs = raw if isinstance(raw, CostsConfig) else CostsConfig.model_validate(raw or {})
+        for path, derive in _DERIVED_COSTS.items():
+            value = derive(costs)
+            parents = [data]
+            node = data
+            for key in path[:-1]:
+                child = _as_dict(node.get(key))
+                node[key] = child
+                node = child
+                parents.append(node)
+            leaf = path[-1]
+            if leaf in node and node[leaf] != value:
+                src = {"ml.fee": f"costs.{costs.market}.taker_fee", "replay.spread_bps": "costs.spread_bps",
+                       "replay.matching.impact_bps": "costs.impact_bps"}.get(".".join(path), f"costs.spot.{leaf}")
+                raise ValueError(f"{'.'.join(path)} comes from the one cost model: set {src} instead (it is {value:g})")
+            node[leaf] = value
+        return data
 
     def entry_min_score(self) -> float:
         """The score an entry needs: ``risk.min_score``, or ``scan.min_score`` when that is null."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trader.config import Settings, load_settings
+from trader.config import _DERIVED_COSTS, Settings, load_settings
 from trader.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,4 +130,29 @@ def test_default_yaml_spells_out_every_key() -> None:
         return out
 
     written = keys(yaml.safe_load((ROOT / "config" / "default.yaml").read_text()))
-    assert keys(Settings().model_dump(mode="json")) == written
+    derived = {".".join(p) for p in _DERIVED_COSTS}  # written once, under costs
+    assert keys(Settings().model_dump(mode="json")) - derived == written
+
+
+def test_one_cost_model_every_fee_spread_and_impact_comes_from_costs(tmp_path: Path) -> None:
+    """Labels and evaluation (ml.fee), the backtest and keyless paper (replay.matching through
+    SimBroker), and the replay venue (replay.matching, replay.spread_bps) read the same numbers, and
+    cannot be given others."""
+    from decimal import Decimal
+
+    from trader.trade.broker import SimBroker
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("costs:\n  spot: {maker_fee: 0.0008, taker_fee: 0.00075}\n  spread_bps: 3.5\n  impact_bps: 1.0\n")
+    s = load_settings(cfg, environ={})
+    assert s.ml.fee == 0.00075 and s.replay.matching.taker_fee == 0.00075 and s.replay.matching.maker_fee == 0.0008
+    assert s.replay.spread_bps == 3.5 and s.replay.matching.impact_bps == 1.0
+    broker = SimBroker({}, "1h", {"USDT": Decimal(1)}, s.replay.spread_bps, s.replay.matching)
+    assert broker.engine.cfg.taker_fee == Decimal("0.00075") and broker.engine.cfg.impact_bps == 1.0
+    usdm = load_settings(environ={"TRADER_COSTS__MARKET": "usdm"})
+    assert usdm.ml.fee == 0.0005 and usdm.replay.matching.taker_fee == 0.001  # labels charge futures fees; the spot venue stays spot
+    for bad, where in ((("ml:\n  fee: 0.002\n"), "costs.spot.taker_fee"), ("replay:\n  spread_bps: 9\n", "costs.spread_bps"),
+                       ("replay:\n  matching:\n    maker_fee: 0.0\n", "costs.spot.maker_fee")):
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+            load_settings(cfg, environ={})

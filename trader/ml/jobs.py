@@ -146,12 +146,6 @@ def model_predictions(info: ModelInfo, ds: Dataset, settings: Settings, store_pa
     params = FeatureParams.from_dict(meta["feature_params"])
     if list(params.intervals) != list(ds.params.intervals):
         raise ModelError(f"model {info.id} was trained on {'/'.join(params.intervals)} klines; evaluate with --intervals {','.join(params.intervals)}")
-    feat_ds = ds
-    if params != ds.params:  # the model computes its features with its own settings
-        feat_ds = load_dataset(settings, store_path, ds.symbols, params.intervals, params=params,
-                               start_ms=int(ds.moments_ms[0]), end_ms=int(ds.moments_ms[-1]) + 1)
-    if feat_ds.feature_names != meta["features"]:
-        raise ModelError(f"model {info.id}: feature names differ from this version's; retrain it")
     p = np.full(ds.valid.shape, np.nan)
     sym_index = {s: i for i, s in enumerate(ds.symbols)}
     oos_path = info.path / "oos.npz"
@@ -166,15 +160,25 @@ def model_predictions(info: ModelInfo, ds: Dataset, settings: Settings, store_pa
                 p[i, list(dst)] = z["probability"][k, list(src)]
     after = ds.moments_ms > int(meta["label_end_ms"])
     if after.any():
+        feat_ds = ds
+        if params != ds.params or ds.features.shape[-1] == 0:  # its own feature settings, or a dataset built without features
+            feat_ds = load_dataset(settings, store_path, ds.symbols, params.intervals, params=params,
+                                   start_ms=int(ds.moments_ms[after][0]), end_ms=int(ds.moments_ms[-1]) + 1)
+        if feat_ds.feature_names != meta["features"]:
+            raise ModelError(f"model {info.id}: feature names differ from this version's; retrain it")
         model = OnnxModel.load(info.path, meta)
         fi = {s: i for i, s in enumerate(feat_ds.symbols)}
         rows = [(i, fi[s]) for i, s in enumerate(ds.symbols) if s in fi]
-        cols_after = np.flatnonzero(after)
-        for i, j in rows:
-            X = feat_ds.features[j][cols_after]
-            ok = feat_ds.valid[j][cols_after] & np.isfinite(X).all(axis=1)
-            if ok.any():
-                p[i, cols_after[ok]] = model.predict(X[ok])
+        at = {int(m): k for k, m in enumerate(feat_ds.moments_ms)}
+        pairs = [(c, at[int(ds.moments_ms[c])]) for c in np.flatnonzero(after) if int(ds.moments_ms[c]) in at]
+        if pairs:
+            cols_after = np.array([c for c, _ in pairs])
+            cols_feat = np.array([k for _, k in pairs])
+            for i, j in rows:
+                X = feat_ds.features[j][cols_feat]
+                ok = feat_ds.valid[j][cols_feat] & np.isfinite(X).all(axis=1)
+                if ok.any():
+                    p[i, cols_after[ok]] = model.predict(X[ok])
     first = np.flatnonzero(np.isfinite(p).any(axis=0))
     return p, (int(ds.moments_ms[first[0]]) if first.size else -1)
 
@@ -448,10 +452,25 @@ def train_job(
 # ---------------------------------------------------------------- retraining for cron
 
 
+def _newest_close(store_path: Path, symbols: Sequence[str], intervals: Sequence[str]) -> int | None:
+    """The newest stored close time of the base interval over ``symbols`` (all stored ones when empty), epoch ms."""
+    from trader.models import CLOSE_TIME
+    from trader.store.klines import KlineStore
+
+    if not Path(store_path).is_dir():
+        return None
+    with KlineStore(store_path) as store:
+        names = list(symbols) or sorted({s for s, iv in store.series() if iv == intervals[0]})
+        newest = [int(b[CLOSE_TIME, -1]) for b in (store.load(s, intervals[0], limit=1) for s in names) if b.shape[1]]
+    return max(newest) if newest else None
+
+
 def due(settings: Settings, store_path: Path, symbols: Sequence[str], intervals: Sequence[str]) -> tuple[bool, str]:
     """Whether ``tune train --if-due`` should retrain now: ``(due, why)``.
 
-    Due when there is no active model, when it is older than ``ml.max_age`` (wall clock), or when
+    Due when there is no active model, when it is older than ``ml.max_age`` (wall clock), when its
+    training data ends more than ``ml.max_age`` before the store's newest kline (the shipped model on
+    a store that has kept warming), or when
     at least ``ml.retrain_interval`` new *labelled signals* exist: symbol-moments after the model's
     last training label whose label is now known and whose score reached ``scan.min_score`` (the
     kind of sample the trade engine acts on).
@@ -463,6 +482,11 @@ def due(settings: Settings, store_path: Path, symbols: Sequence[str], intervals:
     age_ms = int(time.time() * 1000) - int(active.meta.get("created_ms", 0))
     if age_ms > duration_ms(settings.ml.max_age):
         return True, f"the active model is {age_ms / 86_400_000:.1f} days old (ml.max_age {settings.ml.max_age})"
+    trained_to = int((active.meta.get("train_window") or {}).get("to_ms", 0))
+    newest = _newest_close(store_path, symbols, intervals)
+    if newest is not None and trained_to and newest - trained_to > duration_ms(settings.ml.max_age):
+        return True, (f"the active model{' (shipped)' if active.meta.get('shipped') else ''} was trained on klines up to "
+                      f"{iso(trained_to)}, {(newest - trained_to) / 86_400_000:.0f} days before the store's newest (ml.max_age {settings.ml.max_age})")
     start = int(active.meta["label_end_ms"])
     try:
         ds = load_dataset(settings, store_path, symbols, intervals, start_ms=start)

@@ -32,7 +32,7 @@ from typing import Any
 
 from trader.errors import ModelError
 
-__all__ = ["DEFAULT", "NONE", "ModelInfo", "Registry", "shipped_model"]
+__all__ = ["DEFAULT", "NONE", "ModelInfo", "Registry", "ship_model", "shipped_dir", "shipped_model"]
 
 #: ``tune use`` names: the package's shipped model, and no model at all
 DEFAULT, NONE = "default", "none"
@@ -41,6 +41,30 @@ DEFAULT, NONE = "default", "none"
 def shipped_dir() -> Path:
     """Where the package keeps its shipped model."""
     return Path(__file__).resolve().parents[1] / "data" / "model"
+
+
+#: the files of a model folder the package ships (the scan needs the first two; ``tune evaluate`` the third)
+SHIPPED_FILES = ("model.onnx", "meta.json", "oos.npz")
+
+
+def ship_model(folder: Path, dest: Path | None = None) -> Path:
+    """Copy a registered model into the package as its shipped model (``make model``): its ONNX file,
+    out-of-sample predictions and ``meta.json`` marked ``"shipped": true``. Returns the folder written.
+
+    Raises:
+        ModelError: a file is missing or the destination cannot be written.
+    """
+    dest = dest or shipped_dir()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["shipped"] = True
+        for name in SHIPPED_FILES[:1] + SHIPPED_FILES[2:]:
+            shutil.copyfile(folder / name, dest / name)
+        (dest / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot ship model {folder.name} to {dest}: {exc}") from exc
+    return dest
 
 
 def shipped_model() -> ModelInfo | None:

@@ -32,6 +32,7 @@ measures the blend like any scorer (scorer ``blend``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -140,7 +141,7 @@ def fit_signal_table(q: np.ndarray, excess: np.ndarray, horizon: str, fee_round_
     score, direction = score_from_percentile(qq)
     win = direction * ee - fee_round_trip > 0
     buckets = []
-    for lo, hi in zip(BUCKETS[:-1], BUCKETS[1:], strict=True):
+    for lo, hi in itertools.pairwise(BUCKETS):
         m = (score >= lo) & ((score < hi) if hi < 100.0 else (score <= hi))
         n = int(m.sum())
         buckets.append({"lo": lo, "hi": hi, "n": n, "hit_rate": round(float(win[m].mean()), 4) if n else None})
@@ -160,7 +161,7 @@ def percentiles(p: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
 
 def bucket_label(score: float, buckets: Sequence[float] = BUCKETS) -> str:
     """``"75-80"``: the bucket of a score, for tables."""
-    for lo, hi in zip(buckets[:-1], buckets[1:], strict=True):
+    for lo, hi in itertools.pairwise(buckets):
         if lo <= score < hi:
             return f"{lo:g}-{hi:g}"
     return f"{buckets[-2]:g}-{buckets[-1]:g}"

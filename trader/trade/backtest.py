@@ -260,6 +260,7 @@ def backtest(
     baseline_seeds: int = 3,
     ledger_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    use_model: bool = True,
 ) -> BacktestResult:
     """Backtest the trade plan over the store's klines in ``[start_ms, end_ms)``.
 
@@ -269,20 +270,24 @@ def backtest(
 
     Raises:
         ConfigError: an empty window or a non-finite cash; StoreError: no store.
+
+    With ``use_model`` (default) the candidates are the active (or shipped) model's signal, from its
+    *out-of-sample* predictions only: inside its training window its walk-forward test folds, after
+    it the model itself; moments it trained on have no model score and are not traded.
     """
     if not np.isfinite(cash) or cash <= 0:
         raise ConfigError(f"--cash must be a positive finite amount, got {cash}")
     t0 = time.perf_counter()
     from trader.store.klines import KlineStore
 
-    ds = decision_dataset(settings, store_path, symbols or [], start_ms, end_ms)
+    ds = decision_dataset(settings, store_path, symbols or [], start_ms, end_ms, use_model=use_model)
     if ds.n_moments == 0:
         raise ConfigError("no decision moment in the window (warm the store, or widen --from/--to)")
     t_data = time.perf_counter() - t0
     base = settings.universe.intervals[0]
     with KlineStore(store_path) as store:
         blocks = {s: store.load(s, base) for s in ds.symbols}
-    score, direction, prob = scores(settings, ds, store_path)
+    score, direction, prob = scores(settings, ds, store_path, use_model=use_model)
     min_score = settings.entry_min_score()
     model_active = prob is not None
     t1 = time.perf_counter()

@@ -40,12 +40,12 @@ def decision_dataset(settings: Settings, store_path: Path, symbols: list[str], s
                      use_model: bool = True) -> Dataset:
     """The dataset on the decision grid (``trade.decision_interval``, e.g. every 1h close), for a backtest."""
     from trader.ml.jobs import load_dataset
-    from trader.ml.registry import Registry
 
     s = settings.model_copy(update={"ml": settings.ml.model_copy(update={"grid": settings.trade.decision_interval})})
-    model = use_model and Registry(store_path).active() is not None  # ranked features only feed a model
+    # the score inputs only: a model's probabilities come from its walk-forward predictions, or are
+    # computed on their own window after its training labels (trader.ml.jobs.model_predictions)
     return load_dataset(s, store_path, symbols, list(settings.universe.intervals), start_ms=start_ms, end_ms=end_ms, horizons=["4h"],
-                        rank=model, features=model, labels=False)
+                        rank=False, features=False, labels=False)
 
 
 def scores(settings: Settings, ds: Dataset, store_path: Path, use_model: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
