@@ -96,23 +96,14 @@ def scan(
 
 
 def stale_model_warning(result: Any, model: Any, settings: Any) -> None:
-    """Warn (in ``result.warnings``) when the model's training data ends long before the store's newest kline,
-    or after it (the scan is then in-sample for the model)."""
+    """Warn (in ``result.warnings``) when the scanned klines are in-sample for the model, or long after it."""
     from trader.models import duration_ms
 
-    if model is None or not result.signals or not model.window or not model.window.get("to_ms"):
+    if model is None or not result.signals:
         return
-    newest = max(s.close_time_ms for s in result.signals)
-    age_ms = newest - int(model.window["to_ms"])
-    if age_ms < 0:
-        result.warnings.append(
-            f"model {model.id}{' (shipped)' if model.shipped else ''} was trained on these klines (its training window runs to "
-            f"{model.window.get('to')}): its scores here are in-sample, better than it will do on new data")
-    elif age_ms > duration_ms(settings.ml.max_age):
-        result.warnings.append(
-            f"model {model.id}{' (shipped)' if model.shipped else ''} was trained on klines up to {model.window.get('to')}, "
-            f"{age_ms / 86_400_000:.0f} days before the store's newest; 'trader tune train --if-due' retrains it on your store"
-        )
+    note = model.data_note(max(s.close_time_ms for s in result.signals), duration_ms(settings.ml.max_age))
+    if note:
+        result.warnings.append(note)
 
 
 async def _refresh(settings: Any, wanted: list[str], intervals: list[str]) -> None:

@@ -233,6 +233,14 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
                                      refresh=refresh, persist=persist, settle_virtual=settle_virtual, observer=observer,
                                      user_data=user_data, on_step=lambda rep: _status_line(rep, lg))
             source = f"model {decider.model.id}" if decider.model is not None else "the hand-made factor score (no model)"
+            if decider.model is not None:
+                from trader.models import CLOSE_TIME, duration_ms
+
+                with KlineStore(settings.store_path()) as st:
+                    newest = max((int(b[CLOSE_TIME, -1]) for b in (st.load(s, base, limit=1) for s in symbols) if b.shape[1]), default=0)
+                note = decider.model.data_note(newest, duration_ms(settings.ml.max_age)) if newest else None
+                if note:
+                    print(f"trader trade: warning: {note}", file=sys.stderr, flush=True)
             print(f"trader trade: {what}; deciding on {source}; ledger {path}; /health and /metrics on http://{host or '127.0.0.1'}:{bound}",
                   file=sys.stderr, flush=True)
             try:

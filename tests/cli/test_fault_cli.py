@@ -125,7 +125,7 @@ def test_a_dead_feed_is_exit_6_not_a_quiet_market(warmed_store: tuple[Path, int]
         line = one_line_error(p, 6)
         assert "nothing could be scored" in line and "stale" in line
         assert p.stderr.count("stale series not scored") == 1  # the stale list, in every format
-    p = cli("scan", "--store", str(warmed_store[0]), "-f", "json", "-m", "100", env={"TRADER_SCAN__GRACE_S": "1e9"})
+    p = cli("scan", "--store", str(warmed_store[0]), "-f", "json", "-m", "100", "--no-model", env={"TRADER_SCAN__GRACE_S": "1e9"})
     assert p.returncode == 1 and json.loads(p.stdout)["signals"] == []  # scanned, nothing passed: still 1
 
 

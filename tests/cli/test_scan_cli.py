@@ -63,7 +63,7 @@ def test_scan_subprocess_formats_and_exit_codes(warmed_store: tuple[Path, int]) 
     p = run("scan", "--store", path, "-m", "0", "-f", "csv")
     rows = list(csv.DictReader(io.StringIO(p.stdout)))
     assert len(rows) == 10 and FACTORS <= set(rows[0])
-    p = run("scan", "--store", path, "-m", "100", "-f", "json")  # nothing passes: exit 1, still a document
+    p = run("scan", "--store", path, "-m", "100", "-f", "json", "--no-model")  # nothing passes: exit 1, still a document
     assert p.returncode == 1 and json.loads(p.stdout)["signals"] == []
     p = run("scan", "--store", path, "-m", "0")  # plain table when stdout is not a TTY: no colour codes
     assert p.returncode == 0 and "BTCUSDT" in p.stdout and "\x1b[" not in p.stdout
@@ -89,14 +89,19 @@ def test_scan_without_store_exits_4(tmp_path: Path) -> None:
 
 
 def test_scan_path_imports_no_heavy_modules(warmed_store: tuple[Path, int]) -> None:
-    p = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "cli.main", "scan", "--store", str(warmed_store[0]), "-m", "0", "-f", "json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )
-    assert p.returncode == 0
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines() if line.startswith("import time:")}
-    heavy = {"pandas", "xgboost", "sklearn", "talib", "scipy", "httpx", "aiohttp", "onnxruntime", "onnx", "optuna", "onnxmltools"}
-    assert not imported & heavy, imported & heavy  # no model active in this store: no onnxruntime either
+    def imports(*extra: str) -> set[str]:
+        p = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "cli.main", "scan", "--store", str(warmed_store[0]), "-m", "0", "-f", "json", *extra],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )
+        assert p.returncode == 0, p.stderr[-2000:]
+        return {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines() if line.startswith("import time:")}
+
+    heavy = {"pandas", "xgboost", "sklearn", "talib", "scipy", "httpx", "aiohttp", "onnx", "optuna", "onnxmltools"}
+    with_model = imports()  # the shipped model: onnxruntime, and nothing else heavy
+    assert not with_model & heavy, with_model & heavy
+    without = imports("--no-model")
+    assert not without & (heavy | {"onnxruntime"}), without & (heavy | {"onnxruntime"})
 
 
 def test_scan_refresh_warms_first(dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

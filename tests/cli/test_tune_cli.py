@@ -67,7 +67,7 @@ def test_evaluate_json_schema_and_plot(store: Path, tmp_path: Path) -> None:
     ("args", "code", "needle"),
     [
         (["--scorer", "nonsense"], 2, "unknown scorer"),
-        (["--scorer", "ml"], 5, "no active model"),
+        (["--scorer", "ml", "--no-model"], 5, "no active model"),
         (["--horizon", "24x"], 2, "invalid duration"),
         (["--from", "2025-01-01", "--to", "2024-01-01"], 2, "--to must be after --from"),
         (["--from", "yesterday"], 2, "is not a date"),

@@ -266,7 +266,7 @@ def test_a_backtest_books_a_partial_market_exit_in_a_thin_symbol_and_sells_the_r
                                         "risk": {"min_score": 50.0, "max_order_notional": 60_000.0, "max_positions": 1}})
     start = 1_727_740_800_000  # 2024-10-01
     out = backtest(settings, store, start, start + 14 * 24 * H, symbols=["DUSKUSDT"], cash=200_000.0, baseline_seeds=0,
-                   ledger_path=tmp_path / "bt.sqlite")
+                   ledger_path=tmp_path / "bt.sqlite", use_model=False)
     a = out.accounting
     assert a["partial_exits"] > 0 and a["positions_with_remainder"] > 0, a
     # each remainder sold at a later step (one may still be selling when the window ends)

@@ -149,10 +149,11 @@ def test_walk_forward_training_permutation_and_onnx_parity(full_ds) -> None:  # 
 
 
 def test_registry_is_atomic_and_rolls_back(tmp_path: Path) -> None:
-    from trader.ml.registry import Registry
+    from trader.ml.registry import Registry, shipped_model
 
     reg = Registry(tmp_path)
-    assert reg.active() is None
+    shipped = shipped_model()
+    assert (reg.active() is None) == (shipped is None)  # a store that never chose: the shipped model
     a = reg.register("20260101T000000Z-aaaa", {"model.onnx": b"x"}, {"id": "a"})
     b = reg.register("20260102T000000Z-bbbb", {"model.onnx": b"y"}, {"id": "b"})
     with pytest.raises(ModelError):
@@ -165,6 +166,9 @@ def test_registry_is_atomic_and_rolls_back(tmp_path: Path) -> None:
     assert [m.id for m in reg.models()] == [a.id, b.id]
     with pytest.raises(ModelError):
         reg.use("2026")  # ambiguous
+    assert reg.use("none") is None and reg.active() is None and reg.active_id() is None
+    if shipped is not None:
+        assert reg.use("default").id == shipped.id and reg.active_id() == shipped.id  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +239,17 @@ def test_a_cross_section_too_small_for_the_model_scans_without_it(history_store:
     assert len(res.signals) == 5 and res.model is None
     assert all(s.ml_probability is None for s in res.signals)
     assert res.warnings and "fewer than 10 fresh symbols" in res.warnings[0]
+
+
+def test_training_is_reproducible_with_a_fixed_seed_and_thread_count(history_store: Path) -> None:
+    """What `make model` relies on (config/model.yaml): the same data, seed and nthread give the same model."""
+    from trader.ml.jobs import load_dataset
+    from trader.ml.train import train
+
+    cfg = FAST.model_copy(update={"seed": 0, "nthread": 2})
+    ds = load_dataset(Settings(ml=cfg), history_store, [], ["1h", "4h"])
+    a, b = train(ds, cfg), train(ds, cfg)
+    assert a.rounds == b.rounds
+    np.testing.assert_allclose(a.oos, b.oos, atol=1e-6, equal_nan=True)
+    rows = ds.features[ds.valid][:500]
+    np.testing.assert_allclose(a.booster.inplace_predict(rows), b.booster.inplace_predict(rows), atol=1e-6)

@@ -12,7 +12,7 @@ symbol, a signed signal ``v`` (higher = more bullish), a conviction score 0-100 
 - **thresholds**: every pick with score >= threshold, its *excess* return
   ``direction x (r - median_τ(r)) - 2 x fee`` (relative to the universe median at the same moment,
   a round trip of fees charged), mean and 95 % week-block-bootstrap interval, hit rate (share > 0),
-  and the **random baseline**: what as many random picks at the same moments with the same
+  the same for the long and the short picks apart (``sides``), and the **random baseline**: what as many random picks at the same moments with the same
   directions earn in expectation (``direction x mean_τ(r - median)``, exact), and the difference
   — the selection skill — with its own week-block interval. Returns are right-skewed, so the mean
   of ``r - median`` is positive for random longs: the random baseline, not zero, is the bar;
@@ -333,6 +333,15 @@ def evaluate(
                     lo, hi = block_bootstrap_ci(signed.ravel(), weeks.ravel(), bootstrap, rng)
                     row.update(excess_mean=_r(float(vals.mean())), excess_ci=[_r(lo), _r(hi)], hit_rate=_r(float((vals > 0).mean()), 3))
                     row["random"] = _versus_random(picks, sc.direction, excess, pool_mean, weeks, fee, bootstrap, rng)
+                    by_side: dict[str, Any] = {}
+                    for side_name, side_sign in (("long", 1.0), ("short", -1.0)):
+                        m = picks & (sc.direction == side_sign)
+                        if m.any():
+                            got = np.where(m, signed, np.nan)
+                            s_lo, s_hi = block_bootstrap_ci(got.ravel(), weeks.ravel(), bootstrap, rng)
+                            by_side[side_name] = {"n": int(m.sum()), "excess_mean": _r(float(np.nanmean(got))), "excess_ci": [_r(s_lo), _r(s_hi)],
+                                                  "random": _versus_random(m, sc.direction, excess, pool_mean, weeks, fee, bootstrap, rng)}
+                    row["sides"] = by_side
                 else:
                     row.update(excess_mean=None, excess_ci=[None, None], hit_rate=None, random=None)
                 report["thresholds"][f"{thr:g}"] = row

@@ -159,3 +159,19 @@ class ActiveModel:
     def probabilities(self, rows: Sequence[tuple[str, list[np.ndarray]]]) -> dict[str, tuple[float, float]]:
         """:meth:`feature_rows` then :meth:`predict` for one cross-section held in memory."""
         return self.predict([r[0] for r in rows], self.feature_rows(rows))
+
+    def data_note(self, newest_close_ms: int, max_age_ms: int) -> str | None:
+        """A warning when the data being scored is inside the model's training window (in-sample: the
+        model knows how it ended) or more than ``max_age_ms`` after it (stale); None otherwise."""
+        if not self.window or not self.window.get("to_ms"):
+            return None
+        who = f"model {self.id}{' (shipped)' if self.shipped else ''}"
+        age_ms = newest_close_ms - int(self.window["to_ms"])
+        if age_ms < 0:
+            return (f"{who} was trained on these klines (its training window runs to {self.window.get('to')}): its scores "
+                    "here are in-sample, better than it will do on new data")
+        if age_ms > max_age_ms:
+            return (f"{who} was trained on klines up to {self.window.get('to')}, {age_ms / 86_400_000:.0f} days before the "
+                    "store's newest; 'trader tune train --if-due' retrains it on your store")
+        return None
+
