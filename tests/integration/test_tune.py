@@ -253,3 +253,34 @@ def test_training_is_reproducible_with_a_fixed_seed_and_thread_count(history_sto
     np.testing.assert_allclose(a.oos, b.oos, atol=1e-6, equal_nan=True)
     rows = ds.features[ds.valid][:500]
     np.testing.assert_allclose(a.booster.inplace_predict(rows), b.booster.inplace_predict(rows), atol=1e-6)
+
+
+def test_a_model_trained_long_before_the_store_is_due_and_an_in_sample_scan_warns(history_store: Path, trained: Any, tmp_path: Path) -> None:
+    """The shipped model on a store that kept warming: the scan warns with the age and --if-due retrains;
+    a scan of klines the model trained on warns that its scores are in-sample."""
+    import json
+    import shutil
+
+    from trader.ml.jobs import due
+    from trader.ml.predict import ActiveModel
+    from trader.ml.registry import Registry
+    from trader.store.klines import KlineStore
+
+    store = tmp_path / "store"
+    with KlineStore(history_store) as big, KlineStore(store) as small:
+        for s in TUNE_SYMBOLS[:12]:
+            for iv in ("1h", "4h"):
+                small.append(s, iv, np.ascontiguousarray(big.load(s, iv)))
+        newest = int(small.load("BTCUSDT", "1h", limit=1)[CLOSE_TIME, -1])
+    old = dict(trained.meta)
+    old["train_window"] = {**old["train_window"], "to_ms": newest - 30 * 86_400_000, "to": "30 days before"}
+    shutil.copytree(trained.path, store / "models" / trained.id)
+    (store / "models" / trained.id / "meta.json").write_text(json.dumps(old))
+    Registry(store).use(trained.id)
+    go, why = due(Settings(ml=FAST), store, [], ["1h", "4h"])
+    assert go and "30 days before the store's newest" in why, why
+    model = ActiveModel(store / "models" / trained.id, old)
+    stale = model.data_note(newest, 7 * 86_400_000)
+    assert stale is not None and "30 days before" in stale
+    inside = ActiveModel(trained.path, trained.meta).data_note(int(trained.meta["train_window"]["to_ms"]) - 1, 7 * 86_400_000)
+    assert inside is not None and "in-sample" in inside
