@@ -75,6 +75,10 @@ def scan(
 
     model = None if no_model else ActiveModel.from_store(path)
     with KlineStore(path) as kstore, Scanner(kstore, settings.scan, ivs, model=model) as scanner:
+        if kstore.lost is not None:
+            from trader.errors import StoreLostError
+
+            raise StoreLostError(kstore.lost)
         universe = wanted or scanner.universe()
         if not universe:
             raise StoreError(f"the store at {path} has no symbol with {', '.join(ivs)} klines; run 'trader warm' first")

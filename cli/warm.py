@@ -76,12 +76,16 @@ async def _run(settings: Any, wanted: list[str], top: int | None, intervals: lis
 
     w = settings.warm
     with KlineStore(settings.store_path()) as store:
+        if store.lost is not None:
+            print(f"trader: warning: {store.lost.split('; ')[0]}; fetching everything again", file=sys.stderr)
         async with store.writer_lock_async(w.lock_timeout_s), client(settings) as rest:
             symbols = await resolve_symbols(
                 rest, symbols=wanted, top=top, configured=settings.universe.symbols, quote_asset=settings.universe.quote_asset
             )
             with _progress(len(symbols) * len(intervals), quiet) as progress:
-                return await warm(rest, store, symbols, intervals, depth=w.klines, deadline_s=w.deadline_s, progress=progress)
+                report = await warm(rest, store, symbols, intervals, depth=w.klines, deadline_s=w.deadline_s, progress=progress)
+        store.note_series()
+        return report
 
 
 def _warn_lag(lagging: list[tuple[str, str, float]]) -> None:

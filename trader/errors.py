@@ -13,7 +13,8 @@ TraderError                      exit 70 unless a subclass says otherwise
 │   └── CircuitOpenError         exit 3   too many consecutive failures; fails fast until the cool-down
 ├── StoreError                   exit 4   the kline store cannot be read or written
 │   ├── StoreLockedError         exit 4   another process holds the store's writer lock
-│   └── StoreCorruptError        exit 4   a stored value failed its integrity check
+│   ├── StoreCorruptError        exit 4   a stored value failed its integrity check
+│   └── StoreLostError           exit 4   the store's directory says it held klines; its database is gone
 ├── ModelError                   exit 5   a trained model is missing, invalid or mismatched
 ├── StaleDataError               exit 6   nothing fresh enough to act on (every series stale or unscorable)
 └── NoResultError                exit 1   the command ran fine but found nothing (e.g. no signal passes)
@@ -42,6 +43,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
+    "StoreLostError",
     "TraderError",
 ]
 
@@ -176,6 +178,10 @@ class StoreLockedError(StoreError):
 
 class StoreCorruptError(StoreError):
     """A stored chunk failed validation (wrong shape, unsorted or duplicate open times)."""
+
+
+class StoreLostError(StoreError):
+    """The store directory's ``store.json`` says it held klines, but its database is missing, empty or holds none."""
 
 
 class ModelError(TraderError):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trader.errors import ConfigError, StoreCorruptError, TraderError
+from trader.errors import ConfigError, TraderError
 from trader.exchange.rest import BinanceClient
 from trader.models import CLOSE_TIME, OPEN_TIME, interval_ms, kline_open_ms
 from trader.store.klines import KlineStore, missing_ranges
@@ -199,14 +199,11 @@ async def _warm_series(
     report: WarmReport,
 ) -> None:
     step = interval_ms(interval)
-    try:
-        meta = store.meta(symbol, interval)
-        gap_ranges = store.gaps(symbol, interval) if meta else []
-    except StoreCorruptError:  # damaged entries: quarantine them, then plan the refetch
+    if store.check(symbol, interval):  # damaged or misplaced entries: quarantine them, then plan the refetch
         store.repair(symbol, interval)
         report.repaired.append((symbol, interval))
-        meta = store.meta(symbol, interval)
-        gap_ranges = store.gaps(symbol, interval) if meta else []
+    meta = store.meta(symbol, interval)
+    gap_ranges = store.gaps(symbol, interval) if meta else []
     ranges = plan_series(
         meta["first_open_ms"] if meta else None,
         meta["last_open_ms"] if meta else None,
