@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -69,10 +70,11 @@ async def test_control_messages(dataset: ReplayDataset) -> None:
         assert await recv_json(ws) == {"result": False, "id": 4}
         await asyncio.sleep(1.1)  # stay under 5 messages per second (Binance's limit)
         await ws.send(json.dumps({"method": "NOPE", "id": 5}))
-        err = await recv_json(ws)
-        assert err["code"] == 2 and err["id"] == 5 and "unknown variant" in err["msg"]
+        err = await recv_json(ws)  # Binance's shape: ccxt.pro and binance-sdk-spot read message["error"]
+        assert set(err) == {"error", "id"} and err["id"] == 5
+        assert err["error"]["code"] == 2 and "unknown variant" in err["error"]["msg"]
         await ws.send("{not json")
-        assert (await recv_json(ws))["code"] == 3
+        assert (await recv_json(ws))["error"]["code"] == 3
 
 
 async def test_too_many_messages_or_streams_disconnect(dataset: ReplayDataset) -> None:
@@ -243,17 +245,94 @@ async def test_derived_interval_streams_close_like_rest(dataset: ReplayDataset) 
 
 async def test_unsupported_streams_are_refused_not_silent(dataset: ReplayDataset) -> None:
     async with ReplayExchange(dataset, port=0, speed=0) as ex:
-        with pytest.raises(websockets.InvalidStatus) as info:
-            async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@trade"):
-                pass
-        assert info.value.response.status_code == 400
+        # one unsupported name in a combined URL (what cryptofeed builds) must not take the others down
+        url = f"{ex.ws_url}/stream?streams=btcusdt@trade/btcusdt@kline_1h/ethusdt@aggTrade"
+        async with websockets.connect(url) as ws:
+            first = await recv_json(ws)
+            assert first["id"] is None and first["error"]["code"] == 2
+            assert "btcusdt@trade" in first["error"]["msg"] and "ethusdt@aggTrade" in first["error"]["msg"]
+            assert "no individual trades" in first["error"]["msg"]
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+            assert await recv_json(ws) == {"result": ["btcusdt@kline_1h"], "id": 1}
+            ex.clock.step(5000)
+            assert (await recv_json(ws))["stream"] == "btcusdt@kline_1h"
         async with websockets.connect(f"{ex.ws_url}/ws") as ws:
-            for bad in ("btcusdt@trade", "btcusdt@kline_1s", "nopeusdt@kline_1h", "btcusdt@depth"):
+            for bad in ("btcusdt@trade", "btcusdt@kline_1s", "nopeusdt@kline_1h", "btcusdt@depth7", "btcusdt@depth@250ms"):
                 await ws.send(json.dumps({"method": "SUBSCRIBE", "params": [bad], "id": 7}))
                 reply = await recv_json(ws)
-                assert reply["id"] == 7 and reply["code"] == 2 and bad in reply["msg"]
+                assert reply["id"] == 7 and reply["error"]["code"] == 2 and bad in reply["error"]["msg"]
+                await asyncio.sleep(0.25)  # stay under 5 incoming messages per second
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 8}))
             assert (await recv_json(ws))["result"] == []
+
+
+async def test_a_diff_depth_client_keeps_a_local_book_equal_to_rest(dataset: ReplayDataset) -> None:
+    """Binance's "How to manage a local order book correctly", step by step, against the synthetic book:
+    buffer diff events, take a REST snapshot, drop u <= lastUpdateId, check U/u sequencing, apply;
+    the local book then equals REST depth at every later update id (also across kline closes)."""
+    async with ReplayExchange(dataset, port=0, speed=0) as ex, httpx.AsyncClient(base_url=ex.rest_url) as http:
+        async with websockets.connect(f"{ex.ws_url}/ws/btcusdt@depth@100ms", max_size=2**24) as ws:
+            for _ in range(100):  # wait for the venue to register the stream (no timing asserted)
+                if ex.hub.subs.get("btcusdt@depth@100ms"):
+                    break
+                await asyncio.sleep(0.01)
+            buffered = []
+            ex.clock.step(700)
+            buffered.append(await recv_json(ws))
+            snap = (await http.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 5000})).json()
+            bids = {p: q for p, q in snap["bids"]}
+            asks = {p: q for p, q in snap["asks"]}
+            last_u = snap["lastUpdateId"]
+            started = False
+            for step in [900, 100, 100, 3_600_000, 100, 45_000, 700, 3 * 3_600_000]:
+                ex.clock.step(step)
+                while True:  # every event the step produced (a quiet book sends none)
+                    try:
+                        buffered.append(await recv_json(ws, timeout=0.5))
+                    except TimeoutError:
+                        break
+                for ev in buffered:
+                    assert ev["e"] == "depthUpdate" and ev["s"] == "BTCUSDT"
+                    if ev["u"] <= snap["lastUpdateId"]:
+                        continue
+                    if not started:
+                        assert ev["U"] <= snap["lastUpdateId"] + 1 <= ev["u"]
+                        started = True
+                    else:
+                        assert ev["U"] == last_u + 1
+                    last_u = ev["u"]
+                    for book, levels in ((bids, ev["b"]), (asks, ev["a"])):
+                        for p, q in levels:
+                            if q == "0.00000000":
+                                book.pop(p, None)
+                            else:
+                                book[p] = q
+                buffered = []
+                ref = (await http.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 5000})).json()
+                assert ref["lastUpdateId"] == last_u or not started
+                if started:
+                    assert bids == dict(ref["bids"]) and asks == dict(ref["asks"])
+                    top = (await http.get("/api/v3/ticker/bookTicker", params={"symbol": "BTCUSDT"})).json()
+                    assert (top["bidPrice"], top["askPrice"]) == (ref["bids"][0][0], ref["asks"][0][0])
+            assert started
+
+
+async def test_partial_depth_streams(dataset: ReplayDataset) -> None:
+    async with ReplayExchange(dataset, port=0, speed=0) as ex, httpx.AsyncClient(base_url=ex.rest_url) as http:
+        url = f"{ex.ws_url}/stream?streams=ethusdt@depth5/ethusdt@depth20@100ms"
+        async with websockets.connect(url) as ws:
+            for _ in range(100):
+                if ex.hub.subs.get("ethusdt@depth5"):
+                    break
+                await asyncio.sleep(0.01)
+            ex.clock.step(1000)
+            got = {}
+            while len(got) < 2:
+                ev = await recv_json(ws)
+                got[ev["stream"]] = ev["data"]
+        rest = (await http.get("/api/v3/depth", params={"symbol": "ETHUSDT", "limit": 20})).json()
+        assert got["ethusdt@depth20@100ms"] == rest
+        assert got["ethusdt@depth5"] == {"lastUpdateId": rest["lastUpdateId"], "bids": rest["bids"][:5], "asks": rest["asks"][:5]}
 
 
 async def test_ws_latency_delays_without_serialising(dataset: ReplayDataset) -> None:

@@ -44,20 +44,27 @@ from trader.models import (
     VOLUME,
 )
 from trader.replay.dataset import Series, split_symbol
+from trader.wire import e8
 
 __all__ = [
     "AVG_PRICE_MINS",
+    "BOOK_LEVELS",
+    "BOOK_UPDATE_MS",
+    "Book",
     "WindowStats",
     "avg_price",
     "bid_ask",
+    "book_at",
     "book_ticker",
     "depth",
+    "depth_diff",
     "fmt_price",
     "fmt_qty",
     "forming_row",
     "path_price",
     "symbol_info",
     "ticker_doc",
+    "update_id",
     "window_stats",
 ]
 
@@ -67,13 +74,13 @@ _MINUTE = 60_000
 
 def fmt_price(x: float, decimals: int) -> str:
     """A price rounded to ``decimals`` and written with 8 decimals (``"60672.01000000"``)."""
-    return f"{round(x, decimals):.8f}"
+    return e8(round(x, decimals))
 
 
 def fmt_qty(x: float, decimals: int) -> str:
     """A quantity rounded *down* to ``decimals`` and written with 8 decimals."""
     scale = 10.0**decimals
-    return f"{math.floor(x * scale + 1e-9) / scale:.8f}"
+    return e8(math.floor(x * scale + 1e-9) / scale)
 
 
 def _waypoints(o: float, h: float, lo: float, c: float) -> tuple[float, float, float, float]:
@@ -155,10 +162,10 @@ def forming_row(series: Series, index: int, now_ms: int) -> list[Any]:
         fmt_price(v[CLOSE], pd),
         fmt_qty(v[VOLUME], qd),
         open_ms + series.interval_ms - 1,
-        f"{v[QUOTE_VOLUME]:.8f}",
+        e8(v[QUOTE_VOLUME]),
         int(v[TRADES]),
         fmt_qty(v[TAKER_BUY_BASE_VOLUME], qd),
-        f"{v[TAKER_BUY_QUOTE_VOLUME]:.8f}",
+        e8(v[TAKER_BUY_QUOTE_VOLUME]),
         "0",
     ]
 
@@ -271,21 +278,21 @@ def ticker_doc(series: Series, stats: WindowStats, full: bool, spread_bps: float
         out.update(
             priceChange=fmt_price(change, pd),
             priceChangePercent=f"{(change / stats.open * 100.0) if stats.open else 0.0:.3f}",
-            weightedAvgPrice=f"{(stats.quote_volume / stats.volume) if stats.volume else stats.last:.8f}",
+            weightedAvgPrice=e8((stats.quote_volume / stats.volume) if stats.volume else stats.last),
             prevClosePrice=fmt_price(stats.prev_close, pd),
             lastPrice=fmt_price(stats.last, pd),
-            lastQty=f"{qty:.8f}",
+            lastQty=e8(qty),
             bidPrice=bid,
-            bidQty=f"{qty:.8f}",
+            bidQty=e8(qty),
             askPrice=ask,
-            askQty=f"{qty:.8f}",
+            askQty=e8(qty),
         )
     out.update(openPrice=fmt_price(stats.open, pd), highPrice=fmt_price(stats.high, pd), lowPrice=fmt_price(stats.low, pd))
     if not full:
         out["lastPrice"] = fmt_price(stats.last, pd)
     out.update(
         volume=fmt_qty(stats.volume, qd),
-        quoteVolume=f"{stats.quote_volume:.8f}",
+        quoteVolume=e8(stats.quote_volume),
         openTime=stats.open_ms,
         closeTime=stats.close_ms,
         firstId=stats.last_trade_id - stats.trades + 1,
@@ -312,26 +319,100 @@ def _bid_ask(price: float, pd: int, spread_bps: float) -> tuple[str, str]:
 
 
 def book_ticker(series: Series, now_ms: int, spread_bps: float) -> dict[str, Any]:
-    """``ticker/bookTicker`` object: synthetic bid/ask around the path price (see module docstring)."""
-    pd, qd = series.decimals(series.visible(now_ms) - 1)
-    bid, ask = _bid_ask(current_price(series, now_ms), pd, spread_bps)
-    qty = f"{_avg_qty(series, now_ms, qd):.8f}"
-    return {"symbol": series.symbol, "bidPrice": bid, "bidQty": qty, "askPrice": ask, "askQty": qty}
+    """``ticker/bookTicker`` object: the best level each side of :func:`book_at` (see module docstring)."""
+    book = book_at(series, now_ms, spread_bps)
+    return {"symbol": series.symbol, "bidPrice": book.price(book.bid), "bidQty": book.qty, "askPrice": book.price(book.ask), "askQty": book.qty}
+
+
+BOOK_LEVELS = 5000  # levels a side of the synthetic book (REST depth's largest limit)
+BOOK_UPDATE_MS = 100  # the book changes only at multiples of this; update id = t_ms // BOOK_UPDATE_MS
+
+
+def update_id(t_ms: int) -> int:
+    """The synthetic book's update id at ``t_ms``: REST ``depth.lastUpdateId``, the ``u`` of
+    ``bookTicker`` and of diff-depth events. Advances every :data:`BOOK_UPDATE_MS` of replay time."""
+    return int(t_ms) // BOOK_UPDATE_MS
+
+
+@dataclass(frozen=True)
+class Book:
+    """The synthetic book at one update id: a contiguous tick grid each side, one quantity everywhere.
+
+    Attributes:
+        pd, qd: price and quantity decimals (tick ``10**-pd``).
+        bid, ask: best bid and ask in ticks (integers; ``bid * 10**-pd`` is the price).
+        qty: every level's quantity, wire text (the current kline's average trade size).
+    """
+
+    pd: int
+    qd: int
+    bid: int
+    ask: int
+    qty: str
+
+    def bids(self, levels: int = BOOK_LEVELS) -> range:
+        """Bid levels in ticks, best first (descending; only positive prices)."""
+        return range(self.bid, max(self.bid - levels, 0), -1)
+
+    def asks(self, levels: int = BOOK_LEVELS) -> range:
+        """Ask levels in ticks, best first (ascending)."""
+        return range(self.ask, self.ask + levels)
+
+    def price(self, ticks: int) -> str:
+        return e8(round(ticks * 10.0**-self.pd, self.pd))
+
+
+def book_at(series: Series, t_ms: int, spread_bps: float) -> Book:
+    """The synthetic book as of update id ``update_id(t_ms)`` (its time rounded down to the update
+    step): best bid/ask around the path price as :func:`bid_ask` quotes them, levels one tick apart
+    outward, each with the current kline's average trade size (there are no recorded order books)."""
+    t = update_id(t_ms) * BOOK_UPDATE_MS
+    pd, qd = series.decimals(series.visible(t) - 1)
+    bid_s, ask_s = _bid_ask(current_price(series, t), pd, spread_bps)
+    scale = 10**pd
+    return Book(pd, qd, round(float(bid_s) * scale), round(float(ask_s) * scale), e8(_avg_qty(series, t, qd)))
 
 
 def depth(series: Series, now_ms: int, spread_bps: float, limit: int) -> dict[str, Any]:
-    """Synthetic order book of ``limit`` levels a side (see module docstring); ``lastUpdateId`` = trade id."""
-    pd, qd = series.decimals(series.visible(now_ms) - 1)
-    bid_s, ask_s = _bid_ask(current_price(series, now_ms), pd, spread_bps)
-    tick = 10.0**-pd
-    bid, ask = float(bid_s), float(ask_s)
-    qty = f"{_avg_qty(series, now_ms, qd):.8f}"
-    i = max(series.visible(now_ms) - 1, 0)
+    """REST ``depth``: the top ``limit`` levels a side of :func:`book_at`; ``lastUpdateId`` =
+    :func:`update_id` (a diff-depth stream client can sequence its events against it)."""
+    book = book_at(series, now_ms, spread_bps)
     return {
-        "lastUpdateId": int(series.trades_cumsum[i]),
-        "bids": [[fmt_price(bid - k * tick, pd), qty] for k in range(limit) if bid - k * tick > 0],
-        "asks": [[fmt_price(ask + k * tick, pd), qty] for k in range(limit)],
+        "lastUpdateId": update_id(now_ms),
+        "bids": [[book.price(k), book.qty] for k in book.bids(limit)],
+        "asks": [[book.price(k), book.qty] for k in book.asks(limit)],
     }
+
+
+def _minus(new: range, old: range) -> list[int]:
+    """Ticks of grid ``new`` not in grid ``old`` (both contiguous): O(the difference), not O(levels)."""
+    if not len(new):
+        return []
+    lo1, hi1 = min(new[0], new[-1]), max(new[0], new[-1])
+    if not len(old):
+        return list(range(lo1, hi1 + 1))
+    lo0, hi0 = min(old[0], old[-1]), max(old[0], old[-1])
+    return [*range(lo1, min(hi1, lo0 - 1) + 1), *range(max(lo1, hi0 + 1), hi1 + 1)]
+
+
+def _side_diff(old: range, new: range, old_book: Book, new_book: Book, same: bool) -> list[list[str]]:
+    """Levels to set (absolute quantity) and remove (``"0.00000000"``) to turn side ``old`` into ``new``."""
+    added = _minus(new, old) if same else list(new)
+    out = [[new_book.price(k), new_book.qty] for k in added]
+    out += [[old_book.price(k), "0.00000000"] for k in _minus(old, new)]
+    return out
+
+
+def depth_diff(series: Series, t0_ms: int, t1_ms: int, spread_bps: float) -> tuple[list[list[str]], list[list[str]]]:
+    """``(bids, asks)`` of a ``depthUpdate`` taking the book from update id ``update_id(t0)`` to
+    ``update_id(t1)`` (Binance "Diff. Depth Stream": absolute quantities, 0 removes a level).
+    When only the grid moved, only the levels that entered or left it (O(ticks moved)); when the
+    quantity or the tick changed, every level."""
+    a, b = book_at(series, t0_ms, spread_bps), book_at(series, t1_ms, spread_bps)
+    same = (a.pd, a.qty) == (b.pd, b.qty)
+    if same and (a.bid, a.ask) == (b.bid, b.ask):
+        return [], []
+    return _side_diff(a.bids(), b.bids(), a, b, same), _side_diff(a.asks(), b.asks(), a, b, same)
 
 
 def avg_price(series: Series, now_ms: int) -> dict[str, Any]:
@@ -339,7 +420,7 @@ def avg_price(series: Series, now_ms: int) -> dict[str, Any]:
     (:func:`path_mean`; Binance averages its trades over that window). PERCENT_PRICE_BY_SIDE and a
     MARKET order's NOTIONAL are checked against this same value."""
     mean = path_mean(series, now_ms - AVG_PRICE_MINS * _MINUTE, now_ms)
-    return {"mins": AVG_PRICE_MINS, "price": f"{mean:.8f}", "closeTime": now_ms}
+    return {"mins": AVG_PRICE_MINS, "price": e8(mean), "closeTime": now_ms}
 
 
 def symbol_info(series: Series, now_ms: int) -> dict[str, Any]:
@@ -354,9 +435,9 @@ def symbol_info(series: Series, now_ms: int) -> dict[str, Any]:
     base, quote = split_symbol(series.symbol)
     upto = max(series.visible(now_ms) - 1, 0)
     pd, qd = series.decimals(upto)
-    tick = f"{10.0**-pd:.8f}"
-    step = f"{10.0**-qd:.8f}"
-    max_price = f"{round(float(series.values[HIGH, : upto + 1].max()) * 1000, pd):.8f}"
+    tick = e8(10.0**-pd)
+    step = e8(10.0**-qd)
+    max_price = e8(round(float(series.values[HIGH, : upto + 1].max()) * 1000, pd))
     max_market = fmt_qty(float(series.values[VOLUME, : upto + 1].max()), qd)
     return {
         "symbol": series.symbol,

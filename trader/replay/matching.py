@@ -42,6 +42,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Dec
 from typing import Any, Protocol
 
 from trader.models import OPEN_STATUSES, SymbolRules
+from trader.wire import e8
 
 __all__ = [
     "Account",
@@ -73,9 +74,7 @@ class Rejected(Exception):
         self.headers = headers or {}
 
 
-def _e8(x: Decimal) -> str:
-    """8-decimal text as Binance writes it (``"0.00100000"``)."""
-    return str(x.quantize(_E8))
+_e8 = e8  # 8-decimal text as Binance writes it (``"0.00100000"``): trader.wire, the one formatting function
 
 
 class MarketView(Protocol):

@@ -2,26 +2,39 @@
 
 Streams (Binance spot "WebSocket Streams"):
 
-==============================  ==================================================  =================
-stream                          event                                               updates
-==============================  ==================================================  =================
-``<symbol>@kline_<interval>``   ``kline``: forming values, then ``x: true`` at       every ``update_ms``
-                                the close with the recorded values (REST strings)    of replay time (2 s)
-``<symbol>@ticker``             ``24hrTicker`` (rolling 24 h window)                 every 1000 ms
-``<symbol>@miniTicker``         ``24hrMiniTicker``                                   every 1000 ms
-``<symbol>@bookTicker``         best bid/ask (``u, s, b, B, a, A``)                  every ``update_ms``
-==============================  ==================================================  =================
+=====================================  ==============================================  =================
+stream                                 event                                           updates
+=====================================  ==============================================  =================
+``<symbol>@kline_<interval>``          ``kline``: forming values, then ``x: true`` at   every ``update_ms``
+                                       the close with the recorded values (REST         of replay time (2 s)
+                                       strings)
+``<symbol>@ticker``                    ``24hrTicker`` (rolling 24 h window)             every 1000 ms
+``<symbol>@miniTicker``                ``24hrMiniTicker``                               every 1000 ms
+``<symbol>@bookTicker``                best bid/ask (``u, s, b, B, a, A``)              every ``update_ms``
+``<symbol>@depth``, ``@depth@100ms``   ``depthUpdate`` (``U``, ``u``, ``b``, ``a``)     1000 / 100 ms
+``<symbol>@depth<5|10|20>[@100ms]``    ``{"lastUpdateId", "bids", "asks"}``             1000 / 100 ms
+=====================================  ==============================================  =================
 
 All values follow the venue's intrabar model (:mod:`trader.replay.market`); intervals without a
-file are derived (:mod:`trader.replay.dataset`). Any other stream name is refused: on the URL with
-HTTP 400 and a JSON error before the upgrade, in ``SUBSCRIBE`` with an error reply
-``{"code": 2, "msg": ..., "id": N}`` — never acknowledged and left silent. A ``/ws/<token>`` path
-whose token is not a stream name (no ``@``) opens a connection with no streams, as Binance does.
+file are derived (:mod:`trader.replay.dataset`). **The order book is synthetic** (there are no
+recorded books): :func:`trader.replay.market.book_at` — a tick grid each side of the path price,
+one quantity everywhere — whose update id advances every 100 ms of replay time and is what REST
+``depth`` returns as ``lastUpdateId``; diff events carry ``U`` = the previous event's ``u`` + 1,
+so Binance's "How to manage a local order book correctly" procedure works unchanged (an event is
+sent only when the book changed; its ids cover the quiet updates before it).
+
+Any other stream name (``@trade`` and ``@aggTrade`` included: the venue replays klines and has no
+individual trades) is refused with Binance's error frame
+``{"error": {"code": 2, "msg": "Invalid request: unsupported stream name(s): ..."}, "id": N}``:
+in reply to ``SUBSCRIBE``, or — for names in the connection URL — as the first frame of a
+connection that serves every other name it asked for. A ``/ws/<token>`` path whose token is not a
+stream name (no ``@``) opens a connection with no streams, as Binance does. Every control-message
+error has that shape (code 0 unknown property, 1 invalid value, 2 invalid request, 3 invalid JSON).
 
 Endpoints: ``/ws/<stream>`` (raw: events as they are; more streams with ``SUBSCRIBE``), ``/ws``;
 ``/stream?streams=<a>/<b>`` (combined: ``{"stream": name, "data": event}``); control messages
 ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` / ``SET_PROPERTY`` / ``GET_PROPERTY`` answered
-``{"result": ..., "id": N}``. When the clock jumps (a test stepping it), every kline that closed in the
+``{"result": ..., "id": N}`` or the error frame above. When the clock jumps (a test stepping it), every kline that closed in the
 jump gets its ``x: true`` event, in order, then one forming update: closed klines are never skipped
 or invented.
 
@@ -60,25 +73,60 @@ if TYPE_CHECKING:
     from trader.replay.clock import ReplayClock
     from trader.replay.dataset import ReplayDataset, Series
 
-__all__ = ["StreamHub", "kline_event", "parse_stream"]
+__all__ = ["StreamHub", "depth_event", "error_frame", "kline_event", "parse_stream", "partial_depth_event"]
 
 _DAY_MS = 86_400_000
 _SIMPLE = {"ticker": "ticker", "miniticker": "miniTicker", "bookticker": "bookTicker"}
+_DEPTH_KINDS = {"depth": 0, "depth5": 5, "depth10": 10, "depth20": 20}  # kind -> levels (0: diff depth)
 
 
 def parse_stream(name: str) -> tuple[str, str, str] | None:
     """``"btcusdt@kline_1h"`` -> ``("BTCUSDT", "kline", "1h")``; ``"ethusdt@bookTicker"`` ->
-    ``("ETHUSDT", "bookTicker", "")``; None for anything else. Pure (does not check the data)."""
+    ``("ETHUSDT", "bookTicker", "")``; ``"btcusdt@depth@100ms"`` -> ``("BTCUSDT", "depth", "100")``;
+    ``"btcusdt@depth5"`` -> ``("BTCUSDT", "depth5", "1000")``; None for anything else. Pure (does
+    not check the data)."""
     sym, sep, kind = name.partition("@")
     if not sep or not sym or sym != sym.lower():
         return None
     if kind.startswith("kline_"):
         interval = kind[len("kline_") :]
         return (sym.upper(), "kline", interval) if interval in BINANCE_INTERVALS else None
+    if kind.startswith("depth"):
+        book, _, speed = kind.partition("@")
+        cadence = {"": "1000", "1000ms": "1000", "100ms": "100"}.get(speed)
+        if cadence is None or book not in _DEPTH_KINDS:
+            return None
+        return sym.upper(), book, cadence
     simple = _SIMPLE.get(kind.lower())
     if simple is None or kind != simple:
         return None
     return sym.upper(), simple, ""
+
+
+def depth_event(symbol: str, now_ms: int, first_id: int, last_id: int, bids: list[list[str]], asks: list[list[str]]) -> bytes:
+    """Binance ``depthUpdate`` (Diff. Depth Stream): ids ``U = first_id``, ``u = last_id``."""
+    return orjson.dumps({"e": "depthUpdate", "E": now_ms, "s": symbol, "U": first_id, "u": last_id, "b": bids, "a": asks})
+
+
+def partial_depth_event(book: market.Book, now_ms: int, levels: int) -> bytes:
+    """Binance Partial Book Depth payload: ``{"lastUpdateId", "bids", "asks"}``, the top ``levels``."""
+    return orjson.dumps({
+        "lastUpdateId": market.update_id(now_ms),
+        "bids": [[book.price(k), book.qty] for k in book.bids(levels)],
+        "asks": [[book.price(k), book.qty] for k in book.asks(levels)],
+    })
+
+
+def error_frame(code: int, msg: str, rid: Any = None) -> bytes:
+    """A control-message error exactly as Binance's stream servers send it:
+    ``{"error": {"code": 2, "msg": "Invalid request: ..."}, "id": 1}``."""
+    return orjson.dumps({"error": {"code": code, "msg": msg}, "id": rid})
+
+
+def _unsupported_msg(bad: list[str]) -> str:
+    trades = [n for n in bad if n.partition("@")[2] in ("trade", "aggTrade")]
+    hint = " (the replay venue replays klines: it has no individual trades)" if trades else ""
+    return f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}{hint}"
 
 
 def _closed_fields(series: Series, index: int) -> list[bytes]:
@@ -136,7 +184,7 @@ def book_ticker_event(series: Series, now_ms: int, spread_bps: float) -> bytes |
     if series.visible(now_ms) == 0:
         return None
     doc = market.book_ticker(series, now_ms, spread_bps)
-    u = int(now_ms // 1000)
+    u = market.update_id(now_ms)
     return orjson.dumps({"u": u, "s": doc["symbol"], "b": doc["bidPrice"], "B": doc["bidQty"], "a": doc["askPrice"], "A": doc["askQty"]})
 
 
@@ -188,6 +236,8 @@ class StreamHub:
         self.subs: dict[str, set[_Conn]] = {}
         self.last_ms: dict[str, int] = {}
         self._resolved: dict[str, tuple[str, str, str] | None] = {}
+        self._depth_u: dict[str, int] = {}  # diff-depth stream -> the last update id its events covered
+        self._fast = 0  # subscribed streams with a 100 ms cadence
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connections: set[_Conn] = set()
@@ -236,6 +286,22 @@ class StreamHub:
                 out.append(kline_event(series, idx, now, closed=False))
             return out
         series = self._market_series(symbol)
+        if kind.startswith("depth"):
+            cadence = int(interval)
+            if now // cadence <= last // cadence:
+                return out
+            levels = _DEPTH_KINDS[kind]
+            if levels:
+                out.append(partial_depth_event(market.book_at(series, now, self.spread_bps), now, levels))
+                return out
+            u0 = self._depth_u.get(name, market.update_id(last))  # the last id this stream covered
+            u1 = market.update_id(now)
+            if u1 > u0:
+                bids, asks = market.depth_diff(series, u0 * market.BOOK_UPDATE_MS, now, self.spread_bps)
+                self._depth_u[name] = u1
+                if bids or asks:  # ids run on: the next event's U is still this u + 1
+                    out.append(depth_event(symbol, now, u0 + 1, u1, bids, asks))
+            return out
         if kind in ("ticker", "miniTicker"):
             if now // 1000 > last // 1000:
                 ev = ticker_event(series, now, kind == "miniTicker", self.spread_bps)
@@ -265,7 +331,8 @@ class StreamHub:
             self._wake.clear()  # before the tick: a step during the tick wakes the next one
             await self._tick()
             speed = self.clock.speed
-            timeout = None if speed == 0 else max(min(self.cfg.update_ms, 1000) / speed / 1000.0 / 4, 0.005)
+            cadence = 100 if self._fast else min(self.cfg.update_ms, 1000)
+            timeout = None if speed == 0 else max(cadence / speed / 1000.0 / 4, 0.005)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -296,13 +363,21 @@ class StreamHub:
             if not self.subs.get(name):
                 self.subs[name] = set()
                 self.last_ms[name] = self.clock.now_ms()
+                self._depth_u.pop(name, None)
+                parsed = self.resolve(name)
+                self._fast += bool(parsed and parsed[2] == "100")
             self.subs[name].add(conn)
         return len(conn.streams) <= self.cfg.max_streams
 
     def _unsubscribe(self, conn: _Conn, names: list[str]) -> None:
         for name in names:
             conn.streams.discard(name)
-            self.subs.get(name, set()).discard(conn)
+            subs = self.subs.get(name)
+            if subs is not None and conn in subs:
+                subs.discard(conn)
+                if not subs:
+                    parsed = self.resolve(name)
+                    self._fast -= bool(parsed and parsed[2] == "100")
 
     def unsupported(self, names: list[str]) -> list[str]:
         """The names the venue cannot serve (unknown kind, symbol or interval)."""
@@ -321,14 +396,14 @@ class StreamHub:
             tail = request.match_info.get("streams", "")
             initial = [s for s in tail.split("/") if "@" in s]
         bad = self.unsupported(initial) if len(initial) <= self.cfg.max_streams else []
-        if bad:
-            body = orjson.dumps({"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}"})
-            return web.Response(status=400, body=body, content_type="application/json", charset="UTF-8")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, compress=False)  # no permessage-deflate
         await ws.prepare(request)
         conn = _Conn(ws, request, combined, self.cfg, self._rng)
         self.connections.add(conn)
         self.connections_total += 1
+        if bad:  # the others are served; the client hears at once which names it will never get
+            conn.put(error_frame(2, _unsupported_msg(bad)))
+            initial = [n for n in initial if n not in set(bad)]
         if not self._subscribe(conn, initial):
             await self._drop(conn, 1008, "too many streams")
             return ws
@@ -351,7 +426,10 @@ class StreamHub:
                     if reply is None:
                         await self._drop(conn, 1008, "too many streams")
                         break
-                    conn.put(orjson.dumps(reply))
+                    if "code" in reply:  # an error: Binance wraps it as {"error": {"code", "msg"}, "id"}
+                        conn.put(error_frame(reply["code"], reply["msg"], reply.get("id")))
+                    else:
+                        conn.put(orjson.dumps(reply))
                 elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
         finally:
@@ -376,7 +454,7 @@ class StreamHub:
         try:
             req = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            return {"code": 3, "msg": f"Invalid JSON: {exc}"}
+            return {"code": 3, "msg": f"Invalid JSON: {exc}", "id": None}
         if not isinstance(req, dict) or "method" not in req:
             return {"code": 2, "msg": "Invalid request: missing field `method`", "id": None}
         rid = req.get("id")
@@ -392,7 +470,7 @@ class StreamHub:
                     return None  # over the limit: Binance disconnects, whatever the names
                 bad = self.unsupported(params)
                 if bad:
-                    return {"code": 2, "msg": f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}", "id": rid}
+                    return {"code": 2, "msg": _unsupported_msg(bad), "id": rid}
                 if not self._subscribe(conn, params):
                     return None
                 self._wake.set()

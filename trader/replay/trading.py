@@ -76,6 +76,7 @@ from trader.replay.matching import (
     Rejected,
     VenueOrder,
 )
+from trader.wire import e8
 
 if TYPE_CHECKING:
     from trader.replay.clock import ReplayClock
@@ -542,7 +543,7 @@ class TradingVenue:
         req = self._order_request(params, symbol)
         self.engine.place(acct, req, self.clock.now_ms(), test=True)
         if params.get("computeCommissionRates") == "true":
-            m, t = (f"{x:.8f}" for x in (self.engine.cfg.maker_fee, self.engine.cfg.taker_fee))
+            m, t = (e8(x) for x in (self.engine.cfg.maker_fee, self.engine.cfg.taker_fee))
             zero = "0.00000000"
             return _json({
                 "standardCommissionForOrder": {"maker": m, "taker": t},
@@ -652,7 +653,7 @@ class TradingVenue:
             "takerCommission": int(t * 10_000),
             "buyerCommission": 0,
             "sellerCommission": 0,
-            "commissionRates": {"maker": f"{m:.8f}", "taker": f"{t:.8f}", "buyer": "0.00000000", "seller": "0.00000000"},
+            "commissionRates": {"maker": e8(m), "taker": e8(t), "buyer": "0.00000000", "seller": "0.00000000"},
             "canTrade": True,
             "canWithdraw": False,
             "canDeposit": False,
@@ -717,7 +718,7 @@ class TradingVenue:
         except InvalidOperation:
             raise Rejected(-1100, "Illegal characters found in parameter 'delta'.") from None
         self.engine.deposit(acct, asset, delta, self.clock.now_ms())
-        return _json({"asset": asset, "free": f"{acct.free(asset):.8f}"})
+        return _json({"asset": asset, "free": e8(acct.free(asset))})
 
     # ------------------------------------------------------------------ user data
 
