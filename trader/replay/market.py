@@ -450,11 +450,11 @@ def symbol_info(series: Series, now_ms: int) -> dict[str, Any]:
         "baseCommissionPrecision": 8,
         "quoteCommissionPrecision": 8,
         "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
-        "icebergAllowed": True,
+        "icebergAllowed": False,  # not implemented: clients read this and do not try
         "ocoAllowed": True,
-        "otoAllowed": True,
+        "otoAllowed": False,  # OTO / OTOCO lists not implemented
         "quoteOrderQtyMarketAllowed": True,
-        "allowTrailingStop": True,
+        "allowTrailingStop": False,  # trailingDelta not implemented
         "cancelReplaceAllowed": True,
         "amendAllowed": False,
         "pegInstructionsAllowed": False,

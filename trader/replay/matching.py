@@ -66,12 +66,20 @@ ORDER_TYPES = ("LIMIT", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
 class Rejected(Exception):
     """An order request the venue refuses: Binance's HTTP status, code and message."""
 
-    def __init__(self, code: int, msg: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: int, msg: str, status: int = 400, headers: dict[str, str] | None = None, data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.status = status
         self.headers = headers or {}
+        self.data = data  # Binance's "data" member of some errors (cancelReplace)
+
+    def body(self) -> dict[str, Any]:
+        """The error object: ``{"code", "msg"}`` (+ ``"data"``)."""
+        out: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
 
 
 _e8 = e8  # 8-decimal text as Binance writes it (``"0.00100000"``): trader.wire, the one formatting function

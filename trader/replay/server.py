@@ -12,6 +12,7 @@ GET /api/v3/klines, /uiKlines   symbol, interval; startTime, endTime, limit (def
                                 timeZone (accepted)
 GET /api/v3/ticker/24hr         symbol | symbols | none; type FULL | MINI
 GET /api/v3/ticker              symbol | symbols; windowSize 1m-59m, 1h-23h, 1d-7d; type
+GET /api/v3/ticker/tradingDay   symbol | symbols; timeZone; type (the trading day so far, on the path)
 GET /api/v3/ticker/price        symbol | symbols | none
 GET /api/v3/ticker/bookTicker   symbol | symbols | none
 GET /api/v3/avgPrice            symbol
@@ -74,7 +75,7 @@ _DAY_MS = 24 * _HOUR_MS
 #: interval's boundaries (1w on Monday included) stay where Binance puts them.
 SHIFT_PERIOD_MS = 21 * _DAY_MS
 #: Binance endpoints the venue knows but cannot serve (there are no recorded trades or order history).
-_UNSUPPORTED = {"/api/v3/trades", "/api/v3/historicalTrades", "/api/v3/aggTrades", "/api/v3/ticker/tradingDay"}
+_UNSUPPORTED = {"/api/v3/trades", "/api/v3/historicalTrades", "/api/v3/aggTrades"}
 
 
 class BinanceError(Rejected):
@@ -301,6 +302,7 @@ class ReplayExchange:
         r.add_get("/api/v3/uiKlines", self._klines)
         r.add_get("/api/v3/ticker/24hr", self._ticker_24hr)
         r.add_get("/api/v3/ticker", self._ticker_rolling)
+        r.add_get("/api/v3/ticker/tradingDay", self._ticker_trading_day)
         r.add_get("/api/v3/ticker/price", self._ticker_price)
         r.add_get("/api/v3/ticker/bookTicker", self._book_ticker)
         r.add_get("/api/v3/avgPrice", self._avg_price)
@@ -312,7 +314,21 @@ class ReplayExchange:
         r.add_get("/replay/clock", self._clock_get)
         r.add_post("/replay/clock", self._clock_post)
         r.add_route("*", "/{tail:.*}", self._unknown)
+        # the WebSocket API runs the REST handlers, charged to the same per-IP weight budget
+        self.trading.rest_handlers = {
+            (route.method, route.resource.canonical): route.handler for route in r.routes() if route.resource is not None
+        }
+        self.trading.charge = self._charge_ws
+        self.trading.weight_limit = self.limiter.limit
         return app
+
+    def _charge_ws(self, ip: str, weight: int, conn: object, what: str) -> Any:
+        """Weight of one WebSocket API request (or connection), counted like a REST request's."""
+        self.stats.requests[what] += 1
+        adm = self.limiter.admit(ip, weight, conn)
+        if adm.status == 200:
+            self.stats.weight += weight
+        return adm
 
     async def start(self) -> None:
         """Bind and start serving; :attr:`port` holds the bound port afterwards."""
@@ -405,7 +421,7 @@ class ReplayExchange:
         except Rejected as exc:
             response = web.Response(
                 status=exc.status,
-                body=orjson.dumps({"code": exc.code, "msg": exc.msg}),
+                body=orjson.dumps(exc.body()),
                 content_type="application/json",
                 charset="UTF-8",
                 headers=exc.headers,
@@ -623,6 +639,27 @@ class ReplayExchange:
             raise BinanceError(400, -1121, "Invalid symbol.")
         return _json(docs[0] if single else docs)
 
+    async def _ticker_trading_day(self, request: web.Request) -> web.Response:
+        """``ticker/tradingDay``: statistics of the current trading day (UTC midnight, shifted by
+        ``timeZone`` hours[:minutes], -12:00 to +14:00) up to now, from the intrabar path."""
+        params = self._check_params(request, {"symbol", "symbols", "timeZone", "type", "symbolStatus"})
+        kind = params.get("type", "FULL")
+        if kind not in ("FULL", "MINI"):
+            raise BinanceError(400, -1130, "Data sent for parameter 'type' is not valid.")
+        offset = _tz_offset_ms(params.get("timeZone", "0"))
+        symbols, single = self._symbols(params, default_all=False)
+        if len(symbols) > 100:
+            raise BinanceError(400, -1101, "Too many values sent for parameter 'symbols', maximum allowed up to 100.")
+        now = self.clock.now_ms()
+        open_ms = (now + offset) // _DAY_MS * _DAY_MS - offset
+        docs = await asyncio.to_thread(self._tickers, await self._markets(symbols), open_ms, now, kind == "FULL")
+        for d in docs:  # the trading-day ticker has no book or previous-close fields
+            for k in ("prevClosePrice", "lastQty", "bidPrice", "bidQty", "askPrice", "askQty"):
+                d.pop(k, None)
+        if single and not docs:
+            raise BinanceError(400, -1121, "Invalid symbol.")
+        return _json(docs[0] if single else docs)
+
     async def _ticker_price(self, request: web.Request) -> web.Response:
         params = self._check_params(request, {"symbol", "symbols", "symbolStatus"})
         symbols, single = self._symbols(params)
@@ -665,6 +702,19 @@ class ReplayExchange:
         except ConfigError as exc:
             raise BinanceError(400, -1130, f"Data sent for parameter 'stepMs' is not valid: {exc}") from None
         return _json({"nowMs": now, "speed": self.clock.speed})
+
+
+def _tz_offset_ms(raw: str) -> int:
+    """``timeZone`` of ``ticker/tradingDay``: hours (``"-1"``, ``"10"``) or ``"hh:mm"`` in [-12:00, +14:00]."""
+    sign = -1 if raw.startswith("-") else 1
+    body = raw.lstrip("+-")
+    hh, _, mm = body.partition(":")
+    if not hh.isdigit() or (mm and not mm.isdigit()) or len(hh) > 2 or len(mm) > 2:
+        raise BinanceError(400, -1130, "Data sent for parameter 'timeZone' is not valid.")
+    minutes = sign * (int(hh) * 60 + int(mm or 0))
+    if not -12 * 60 <= minutes <= 14 * 60:
+        raise BinanceError(400, -1130, "Data sent for parameter 'timeZone' is not valid.")
+    return minutes * _MINUTE_MS
 
 
 def _window_ms(raw: str) -> int:

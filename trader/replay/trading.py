@@ -49,22 +49,24 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import json
 import random
 import secrets
 import string
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from trader.config import AccountConfig, FaultConfig, MatchingReplayConfig
 from trader.errors import ConfigError
+from trader.exchange.endpoints import by_path
 from trader.models import CLOSE, HIGH, LOW, OPEN, QUOTE_VOLUME, VOLUME, SymbolRules
 from trader.replay import market
 from trader.replay.matching import (
@@ -72,6 +74,7 @@ from trader.replay.matching import (
     Account,
     MatchingConfig,
     MatchingEngine,
+    OrderList,
     OrderRequest,
     Rejected,
     VenueOrder,
@@ -93,6 +96,12 @@ _SECURITY = {"timestamp", "recvWindow", "signature"}
 _ORDER_PARAMS = {
     "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price", "newClientOrderId", "stopPrice",
     "newOrderRespType", "selfTradePreventionMode", "strategyId", "strategyType", "computeCommissionRates",
+    "trailingDelta", "icebergQty",  # read, then refused: exchangeInfo says allowTrailingStop / icebergAllowed false
+}
+#: what the venue does not implement, with the exchangeInfo flag that says so (clients check it first)
+_UNSUPPORTED_PARAMS = {
+    "TrailingDelta": "trailing stops are not supported by the replay venue (exchangeInfo: allowTrailingStop=false)",
+    "IcebergQty": "iceberg orders are not supported by the replay venue (exchangeInfo: icebergAllowed=false)",
 }
 _LISTEN_KEY_TTL_S = 3600.0
 
@@ -292,6 +301,15 @@ def _int(params: dict[str, str], name: str) -> int | None:
     return int(raw)
 
 
+def _refuse_unsupported(params: dict[str, str], names: tuple[str, ...]) -> None:
+    """-1013 for a parameter of a feature ``exchangeInfo`` declares off (trailing stops, icebergs)."""
+    for name in names:
+        if params.get(name):
+            key = name[0].upper() + name[1:]
+            why = next(v for k, v in _UNSUPPORTED_PARAMS.items() if key.endswith(k))
+            raise Rejected(-1013, f"Parameter '{name}': {why}.")
+
+
 def _strip_signature(raw: str) -> str:
     return "&".join(p for p in raw.split("&") if p and not p.startswith("signature="))
 
@@ -339,6 +357,11 @@ class TradingVenue:
         self._rng = random.Random(faults.seed + 1)
         self._listen_keys: dict[str, _ListenKey] = {}
         self._ws_api: dict[str, set[_Subscriber]] = {}
+        #: (HTTP method, path) -> REST handler, set by the exchange: the WebSocket API runs them
+        self.rest_handlers: dict[tuple[str, str], Callable[[Any], Awaitable[web.StreamResponse]]] = {}
+        #: charges request weight to an IP (the exchange's limiter): (ip, weight, connection, what) -> Admission
+        self.charge: Callable[[str, int, object, str], Any] | None = None
+        self.weight_limit = 6000
         self._sub_ids = itertools.count(0)
         self.user_data_dropped = 0
         self.unknown_status_orders: list[str] = []  #: client order ids answered 5xx / held after acceptance
@@ -360,6 +383,14 @@ class TradingVenue:
         r.add_get("/api/v3/myTrades", self._my_trades)
         r.add_get("/api/v3/account", self._account)
         r.add_post("/api/v3/orderList/oco", self._oco)
+        r.add_post("/api/v3/order/oco", self._legacy_oco)
+        r.add_get("/api/v3/orderList", self._order_list)
+        r.add_delete("/api/v3/orderList", self._cancel_list)
+        r.add_get("/api/v3/openOrderList", self._open_lists)
+        r.add_get("/api/v3/allOrderList", self._all_lists)
+        r.add_post("/api/v3/order/cancelReplace", self._cancel_replace)
+        r.add_get("/api/v3/rateLimit/order", self._rate_limit_orders)
+        r.add_get("/api/v3/account/commission", self._commission)
         r.add_post("/api/v3/userDataStream", self._listen_new)
         r.add_put("/api/v3/userDataStream", self._listen_keepalive)
         r.add_delete("/api/v3/userDataStream", self._listen_close)
@@ -446,15 +477,21 @@ class TradingVenue:
             raise Rejected(-1021, "Timestamp for this request is outside of the recvWindow.")
 
     async def _signed(self, request: web.Request, allowed: set[str]) -> tuple[Account, dict[str, str]]:
-        """Authenticate a SIGNED request; its parameters without the security ones."""
-        acct = self._account_for(request.headers.get("X-MBX-APIKEY"))
-        params, raw_query, raw_body = await self._params(request)
-        signature = params.get("signature")
-        if not signature:
-            raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
-        payload = (_strip_signature(raw_query) + _strip_signature(raw_body)).encode()
-        if not self.verify(acct, payload, signature):
-            raise Rejected(-1022, "Signature for this request is not valid.")
+        """Authenticate a SIGNED request; its parameters without the security ones. A WebSocket API
+        request arrives authenticated (``ws_account``): only its timestamp is checked here."""
+        pre: Account | None = getattr(request, "ws_account", None)
+        if pre is not None:
+            acct = pre
+            params, _, _ = await self._params(request)
+        else:
+            acct = self._account_for(request.headers.get("X-MBX-APIKEY"))
+            params, raw_query, raw_body = await self._params(request)
+            signature = params.get("signature")
+            if not signature:
+                raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+            payload = (_strip_signature(raw_query) + _strip_signature(raw_body)).encode()
+            if not self.verify(acct, payload, signature):
+                raise Rejected(-1022, "Signature for this request is not valid.")
         self._check_time(params)
         rest = {k: v for k, v in params.items() if k not in _SECURITY}
         unknown = [k for k in rest if k not in allowed]
@@ -471,6 +508,7 @@ class TradingVenue:
     # ------------------------------------------------------------------ orders
 
     def _order_request(self, params: dict[str, str], symbol: str) -> OrderRequest:
+        _refuse_unsupported(params, ("trailingDelta", "icebergQty"))
         side = _mandatory(params, "side")
         if side not in ("BUY", "SELL"):
             raise Rejected(-1117, "Invalid side.")
@@ -672,6 +710,7 @@ class TradingVenue:
         allowed = {"symbol", "listClientOrderId", "side", "quantity", "newOrderRespType", "selfTradePreventionMode"}
         allowed |= {f"{side}{name}" for side in ("above", "below") for name in legs}
         acct, params = await self._signed(request, allowed)
+        _refuse_unsupported(params, tuple(f"{side}{name}" for side in ("above", "below") for name in ("TrailingDelta", "IcebergQty")))
         symbol = self._sym(params)
         await self._load(symbol)
         side = _mandatory(params, "side")
@@ -692,18 +731,7 @@ class TradingVenue:
             )
             _check_order_shape(req, prefix=leg)
             reqs.append(req)
-        await self._fault_latency()
-        c10, c1d = self.counter.admit(acct.api_key, 2)
-        headers = _OrderCounter.headers(c10, c1d)
-        try:
-            self._maybe_reject()
-            now = self.clock.now_ms()
-            olist = self.engine.place_oco(acct, symbol, side, quantity, reqs[0], reqs[1], params.get("listClientOrderId") or None, now)
-            await self._unknown_status_fault([o.client_order_id for o in olist.legs])
-        except Rejected as exc:
-            exc.headers.update(headers)
-            raise
-        return _json(olist.doc(with_reports=True, resp_type=params.get("newOrderRespType") or "FULL"), headers)
+        return await self._place_list(acct, symbol, side, quantity, reqs[0], reqs[1], params)
 
     async def _deposit(self, request: web.Request) -> web.Response:
         """``POST /replay/balance?apiKey=&asset=&delta=`` (control endpoint, not Binance's): credit or
@@ -719,6 +747,192 @@ class TradingVenue:
             raise Rejected(-1100, "Illegal characters found in parameter 'delta'.") from None
         self.engine.deposit(acct, asset, delta, self.clock.now_ms())
         return _json({"asset": asset, "free": e8(acct.free(asset))})
+
+    # ------------------------------------------------------------------ order lists, cancel-replace, account extras
+
+    def _find_list(self, acct: Account, params: dict[str, str], client_key: str) -> OrderList:
+        lid = _int(params, "orderListId")
+        cid = params.get(client_key) or None
+        if lid is None and cid is None:
+            raise Rejected(-1102, f"Param '{client_key}' or 'orderListId' must be sent, but both were empty/null!")
+        olist = acct.lists.get(lid) if lid is not None else next((x for x in acct.lists.values() if x.list_client_order_id == cid), None)
+        if olist is None or (cid is not None and olist.list_client_order_id != cid):
+            raise Rejected(-2011 if client_key == "listClientOrderId" else -2013, "Order list does not exist.")
+        return olist
+
+    async def _order_list(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/orderList``: one order list by ``orderListId`` or ``origClientOrderId``."""
+        acct, params = await self._signed(request, {"orderListId", "origClientOrderId"})
+        self.engine.advance(self.clock.now_ms())
+        return _json(self._find_list(acct, params, "origClientOrderId").doc())
+
+    async def _cancel_list(self, request: web.Request) -> web.Response:
+        """``DELETE /api/v3/orderList``: cancel both legs; the list object with the legs' cancel reports."""
+        acct, params = await self._signed(request, {"symbol", "orderListId", "listClientOrderId", "newClientOrderId"})
+        symbol = self._sym(params)
+        await self._load(symbol)
+        await self._fault_latency()
+        self.engine.advance(self.clock.now_ms())
+        olist = self._find_list(acct, params, "listClientOrderId")
+        if olist.symbol != symbol or olist.status == "ALL_DONE":
+            raise Rejected(-2011, "Unknown order sent.")
+        open_leg = next(o for o in olist.legs if o.is_open)
+        self.engine.cancel(acct, symbol, open_leg.order_id, None, self.clock.now_ms())
+        doc = olist.doc()
+        doc["orderReports"] = [o.cancel_doc(o.client_order_id) for o in olist.legs]
+        if params.get("newClientOrderId"):
+            doc["listClientOrderId"] = params["newClientOrderId"]
+        return _json(doc)
+
+    async def _open_lists(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/openOrderList``: every order list still executing."""
+        acct, _ = await self._signed(request, set())
+        self.engine.advance(self.clock.now_ms())
+        return _json([x.doc() for _, x in sorted(acct.lists.items()) if x.status != "ALL_DONE"])
+
+    async def _all_lists(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/allOrderList``: order lists by ``fromId`` or a ≤ 24 h time window."""
+        acct, params = await self._signed(request, {"fromId", "startTime", "endTime", "limit"})
+        self.engine.advance(self.clock.now_ms())
+        rows = [x for _, x in sorted(acct.lists.items())]
+        from_id = _int(params, "fromId")
+        if from_id is not None:
+            if params.get("startTime") or params.get("endTime"):
+                raise Rejected(-1128, "Combination of optional parameters invalid.")
+            rows = [x for x in rows if x.order_list_id >= from_id][: _int(params, "limit") or 500]
+        else:
+            rows = self._window(params, rows, lambda x: x.time_ms)
+        return _json([x.doc() for x in rows])
+
+    async def _legacy_oco(self, request: web.Request) -> web.Response:
+        """``POST /api/v3/order/oco`` (deprecated by Binance, still served): a LIMIT_MAKER leg at
+        ``price`` and a STOP_LOSS(_LIMIT) leg at ``stopPrice`` (``stopLimitPrice`` makes it a limit)."""
+        allowed = {"symbol", "listClientOrderId", "side", "quantity", "limitClientOrderId", "limitStrategyId", "limitStrategyType",
+                   "price", "limitIcebergQty", "trailingDelta", "stopClientOrderId", "stopPrice", "stopStrategyId", "stopStrategyType",
+                   "stopLimitPrice", "stopIcebergQty", "stopLimitTimeInForce", "newOrderRespType", "selfTradePreventionMode"}
+        acct, params = await self._signed(request, allowed)
+        _refuse_unsupported(params, ("limitIcebergQty", "stopIcebergQty", "trailingDelta"))
+        symbol = self._sym(params)
+        await self._load(symbol)
+        side = _mandatory(params, "side")
+        if side not in ("BUY", "SELL"):
+            raise Rejected(-1117, "Invalid side.")
+        quantity = _dec(params, "quantity")
+        if quantity is None:
+            raise Rejected(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        price = _dec(params, "price")
+        if price is None:
+            raise Rejected(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+        stop = _dec(params, "stopPrice")
+        if stop is None:
+            raise Rejected(-1102, "Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.")
+        stop_limit = _dec(params, "stopLimitPrice")
+        tif = params.get("stopLimitTimeInForce") or None
+        if stop_limit is not None and tif is None:
+            raise Rejected(-1102, "Mandatory parameter 'stopLimitTimeInForce' was not sent, was empty/null, or malformed.")
+        limit_leg = OrderRequest(symbol=symbol, side=side, type="LIMIT_MAKER", quantity=quantity, price=price,
+                                 client_order_id=params.get("limitClientOrderId") or None)
+        stop_leg = OrderRequest(symbol=symbol, side=side, type="STOP_LOSS_LIMIT" if stop_limit is not None else "STOP_LOSS",
+                                quantity=quantity, price=stop_limit, stop_price=stop, time_in_force=tif,
+                                client_order_id=params.get("stopClientOrderId") or None)
+        for leg in (limit_leg, stop_leg):
+            _check_order_shape(leg)
+        above, below = (limit_leg, stop_leg) if side == "SELL" else (stop_leg, limit_leg)
+        if side == "BUY":
+            above.type = "STOP_LOSS_LIMIT" if stop_limit is not None else "STOP_LOSS"
+        return await self._place_list(acct, symbol, side, quantity, above, below, params)
+
+    async def _place_list(self, acct: Account, symbol: str, side: str, quantity: Decimal, above: OrderRequest, below: OrderRequest,
+                          params: dict[str, str]) -> web.Response:
+        await self._fault_latency()
+        c10, c1d = self.counter.admit(acct.api_key, 2)
+        headers = _OrderCounter.headers(c10, c1d)
+        try:
+            self._maybe_reject()
+            now = self.clock.now_ms()
+            olist = self.engine.place_oco(acct, symbol, side, quantity, above, below, params.get("listClientOrderId") or None, now)
+            await self._unknown_status_fault([o.client_order_id for o in olist.legs])
+        except Rejected as exc:
+            exc.headers.update(headers)
+            raise
+        return _json(olist.doc(with_reports=True, resp_type=params.get("newOrderRespType") or "FULL"), headers)
+
+    async def _cancel_replace(self, request: web.Request) -> web.Response:
+        """``POST /api/v3/order/cancelReplace``: cancel an order, then place a new one.
+
+        ``cancelReplaceMode`` STOP_ON_FAILURE (a failed cancel places nothing: HTTP 400 -2022) or
+        ALLOW_FAILURE (the new order is tried anyway: HTTP 409 -2021 when one half failed). Failures
+        carry ``data`` with ``cancelResult``/``newOrderResult`` and each half's answer, as Binance does.
+        """
+        allowed = _ORDER_PARAMS | {"cancelReplaceMode", "cancelNewClientOrderId", "cancelOrigClientOrderId", "cancelOrderId",
+                                   "cancelRestrictions", "orderRateLimitExceededMode", "trailingDelta", "icebergQty"}
+        acct, params = await self._signed(request, allowed)
+        _refuse_unsupported(params, ("icebergQty", "trailingDelta"))
+        symbol = self._sym(params)
+        await self._load(symbol)
+        mode = _mandatory(params, "cancelReplaceMode")
+        if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+            raise Rejected(-1130, "Data sent for parameter 'cancelReplaceMode' is not valid.")
+        req = self._order_request({k: v for k, v in params.items() if k in _ORDER_PARAMS}, symbol)
+        lookup = {"orderId": params.get("cancelOrderId", ""), "origClientOrderId": params.get("cancelOrigClientOrderId", "")}
+        await self._fault_latency()
+        c10, c1d = self.counter.admit(acct.api_key, 1)
+        headers = _OrderCounter.headers(c10, c1d)
+        now = self.clock.now_ms()
+        cancel_doc: dict[str, Any]
+        try:
+            order = self._lookup(acct, {k: v for k, v in lookup.items() if v}, symbol)
+            if order is None:
+                raise Rejected(-2011, "Unknown order sent.")
+            self.engine.cancel(acct, symbol, order.order_id, None, now)
+            cancel_doc = order.cancel_doc(params.get("cancelNewClientOrderId") or self.engine._client_id())
+            cancel_ok = True
+        except Rejected as exc:
+            if exc.code == -1102:
+                raise
+            cancel_doc, cancel_ok = {"code": exc.code, "msg": exc.msg}, False
+        new_doc: dict[str, Any] | None = None
+        new_ok = False
+        if cancel_ok or mode == "ALLOW_FAILURE":
+            try:
+                self._maybe_reject()
+                placed = self.engine.place(acct, req, now)
+                assert placed is not None
+                resp_type = req.resp_type or ("FULL" if req.type in ("MARKET", "LIMIT") else "ACK")
+                new_doc, new_ok = placed.response(resp_type, now), True
+            except Rejected as exc:
+                new_doc = {"code": exc.code, "msg": exc.msg}
+        results = {"cancelResult": "SUCCESS" if cancel_ok else "FAILURE",
+                   "newOrderResult": "SUCCESS" if new_ok else ("FAILURE" if new_doc is not None else "NOT_ATTEMPTED"),
+                   "cancelResponse": cancel_doc, "newOrderResponse": new_doc}
+        if cancel_ok and new_ok:
+            return _json(results, headers)
+        if cancel_ok or new_ok:
+            raise Rejected(-2021, "Order cancel-replace partially failed.", 409, headers, data=results)
+        raise Rejected(-2022, "Order cancel-replace failed.", 400, headers, data=results)
+
+    async def _rate_limit_orders(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/rateLimit/order``: the account's unfilled order counts (10 s and 1 day)."""
+        acct, _ = await self._signed(request, set())
+        c10, c1d = self.counter.counts(acct.api_key)
+        return _json([
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": self.counter.limit_10s, "count": c10},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": self.counter.limit_1d, "count": c1d},
+        ])
+
+    async def _commission(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/account/commission``: the account's rates for ``symbol`` (one cost model: ``costs``)."""
+        _, params = await self._signed(request, {"symbol"})
+        symbol = self._sym(params)
+        m, t = e8(self.engine.cfg.maker_fee), e8(self.engine.cfg.taker_fee)
+        zero = "0.00000000"
+        return _json({
+            "symbol": symbol,
+            "standardCommission": {"maker": m, "taker": t, "buyer": zero, "seller": zero},
+            "specialCommission": {"maker": zero, "taker": zero, "buyer": zero, "seller": zero},
+            "taxCommission": {"maker": zero, "taker": zero, "buyer": zero, "seller": zero},
+            "discount": {"enabledForAccount": False, "enabledForSymbol": False, "discountAsset": "BNB", "discount": zero},
+        })
 
     # ------------------------------------------------------------------ user data
 
@@ -808,71 +1022,265 @@ class TradingVenue:
                     return
 
     async def _ws_api_handler(self, request: web.Request) -> web.StreamResponse:
-        """Binance's WebSocket API, the user-data methods: requests ``{"id", "method", "params"}``,
-        answers ``{"id", "status", "result" | "error", "rateLimits"}``."""
+        """Binance's WebSocket API (``/ws-api/v3``): requests ``{"id", "method", "params"}`` answered
+        ``{"id", "status", "result" | "error", "rateLimits"}``; see :data:`WS_API_METHODS`."""
         ws = web.WebSocketResponse(autoping=True, compress=False)
         await ws.prepare(request)
         sub = _Subscriber(asyncio.Queue(), ws, request)
         writer = asyncio.create_task(self._writer(sub))
-        subscribed: list[tuple[str, _Subscriber]] = []
+        session = _WsSession(connected_ms=self.clock.now_ms(), rate_limits=request.query.get("returnRateLimits") != "false")
+        if self.charge is not None:  # connecting costs 2 weight (Binance WebSocket API, "IP limits")
+            self.charge(request.remote or "unknown", 2, ws, "/ws-api/v3")
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                         break
                     continue
-                reply = self._ws_api_call(msg.data, sub, subscribed)
-                sub.queue.put_nowait(orjson.dumps(reply))
+                sub.queue.put_nowait(await self._ws_api_call(msg.data, sub, session))
         finally:
             writer.cancel()
-            for api_key, s in subscribed:
+            for api_key, s in session.subscribed:
                 self._ws_api.get(api_key, set()).discard(s)
         return ws
 
-    def _ws_api_call(self, text: str, sub: _Subscriber, subscribed: list[tuple[str, _Subscriber]]) -> dict[str, Any]:
+    async def _ws_api_call(self, text: str, sub: _Subscriber, session: _WsSession) -> bytes:
+        """One WebSocket API request -> its response frame (bytes)."""
         try:
-            req = orjson.loads(text)
+            req = json.loads(text, parse_float=str)  # decimals keep the digits the client wrote
             if not isinstance(req, dict):
                 raise ValueError
-        except (orjson.JSONDecodeError, ValueError):
-            return {"id": None, "status": 400, "error": {"code": -1000, "msg": "Malformed request: not a JSON object."}}
-        rid, method, params = req.get("id"), req.get("method"), req.get("params") or {}
-        limits = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 2}]
+        except ValueError:
+            return _ws_reply(None, 400, error={"code": -1000, "msg": "Malformed request: not a JSON object."})
+        rid = req.get("id")
+        if rid is not None and not (isinstance(rid, int) and not isinstance(rid, bool)) and not (isinstance(rid, str) and len(rid) <= 36):
+            return _ws_reply(None, 400, error={"code": -1000, "msg": "Malformed request: 'id' must be an integer, a string of at most 36 characters, or null."})
+        method = req.get("method")
+        params = req.get("params") or {}
+        if not isinstance(method, str):
+            return _ws_reply(rid, 400, error={"code": -1000, "msg": "Malformed request: missing field 'method'."})
+        method = method.removeprefix("v3/")
+        if not isinstance(params, dict):
+            return _ws_reply(rid, 400, error={"code": -1000, "msg": "Malformed request: 'params' must be an object."})
+        show = params.pop("returnRateLimits", session.rate_limits)
+        flat = {k: _ws_text(v) for k, v in params.items()}
+        ip = sub.request.remote or "unknown"
+        limits: list[dict[str, Any]] = []
         try:
-            if not isinstance(params, dict):
-                raise Rejected(-1000, "Malformed request: params is not an object.")
-            if method == "ping":
-                result: Any = {}
-            elif method == "time":
-                result = {"serverTime": self.clock.now_ms()}
-            elif method == "userDataStream.subscribe.signature":
-                acct = self._account_for(str(params.get("apiKey") or ""))
-                flat = {k: str(v) for k, v in params.items()}
-                signature = flat.pop("signature", "")
-                if not signature:
-                    raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
-                payload = "&".join(f"{k}={flat[k]}" for k in sorted(flat)).encode()  # WS API: sorted by key
-                if not self.verify(acct, payload, signature):
-                    raise Rejected(-1022, "Signature for this request is not valid.")
-                self._check_time(flat)
-                sid = next(self._sub_ids)
-                s = _Subscriber(sub.queue, sub.ws, sub.request, sid)
-                self._ws_api.setdefault(acct.api_key, set()).add(s)
-                subscribed.append((acct.api_key, s))
-                result = {"subscriptionId": sid}
-            elif method == "userDataStream.unsubscribe":
-                wanted = params.get("subscriptionId")
-                for api_key, s in list(subscribed):
-                    if wanted is None or s.subscription_id == wanted:
-                        self._ws_api.get(api_key, set()).discard(s)
-                        subscribed.remove((api_key, s))
-                result = {}
-            else:
-                raise Rejected(-1000, f"Unknown method {method!r}: the replay exchange's WebSocket API serves ping, time, "
-                               "userDataStream.subscribe.signature and userDataStream.unsubscribe.")
+            if method in _WS_SESSION_METHODS:
+                weight = 2 if method in ("session.logon", "userDataStream.subscribe.signature", "userDataStream.subscribe") else 1
+                limits = self._ws_weight(ip, weight, sub.ws, method)
+                result: Any = self._ws_session_call(method, flat, sub, session)
+                return _ws_reply(rid, 200, result=result, limits=limits if show is not False else None)
+            route = WS_API_METHODS.get(method)
+            if route is None:
+                raise Rejected(-1000, f"Unknown method {method!r}: the replay venue's WebSocket API serves {', '.join(sorted(WS_API_METHODS) + sorted(_WS_SESSION_METHODS))}.")
+            http_method, path, security = route
+            ep = by_path("spot", http_method, path)
+            limits = self._ws_weight(ip, ep.weight(flat) if ep is not None else 1, sub.ws, method)
+            account = None
+            api_key = flat.get("apiKey") or (session.account.api_key if session.account is not None else None)
+            if security == "SIGNED":
+                account = self._ws_authorize(flat, session)
+            elif security == "USER_STREAM" and not api_key:
+                raise Rejected(-2014, "API-key format invalid.", 401)
+            query = {k: v for k, v in flat.items() if k not in ("apiKey", "signature")}
+            handler = self.rest_handlers.get((http_method, path))
+            if handler is None:  # pragma: no cover - every WS_API_METHODS route is registered
+                raise Rejected(-1000, f"{method} is not served.")
+            response = await handler(_Internal(http_method, path, query, api_key, sub.request, account))
+            limits += _order_limits(response.headers, self.counter)
+            raw = response.body if isinstance(response, web.Response) else None
+            body = raw if isinstance(raw, bytes) else b"{}"
+            return _ws_reply(rid, 200, raw_result=body, limits=limits if show is not False else None)
         except Rejected as exc:
-            return {"id": rid, "status": exc.status, "error": {"code": exc.code, "msg": exc.msg}, "rateLimits": limits}
-        return {"id": rid, "status": 200, "result": result, "rateLimits": limits}
+            limits += _order_limits(exc.headers, self.counter)
+            return _ws_reply(rid, exc.status, error=exc.body(), limits=limits if show is not False else None)
+
+    def _ws_weight(self, ip: str, weight: int, conn: object, method: str) -> list[dict[str, Any]]:
+        """Charge a WebSocket API request to the IP's REST weight budget (one budget, as Binance has)."""
+        if self.charge is None:
+            return []
+        adm = self.charge(ip, weight, conn, f"/ws-api/v3:{method}")
+        limit = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": self.weight_limit, "count": adm.used_weight}]
+        if adm.status == 418:
+            until = self.clock.now_ms() + adm.retry_after_s * 1000
+            raise Rejected(-1003, f"Way too much request weight used; IP banned until {until}. Please use WebSocket Streams for live updates to avoid bans.",
+                           418, data={"serverTime": self.clock.now_ms(), "retryAfter": until})
+        if adm.status == 429:
+            raise Rejected(-1003, f"Too much request weight used; current limit is {self.weight_limit} request weight per 1 MINUTE. "
+                           "Please use WebSocket Streams for live updates to avoid polling the API.", 429,
+                           data={"serverTime": self.clock.now_ms(), "retryAfter": self.clock.now_ms() + adm.retry_after_s * 1000})
+        return limit
+
+    def _ws_verify(self, flat: dict[str, str]) -> Account:
+        """An ad hoc signed WebSocket API request: ``apiKey`` + ``signature`` over the other
+        params sorted by name (``k=v&...``; Binance WebSocket API, "SIGNED request security")."""
+        acct = self._account_for(flat.get("apiKey"))
+        signature = flat.get("signature", "")
+        if not signature:
+            raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        payload = "&".join(f"{k}={flat[k]}" for k in sorted(flat) if k != "signature").encode()
+        if not self.verify(acct, payload, signature):
+            raise Rejected(-1022, "Signature for this request is not valid.")
+        return acct
+
+    def _ws_authorize(self, flat: dict[str, str], session: _WsSession) -> Account:
+        """The account of a SIGNED request: its own signature, else the session's logged-on key."""
+        if flat.get("signature") or session.account is None:
+            return self._ws_verify(flat)
+        if flat.get("apiKey") and flat["apiKey"] != session.account.api_key:
+            raise Rejected(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        return session.account
+
+    def _session_doc(self, session: _WsSession) -> dict[str, Any]:
+        return {
+            "apiKey": session.account.api_key if session.account is not None else None,
+            "authorizedSince": session.authorized_ms,
+            "connectedSince": session.connected_ms,
+            "returnRateLimits": session.rate_limits,
+            "serverTime": self.clock.now_ms(),
+            "userDataStream": bool(session.subscribed),
+        }
+
+    def _ws_session_call(self, method: str, flat: dict[str, str], sub: _Subscriber, session: _WsSession) -> Any:
+        if method == "session.logon":
+            acct = self._ws_verify(flat)
+            if acct.ed25519_public_key is None:
+                raise Rejected(-4056, "HMAC_SHA256 API key is not supported.")
+            self._check_time(flat)
+            session.account, session.authorized_ms = acct, self.clock.now_ms()
+            return self._session_doc(session)
+        if method == "session.status":
+            return self._session_doc(session)
+        if method == "session.logout":
+            session.account, session.authorized_ms = None, None
+            return self._session_doc(session)
+        if method == "userDataStream.subscribe.signature":
+            acct = self._ws_verify(flat)
+            self._check_time(flat)
+        elif method == "userDataStream.subscribe":
+            if session.account is None:
+                raise Rejected(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+            acct = session.account
+        else:  # userDataStream.unsubscribe
+            wanted = flat.get("subscriptionId")
+            for api_key, s in list(session.subscribed):
+                if wanted is None or str(s.subscription_id) == wanted:
+                    self._ws_api.get(api_key, set()).discard(s)
+                    session.subscribed.remove((api_key, s))
+            return {}
+        sid = next(self._sub_ids)
+        s = _Subscriber(sub.queue, sub.ws, sub.request, sid)
+        self._ws_api.setdefault(acct.api_key, set()).add(s)
+        session.subscribed.append((acct.api_key, s))
+        return {"subscriptionId": sid}
+
+
+#: WebSocket API method -> (HTTP method, REST path, security): served by the REST handler of that
+#: path, so parameters, errors, weights and order counts are the REST endpoint's (Binance WebSocket
+#: API: "Market data requests", "Trading requests", "Account requests", "User Data Stream requests")
+WS_API_METHODS: dict[str, tuple[str, str, str]] = {
+    "ping": ("GET", "/api/v3/ping", "NONE"),
+    "time": ("GET", "/api/v3/time", "NONE"),
+    "exchangeInfo": ("GET", "/api/v3/exchangeInfo", "NONE"),
+    "depth": ("GET", "/api/v3/depth", "NONE"),
+    "klines": ("GET", "/api/v3/klines", "NONE"),
+    "uiKlines": ("GET", "/api/v3/uiKlines", "NONE"),
+    "avgPrice": ("GET", "/api/v3/avgPrice", "NONE"),
+    "ticker.24hr": ("GET", "/api/v3/ticker/24hr", "NONE"),
+    "ticker.tradingDay": ("GET", "/api/v3/ticker/tradingDay", "NONE"),
+    "ticker": ("GET", "/api/v3/ticker", "NONE"),
+    "ticker.price": ("GET", "/api/v3/ticker/price", "NONE"),
+    "ticker.book": ("GET", "/api/v3/ticker/bookTicker", "NONE"),
+    "order.place": ("POST", "/api/v3/order", "SIGNED"),
+    "order.test": ("POST", "/api/v3/order/test", "SIGNED"),
+    "order.status": ("GET", "/api/v3/order", "SIGNED"),
+    "order.cancel": ("DELETE", "/api/v3/order", "SIGNED"),
+    "order.cancelReplace": ("POST", "/api/v3/order/cancelReplace", "SIGNED"),
+    "openOrders.status": ("GET", "/api/v3/openOrders", "SIGNED"),
+    "openOrders.cancelAll": ("DELETE", "/api/v3/openOrders", "SIGNED"),
+    "orderList.place": ("POST", "/api/v3/order/oco", "SIGNED"),
+    "orderList.place.oco": ("POST", "/api/v3/orderList/oco", "SIGNED"),
+    "orderList.status": ("GET", "/api/v3/orderList", "SIGNED"),
+    "orderList.cancel": ("DELETE", "/api/v3/orderList", "SIGNED"),
+    "openOrderLists.status": ("GET", "/api/v3/openOrderList", "SIGNED"),
+    "allOrderLists": ("GET", "/api/v3/allOrderList", "SIGNED"),
+    "allOrders": ("GET", "/api/v3/allOrders", "SIGNED"),
+    "myTrades": ("GET", "/api/v3/myTrades", "SIGNED"),
+    "account.status": ("GET", "/api/v3/account", "SIGNED"),
+    "account.rateLimits.orders": ("GET", "/api/v3/rateLimit/order", "SIGNED"),
+    "account.commission": ("GET", "/api/v3/account/commission", "SIGNED"),
+    "userDataStream.start": ("POST", "/api/v3/userDataStream", "USER_STREAM"),
+    "userDataStream.ping": ("PUT", "/api/v3/userDataStream", "USER_STREAM"),
+    "userDataStream.stop": ("DELETE", "/api/v3/userDataStream", "USER_STREAM"),
+}
+_WS_SESSION_METHODS = {"session.logon", "session.status", "session.logout", "userDataStream.subscribe",
+                       "userDataStream.subscribe.signature", "userDataStream.unsubscribe"}
+
+
+@dataclass(eq=False)
+class _WsSession:
+    """One WebSocket API connection: its logged-on account (``session.logon``) and subscriptions."""
+
+    connected_ms: int
+    rate_limits: bool = True
+    account: Account | None = None
+    authorized_ms: int | None = None
+    subscribed: list[tuple[str, _Subscriber]] = field(default_factory=list)
+
+
+class _Internal:
+    """What a REST handler reads of a request, built by the WebSocket API from a method's params
+    (already authenticated: ``ws_account``); the handler runs unchanged."""
+
+    can_read_body = False
+
+    def __init__(self, method: str, path: str, params: dict[str, str], api_key: str | None, origin: web.Request,
+                 account: Account | None) -> None:
+        from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+        self.method, self.path = method, path
+        self.query = MultiDictProxy(MultiDict(params))
+        self.raw_path = f"{path}?{urlencode(params)}" if params else path
+        self.headers = CIMultiDictProxy(CIMultiDict({"X-MBX-APIKEY": api_key} if api_key else {}))
+        self.remote, self.transport = origin.remote, origin.transport
+        self.ws_account = account
+
+    async def read(self) -> bytes:
+        return b""
+
+
+def _ws_text(v: Any) -> str:
+    """A WebSocket API parameter as the REST handler reads it (JSON true -> ``"true"``, arrays as JSON)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, dict)):
+        return orjson.dumps(v).decode()
+    return "" if v is None else str(v)
+
+
+def _ws_reply(rid: Any, status: int, *, result: Any = None, raw_result: bytes | None = None, error: dict[str, Any] | None = None,
+              limits: list[dict[str, Any]] | None = None) -> bytes:
+    head = b'{"id":' + orjson.dumps(rid) + b',"status":' + str(status).encode()
+    if error is not None:
+        head += b',"error":' + orjson.dumps(error)
+    else:
+        head += b',"result":' + (raw_result if raw_result is not None else orjson.dumps(result))
+    if limits:
+        head += b',"rateLimits":' + orjson.dumps(limits)
+    return head + b"}"
+
+
+def _order_limits(headers: Any, counter: _OrderCounter) -> list[dict[str, Any]]:
+    """The ORDERS rate limits of an order request, from its REST response headers."""
+    c10, c1d = headers.get("X-MBX-ORDER-COUNT-10S"), headers.get("X-MBX-ORDER-COUNT-1D")
+    if c10 is None or c1d is None:
+        return []
+    return [
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": counter.limit_10s, "count": int(c10)},
+        {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": counter.limit_1d, "count": int(c1d)},
+    ]
 
 
 def _check_order_shape(req: OrderRequest, prefix: str = "") -> None:
