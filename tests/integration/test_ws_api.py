@@ -217,3 +217,20 @@ async def test_trading_day_ticker(venue: ReplayExchange) -> None:
         assert shifted["openTime"] % 86_400_000 == 3_600_000  # UTC-1: the trading day starts at 01:00 UTC
         bad = await http.get("/api/v3/ticker/tradingDay", params={"symbol": "BTCUSDT", "timeZone": "15"})
         assert bad.status_code == 400 and bad.json()["code"] == -1130
+
+
+async def test_a_listen_key_is_a_stream_name_on_market_connections(venue: ReplayExchange) -> None:
+    """binance-connector subscribes its listen key over a market-stream connection; Binance allows it."""
+    r = await raw(venue, "POST", "/api/v3/userDataStream", [], sign=False, timestamp=False)  # type: ignore[arg-type]
+    key = r.json()["listenKey"]
+    async with websockets.connect(f"{venue.ws_url}/ws") as ws, websockets.connect(f"{venue.ws_url}/stream?streams={key}/btcusdt@kline_1h") as comb:
+        await ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": [key, "ethusdt@kline_1h"], "id": 1}).decode())
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 5)) == {"result": None, "id": 1}
+        await ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}).decode())
+        assert set(orjson.loads(await asyncio.wait_for(ws.recv(), 5))["result"]) == {key, "ethusdt@kline_1h"}
+        placed = await raw(venue, "POST", "/api/v3/order", [("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.001")])
+        assert placed.status_code == 200
+        raw_ev = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert raw_ev["e"] == "executionReport"
+        wrapped = orjson.loads(await asyncio.wait_for(comb.recv(), 5))
+        assert wrapped["stream"] == key and wrapped["data"]["e"] == "executionReport"

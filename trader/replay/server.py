@@ -214,6 +214,7 @@ class ReplayExchange:
             weight_clock,
             symbol_check=self._symbol,
         )
+        self.hub.user_data = self.trading  # listen keys work as stream names on market-stream connections
         self._trading_task: asyncio.Task[None] | None = None
         #: called with (request, response) after every request is handled, before the response leaves
         #: (tests: a crash right after the venue acted on the k-th request)

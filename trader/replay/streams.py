@@ -59,6 +59,7 @@ import contextlib
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -198,6 +199,7 @@ class _Conn:
         self.cfg = cfg
         self.rng = rng
         self.streams: set[str] = set()
+        self.user_keys: dict[str, Callable[[], None]] = {}  # listen key -> detach (user data on this connection)
         self.queue: asyncio.Queue[tuple[float, bytes, bool]] = asyncio.Queue()
         self.incoming: deque[float] = deque()
         self.last_pong = time.monotonic()
@@ -245,6 +247,8 @@ class StreamHub:
         self.connections_total = 0
         self.dropped = 0
         clock.listeners.append(self._wake.set)
+        #: the venue's user data (set by the exchange): listen keys are accepted as stream names
+        self.user_data: Any = None
 
     # ------------------------------------------------------------------ streams and events
 
@@ -380,8 +384,23 @@ class StreamHub:
                     self._fast -= bool(parsed and parsed[2] == "100")
 
     def unsupported(self, names: list[str]) -> list[str]:
-        """The names the venue cannot serve (unknown kind, symbol or interval)."""
-        return [n for n in names if self.resolve(n) is None]
+        """The names the venue cannot serve (unknown kind, symbol or interval; not a live listen key)."""
+        return [n for n in names if self.resolve(n) is None and not self._is_listen_key(n)]
+
+    def _is_listen_key(self, name: str) -> bool:
+        return self.user_data is not None and self.user_data.is_listen_key(name)
+
+    def _attach_user_data(self, conn: _Conn, keys: list[str]) -> None:
+        """User data of these listen keys on this connection (raw events; ``stream`` = the key when combined)."""
+        for key in keys:
+            if key not in conn.user_keys:
+                conn.user_keys[key] = self.user_data.attach(key, lambda raw, k=key: conn.push(k, raw), conn.ws, conn.request)
+
+    def _detach_user_data(self, conn: _Conn, keys: list[str]) -> None:
+        for key in keys:
+            detach = conn.user_keys.pop(key, None)
+            if detach is not None:
+                detach()
 
     # ------------------------------------------------------------------ the connection
 
@@ -394,7 +413,7 @@ class StreamHub:
             # tokens without "@" are not stream names: Binance accepts /ws/<anything> and clients rely on it
             # (ccxt.pro connects to /ws/0, then SUBSCRIBEs)
             tail = request.match_info.get("streams", "")
-            initial = [s for s in tail.split("/") if "@" in s]
+            initial = [s for s in tail.split("/") if "@" in s or self._is_listen_key(s)]
         bad = self.unsupported(initial) if len(initial) <= self.cfg.max_streams else []
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, compress=False)  # no permessage-deflate
         await ws.prepare(request)
@@ -404,6 +423,9 @@ class StreamHub:
         if bad:  # the others are served; the client hears at once which names it will never get
             conn.put(error_frame(2, _unsupported_msg(bad)))
             initial = [n for n in initial if n not in set(bad)]
+        keys = [n for n in initial if self._is_listen_key(n)]
+        self._attach_user_data(conn, keys)
+        initial = [n for n in initial if n not in keys]
         if not self._subscribe(conn, initial):
             await self._drop(conn, 1008, "too many streams")
             return ws
@@ -434,6 +456,7 @@ class StreamHub:
                     break
         finally:
             conn.closed = True
+            self._detach_user_data(conn, list(conn.user_keys))
             self._unsubscribe(conn, list(conn.streams))
             self.connections.discard(conn)
             for t in tasks:
@@ -471,14 +494,17 @@ class StreamHub:
                 bad = self.unsupported(params)
                 if bad:
                     return {"code": 2, "msg": _unsupported_msg(bad), "id": rid}
-                if not self._subscribe(conn, params):
+                keys = [p for p in params if self._is_listen_key(p)]
+                self._attach_user_data(conn, keys)
+                if not self._subscribe(conn, [p for p in params if p not in keys]):
                     return None
                 self._wake.set()
             else:
+                self._detach_user_data(conn, params)
                 self._unsubscribe(conn, params)
             return {"result": None, "id": rid}
         if method == "LIST_SUBSCRIPTIONS":
-            return {"result": sorted(conn.streams), "id": rid}
+            return {"result": sorted(conn.streams | set(conn.user_keys)), "id": rid}
         if method in ("SET_PROPERTY", "GET_PROPERTY"):
             if not params or params[0] != "combined":
                 return {"code": 0, "msg": "Unknown property", "id": rid}

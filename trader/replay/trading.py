@@ -58,7 +58,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -256,9 +256,23 @@ class _OrderCounter:
         return {"X-MBX-ORDER-COUNT-10S": str(c10), "X-MBX-ORDER-COUNT-1D": str(c1d)}
 
 
+class _Sink(Protocol):
+    def put_nowait(self, item: bytes) -> None: ...
+
+
+class _Push:
+    """A sink that hands each event to a market-stream connection (a listen key SUBSCRIBEd there)."""
+
+    def __init__(self, push: Callable[[bytes], None]) -> None:
+        self.push = push
+
+    def put_nowait(self, item: bytes) -> None:
+        self.push(item)
+
+
 @dataclass(eq=False)
 class _Subscriber:
-    queue: asyncio.Queue[bytes]
+    queue: _Sink
     ws: web.WebSocketResponse
     request: web.Request
     subscription_id: int | None = None  # WS API: events wrapped as {"subscriptionId", "event"}
@@ -421,6 +435,19 @@ class TradingVenue:
     def is_listen_key(self, token: str) -> bool:
         """True when ``/ws/<token>`` is a user-data stream."""
         return token in self._listen_keys
+
+    def attach(self, key: str, push: Callable[[bytes], None], ws: web.WebSocketResponse, request: web.Request) -> Callable[[], None]:
+        """Send the user data of listen key ``key`` to a market-stream connection (Binance accepts a
+        listen key as a stream name in the URL or in ``SUBSCRIBE``); returns the detach function."""
+        sub = _Subscriber(_Push(push), ws, request)
+        self._listen_keys[key].sockets.add(sub)
+
+        def detach() -> None:
+            lk = self._listen_keys.get(key)
+            if lk is not None:
+                lk.sockets.discard(sub)
+
+        return detach
 
     # ------------------------------------------------------------------ security
 
@@ -985,6 +1012,8 @@ class TradingVenue:
         _, params = await self._listen_params(request, need_key=True)
         lk = self._listen_keys.pop(params["listenKey"])
         for sub in lk.sockets:
+            if isinstance(sub.queue, _Push):  # a market-stream connection: only its user data ends
+                continue
             with contextlib.suppress(Exception):
                 await sub.ws.close()
         return _json({})
@@ -1009,9 +1038,11 @@ class TradingVenue:
 
     async def _writer(self, sub: _Subscriber) -> None:
         drop = self.faults.user_data_drop_every_events
+        queue = sub.queue
+        assert isinstance(queue, asyncio.Queue)
         with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
             while True:
-                raw = await sub.queue.get()
+                raw = await queue.get()
                 await sub.ws.send_str(raw.decode())
                 sub.sent += 1
                 if drop and sub.sent >= drop:
