@@ -234,3 +234,55 @@ async def test_a_listen_key_is_a_stream_name_on_market_connections(venue: Replay
         assert raw_ev["e"] == "executionReport"
         wrapped = orjson.loads(await asyncio.wait_for(comb.recv(), 5))
         assert wrapped["stream"] == key and wrapped["data"]["e"] == "executionReport"
+
+
+async def test_control_endpoints_are_signed_finite_and_loopback(venue: ReplayExchange) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=venue.rest_url) as http:  # the API key alone moves nothing
+        r = await http.post("/replay/balance", params={"asset": "USDT", "delta": "1000"}, headers={"X-MBX-APIKEY": KEY})
+        assert r.status_code == 400 and r.json()["code"] == -1102
+    for bad in ("NaN", "Infinity", "-Infinity", "1e16", "0.000000001", "abc", "1e100000"):
+        r = await raw(venue, "POST", "/replay/balance", [("asset", "USDT"), ("delta", bad)])
+        assert r.status_code == 400 and r.json()["code"] == -1100, (bad, r.text)
+    r = await raw(venue, "POST", "/replay/balance", [("asset", "USDT"), ("delta", "-1000000")])
+    assert r.json()["code"] == -2010  # never below zero
+    r = await raw(venue, "POST", "/replay/balance", [("asset", "USDT"), ("delta", "250.5")])
+    assert r.status_code == 200 and r.json() == {"asset": "USDT", "free": "10250.50000000"}
+    acct = await raw(venue, "GET", "/api/v3/account", [])
+    assert acct.status_code == 200  # never wedged
+
+
+async def test_a_captured_order_expires_on_a_frozen_clock(venue: ReplayExchange) -> None:
+    """At --speed 0 the venue's time stands still; a signed order replayed after its recvWindow of
+    wall time is -1021, while an immediate retry (what a client does on a dropped connection) works."""
+    import httpx
+
+    from trader.exchange.signing import Credentials
+
+    wall = [1000.0]
+    venue.trading.wall = lambda: wall[0]
+    items = [("symbol", "BTCUSDT"), ("side", "BUY"), ("type", "MARKET"), ("quantity", "0.001"), ("newClientOrderId", "cap1"),
+             ("recvWindow", 5000), ("timestamp", venue.clock.now_ms())]
+    query = Credentials.hmac(KEY, SECRET).signed_query(items)
+    async with httpx.AsyncClient() as c:
+        first = await c.post(f"{venue.rest_url}/api/v3/order?{query}", headers={"X-MBX-APIKEY": KEY})
+        assert first.status_code == 200
+        wall[0] += 1.0
+        again = await c.post(f"{venue.rest_url}/api/v3/order?{query}", headers={"X-MBX-APIKEY": KEY})
+        assert again.status_code == 200  # within the window Binance would accept it too
+        wall[0] += 10.0
+        late = await c.post(f"{venue.rest_url}/api/v3/order?{query}", headers={"X-MBX-APIKEY": KEY})
+        assert late.status_code == 400 and late.json()["code"] == -1021
+        reads = [("symbol", "BTCUSDT"), ("timestamp", venue.clock.now_ms())]
+        q2 = Credentials.hmac(KEY, SECRET).signed_query(reads)
+        for _ in range(2):  # reads repeat freely on a frozen clock
+            assert (await c.get(f"{venue.rest_url}/api/v3/openOrders?{q2}", headers={"X-MBX-APIKEY": KEY})).status_code == 200
+            wall[0] += 10.0
+
+
+async def test_the_clock_moves_only_for_loopback_peers(dataset: ReplayDataset) -> None:
+    from trader.replay.server import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("::ffff:127.0.0.1")
+    assert not _loopback("10.1.2.3") and not _loopback(None) and not _loopback("garbage")

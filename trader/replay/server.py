@@ -30,7 +30,8 @@ Errors are Binance's: HTTP 400 ``{"code": -1121, "msg": "Invalid symbol."}`` and
 that is neither recorded nor derivable is -1120 with the list of what is served; a known Binance
 endpoint the venue cannot serve (no recorded trades) is -1020; any other path is HTTP 404 with a
 JSON body. Non-Binance control endpoints for tests and demos live under ``/replay/``
-(``GET /replay/clock``, ``POST /replay/clock?stepMs=N``); they cost no weight.
+(``GET /replay/clock``, ``POST /replay/clock?stepMs=N`` from loopback peers only; ``POST /replay/balance``
+signed by the account it credits); they cost no weight.
 """
 
 from __future__ import annotations
@@ -695,6 +696,10 @@ class ReplayExchange:
         return _json({"nowMs": self.clock.now_ms(), "speed": self.clock.speed})
 
     async def _clock_post(self, request: web.Request) -> web.Response:
+        """``POST /replay/clock?stepMs=N``: step a speed-0 clock. Loopback clients only: a venue bound
+        beyond loopback (``--host``) still lets nobody else move its time."""
+        if not _loopback(request.remote):
+            raise BinanceError(403, -1002, "You are not authorized to execute this request: /replay/ control endpoints answer loopback clients only.")
         raw = request.query.get("stepMs", "0")
         if not raw.isdigit() or len(raw) > 15:
             raise BinanceError(400, -1130, "Data sent for parameter 'stepMs' is not valid: a whole number of ms >= 0 expected.")
@@ -703,6 +708,17 @@ class ReplayExchange:
         except ConfigError as exc:
             raise BinanceError(400, -1130, f"Data sent for parameter 'stepMs' is not valid: {exc}") from None
         return _json({"nowMs": now, "speed": self.clock.speed})
+
+
+def _loopback(remote: str | None) -> bool:
+    """True for a peer on 127.0.0.0/8 or ::1 (an IPv4-mapped IPv6 loopback included)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address((remote or "").removeprefix("::ffff:"))
+    except ValueError:
+        return False
+    return ip.is_loopback
 
 
 def _tz_offset_ms(raw: str) -> int:

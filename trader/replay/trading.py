@@ -104,6 +104,7 @@ _UNSUPPORTED_PARAMS = {
     "IcebergQty": "iceberg orders are not supported by the replay venue (exchangeInfo: icebergAllowed=false)",
 }
 _LISTEN_KEY_TTL_S = 3600.0
+_MAX_DEPOSIT = Decimal(10) ** 15
 
 
 def generate_account(balances: dict[str, float] | None = None) -> AccountConfig:
@@ -371,6 +372,8 @@ class TradingVenue:
         self._rng = random.Random(faults.seed + 1)
         self._listen_keys: dict[str, _ListenKey] = {}
         self._ws_api: dict[str, set[_Subscriber]] = {}
+        self.wall: Callable[[], float] = time.monotonic  # wall seconds of the replay guard (injectable for tests)
+        self._seen_signatures: dict[str, float] = {}  # state-changing signatures on a frozen clock -> first arrival (monotonic s)
         #: (HTTP method, path) -> REST handler, set by the exchange: the WebSocket API runs them
         self.rest_handlers: dict[tuple[str, str], Callable[[Any], Awaitable[web.StreamResponse]]] = {}
         #: charges request weight to an IP (the exchange's limiter): (ip, weight, connection, what) -> Admission
@@ -503,6 +506,28 @@ class TradingVenue:
         if server - ts > recv * scale:
             raise Rejected(-1021, "Timestamp for this request is outside of the recvWindow.")
 
+    def _replay_guard(self, method: str, path: str, signature: str, params: dict[str, str]) -> None:
+        """On a clock slower than the wall (``--speed 0`` above all) a timestamp never leaves its
+        recvWindow, so a captured signed request would stay valid for ever: there, a state-changing
+        request is valid for recvWindow of *wall* time from its first arrival, then answered -1021
+        like an expired one. Reads are not limited (a client polling a frozen clock repeats them)."""
+        if self.clock.speed >= 1.0:
+            return
+        ep = by_path("spot", method, path)
+        if ep is not None and ep.idempotent:
+            return
+        now = self.wall()
+        seen = self._seen_signatures
+        while seen and next(iter(seen.values())) < now - 60.0:
+            seen.pop(next(iter(seen)))
+        first = seen.setdefault(signature, now)
+        try:
+            window_s = float(params.get("recvWindow") or 5000) / 1000.0
+        except ValueError:
+            window_s = 5.0
+        if now - first > window_s:
+            raise Rejected(-1021, "Timestamp for this request is outside of the recvWindow.")
+
     async def _signed(self, request: web.Request, allowed: set[str]) -> tuple[Account, dict[str, str]]:
         """Authenticate a SIGNED request; its parameters without the security ones. A WebSocket API
         request arrives authenticated (``ws_account``): only its timestamp is checked here."""
@@ -519,6 +544,7 @@ class TradingVenue:
             payload = (_strip_signature(raw_query) + _strip_signature(raw_body)).encode()
             if not self.verify(acct, payload, signature):
                 raise Rejected(-1022, "Signature for this request is not valid.")
+            self._replay_guard(request.method, request.path, signature, params)
         self._check_time(params)
         rest = {k: v for k, v in params.items() if k not in _SECURITY}
         unknown = [k for k in rest if k not in allowed]
@@ -761,17 +787,21 @@ class TradingVenue:
         return await self._place_list(acct, symbol, side, quantity, reqs[0], reqs[1], params)
 
     async def _deposit(self, request: web.Request) -> web.Response:
-        """``POST /replay/balance?apiKey=&asset=&delta=`` (control endpoint, not Binance's): credit or
-        debit an account; emits ``balanceUpdate``."""
-        q = dict(request.query)
-        acct = self._account_for(q.get("apiKey"))
-        asset = q.get("asset", "")
-        if not asset.isalnum() or not asset.isupper():
+        """``POST /replay/balance?asset=&delta=`` (control endpoint, not Binance's): credit or debit
+        the calling account; emits ``balanceUpdate``. A SIGNED request like any account change
+        (the API key alone moves nothing); ``delta`` is a finite decimal, |delta| <= 1e15, and a
+        debit below zero is refused (-2010), so no account can be wedged."""
+        acct, params = await self._signed(request, {"asset", "delta"})
+        asset = _mandatory(params, "asset")
+        if not asset.isalnum() or not asset.isupper() or len(asset) > 20:
             raise Rejected(-1100, "Illegal characters found in parameter 'asset'.")
+        raw = _mandatory(params, "delta")
         try:
-            delta = Decimal(q.get("delta", ""))
+            delta = Decimal(raw)
         except InvalidOperation:
-            raise Rejected(-1100, "Illegal characters found in parameter 'delta'.") from None
+            raise Rejected(-1100, "Illegal characters found in parameter 'delta'; a finite decimal is expected.") from None
+        if not delta.is_finite() or abs(delta) > _MAX_DEPOSIT or delta != delta.quantize(Decimal("0.00000001")):
+            raise Rejected(-1100, "Illegal characters found in parameter 'delta'; a finite decimal of at most 8 decimals, |delta| <= 1e15, is expected.")
         self.engine.deposit(acct, asset, delta, self.clock.now_ms())
         return _json({"asset": asset, "free": e8(acct.free(asset))})
 
