@@ -67,8 +67,9 @@ def load(
 
 
 def split_list(value: str | None) -> list[str]:
-    """``"BTCUSDT, ethusdt"`` -> ``["BTCUSDT", "ethusdt"]`` (commas or spaces)."""
-    return [v for v in (value or "").replace(",", " ").split() if v]
+    """``"BTCUSDT, ethusdt"`` -> ``["BTCUSDT", "ethusdt"]``: split on commas only, each item stripped,
+    so ``"btc usdt"`` stays one (invalid) item and is refused instead of becoming two symbols."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def symbols_and_intervals(settings: Any, symbols: str | None, intervals: str | None) -> tuple[list[str], list[str]]:

@@ -6,6 +6,8 @@ diskcache, pydantic, typer and rich only — never pandas, xgboost or sklearn (a
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -79,6 +81,17 @@ def scan(
             from trader.errors import StoreLostError
 
             raise StoreLostError(kstore.lost)
+        if wanted:
+            stored = {sym for sym, iv in kstore.series() if iv in ivs}
+            missing = [w for w in wanted if w not in stored]
+            if missing and len(missing) == len(wanted):
+                raise StoreError(
+                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: no {'/'.join(ivs)} klines in the store at {path}; "
+                    f"run 'trader warm -s {','.join(missing[:5])}' (or scan --refresh)"
+                )
+            for m in missing:
+                print(f"trader: warning: {m}: no {'/'.join(ivs)} klines in the store; not scanned (run 'trader warm -s {m}')", file=sys.stderr)
+            wanted = [w for w in wanted if w in stored]
         universe = wanted or scanner.universe()
         if not universe:
             raise StoreError(f"the store at {path} has no symbol with {', '.join(ivs)} klines; run 'trader warm' first")
@@ -128,6 +141,18 @@ async def _refresh(settings: Any, wanted: list[str], intervals: list[str]) -> No
         print(f"trader: warning: refresh {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
 
 
+async def _status_lines(feed: Any, stop: Any, every_s: float) -> None:
+    """``scan --live``'s stderr status line every ``every_s`` (cron and systemd logs see reconnects,
+    malformed frames and lag; a terminal sees them too)."""
+    from trader.loop import status_of
+
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            print(status_of(feed).line().replace("follow:", "scan --live:", 1), file=sys.stderr, flush=True)
+
+
 async def _live(
     settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None, stop: Any,
     no_model: bool = False,
@@ -169,8 +194,12 @@ async def _live(
                 for err in feed.warm_report.errors:
                     print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
                 barrier.expected = {s for s, i in feed.live if i == intervals[0]}
-                with Scanner(store, sc, intervals, loader=feed.load, model=model) as scanner:
-                    async for result in live_scans(feed, scanner, barrier, stop, every_s=every, max_scans=max_scans):
-                        passing = result.passing(sc.min_score)[: top or None]
-                        render_scan(result, passing, line_fmt, sc.min_score, intervals)
-                        print_notes(result)
+                status = asyncio.create_task(_status_lines(feed, stop, settings.stream.status_every_s))
+                try:
+                    with Scanner(store, sc, intervals, loader=feed.load, model=model) as scanner:
+                        async for result in live_scans(feed, scanner, barrier, stop, every_s=every, max_scans=max_scans):
+                            passing = result.passing(sc.min_score)[: top or None]
+                            render_scan(result, passing, line_fmt, sc.min_score, intervals)
+                            print_notes(result)
+                finally:
+                    status.cancel()

@@ -81,6 +81,9 @@ def trade(
             typed = typer.prompt(f"Trade REAL money on {settings.profile} ({settings.exchange.rest_url})? Type LIVE to go on", default="")
             if typed != "LIVE":
                 raise fail("not confirmed; nothing was done", 2)
+    from trader.config import parse_listen
+
+    parse_listen(listen or settings.trade.listen)  # a malformed --listen fails before anything starts
     _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash, not no_model)
 
 
@@ -210,7 +213,10 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
             iv = interval_ms(settings.trade.decision_interval)
             observer = Observer(engine.bus, mode if creds else "paper-local", max_silence_s=max(2 * iv / 1000.0, 60.0),
                                 weight=lambda: rest.stats.weight_used)
-            runner, bound = await observer.serve(host or "127.0.0.1", int(port or 0))
+            try:
+                runner, bound = await observer.serve(host or "127.0.0.1", int(port or 0))
+            except OSError as exc:  # unresolvable name, address not on this host, port taken
+                raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
             def settle_virtual(t: int) -> int:
                 with KlineStore(settings.store_path()) as st:

@@ -26,7 +26,7 @@ def warm(
     symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.", show_default=False)] = None,
     top: Annotated[int | None, typer.Option("--top", help="The N symbols with the largest 24h quote volume (TRADING, quote asset from config).", min=1, show_default=False)] = None,
     intervals: Annotated[str | None, typer.Option("--intervals", "-i", help="Comma-separated intervals (default from config: 1h,4h).", show_default=False)] = None,
-    klines: Annotated[int | None, typer.Option("--klines", "-n", help="History depth per series, klines (default 1000).", min=1, show_default=False)] = None,
+    klines: Annotated[int | None, typer.Option("--klines", "-n", help="History depth per series, klines (default 1000, at most 5 000 000).", min=1, max=5_000_000, show_default=False)] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="REST requests in flight (default 20).", min=1, max=256, show_default=False)] = None,
     lock_timeout: Annotated[float | None, typer.Option("--lock-timeout", help="Seconds to wait for another warm on the same store (default 60).", min=0, show_default=False)] = None,
     deadline: Annotated[float | None, typer.Option("--deadline", help="Overall deadline of the warm, s (default 900); waits for a recovering exchange count.", min=1, show_default=False)] = None,
@@ -71,19 +71,30 @@ def warm(
 
 
 async def _run(settings: Any, wanted: list[str], top: int | None, intervals: list[str], quiet: bool) -> Any:
+    import asyncio
+    import time
+
+    from trader.errors import NetworkError
     from trader.store.klines import KlineStore
     from trader.warm import resolve_symbols, warm
 
     w = settings.warm
+    end = time.monotonic() + w.deadline_s  # --deadline bounds the whole command: selection, lock wait and warm
     with KlineStore(settings.store_path()) as store:
         if store.lost is not None:
             print(f"trader: warning: {store.lost.split('; ')[0]}; fetching everything again", file=sys.stderr)
-        async with store.writer_lock_async(w.lock_timeout_s), client(settings) as rest:
-            symbols = await resolve_symbols(
-                rest, symbols=wanted, top=top, configured=settings.universe.symbols, quote_asset=settings.universe.quote_asset
-            )
+        async with store.writer_lock_async(min(w.lock_timeout_s, w.deadline_s)), client(settings) as rest:
+            rest.set_deadline(max(end - time.monotonic(), 0.0))
+            try:
+                async with asyncio.timeout(max(end - time.monotonic(), 0.0)):
+                    symbols = await resolve_symbols(
+                        rest, symbols=wanted, top=top, configured=settings.universe.symbols, quote_asset=settings.universe.quote_asset
+                    )
+            except TimeoutError:
+                raise NetworkError(f"deadline of {w.deadline_s:g} s reached while selecting the --top symbols") from None
             with _progress(len(symbols) * len(intervals), quiet) as progress:
-                report = await warm(rest, store, symbols, intervals, depth=w.klines, deadline_s=w.deadline_s, progress=progress)
+                left = max(end - time.monotonic(), 0.001)
+                report = await warm(rest, store, symbols, intervals, depth=w.klines, deadline_s=left, progress=progress)
         store.note_series()
         return report
 
@@ -118,7 +129,7 @@ async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: 
                 for err in feed.warm_report.errors:
                     print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
                 print(f"follow: {len(feed.live)} streams live; SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
-                await follow(feed, stop, lambda st: print(st.line(), file=sys.stderr, flush=True))
+                await follow(feed, stop, lambda st: print(st.line(), file=sys.stderr, flush=True), every_s=settings.stream.status_every_s)
     print(f"follow: stopped; persisted {feed.stats.persisted_klines} closed klines", file=sys.stderr, flush=True)
 
 

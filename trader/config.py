@@ -286,12 +286,13 @@ class StreamConfig(_Model):
     lag_grace_s: float = Field(10.0, ge=0, description="a series is lagging once its newest close is this late, s")
     snapshot_s: float = Field(60.0, ge=0, description="seconds between persists of the live cache to the store")
     capacity: int = Field(300, ge=60, description="klines kept in memory per series")
+    status_every_s: float = Field(60.0, gt=0, description="stderr status line (closed, reconnects, malformed frames, lag) every this often, s")
 
 
 class WarmConfig(_Model):
     """``trader warm``."""
 
-    klines: int = Field(1000, ge=1, description="history depth per series, klines")
+    klines: int = Field(1000, ge=1, le=5_000_000, description="history depth per series, klines (at most 5 000 000: 9.5 years of 1m)")
     lock_timeout_s: float = Field(60.0, ge=0, description="wait for another warm's lock, s (0 = exit at once)")
     deadline_s: float = Field(900.0, gt=0, description="overall deadline of one warm (waits for an open breaker included), s")
 
@@ -501,12 +502,44 @@ class RiskConfig(_Model):
         return self
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9100"`` -> ``("127.0.0.1", 9100)``: a host (IP literal or DNS name) and a port 0-65535.
+
+    Raises:
+        ConfigError: not ``HOST:PORT``, a malformed IP address, or a port out of range.
+    """
+    import ipaddress
+
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen address {value!r}: expected HOST:PORT with a port in 0-65535")
+    looks_ip = all(c.isdigit() or c == "." for c in host) or ":" in host
+    if looks_ip:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"listen address {value!r}: {host!r} is not a valid IP address") from None
+    elif not all(part and len(part) <= 63 and part.replace("-", "").isalnum() for part in host.split(".")):
+        raise ConfigError(f"listen address {value!r}: {host!r} is not a valid host name")
+    return host, int(port)
+
+
 class TradeConfig(_Model):
     """``trader trade``: strategy, decisions, ledger, observability."""
 
     strategy: str = Field("scan", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_]+$", description="name in client order ids and the ledger")
     decision_interval: str = Field("1h", description="decide at every close of this interval")
     listen: str = Field("127.0.0.1:0", description="host:port of /health and /metrics (port 0: a free one, printed)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_ok(cls, v: str) -> str:
+        try:
+            parse_listen(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
     orphans: Literal["adopt", "cancel", "report"] = Field(
         "cancel", description="venue orders / holdings the ledger does not know: cancel (orders; holdings reported), adopt, report")
     lookback: int = Field(1000, ge=100, le=10_000, description="klines per series a paper/live decision scores (1000: the backtest's numbers to ~1e-12)")
@@ -633,6 +666,7 @@ class Settings(_Model):
 #: YAML a config file may use: nesting depth and aliases (anchors are fine; "billion laughs" is not)
 MAX_YAML_DEPTH = 50
 MAX_YAML_ALIASES = 100
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few KB; anything over 1 MiB is refused before parsing
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -651,6 +685,21 @@ class _BoundedLoader(yaml.SafeLoader):
     def _refuse(self, what: str) -> ConfigError:
         mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
         return ConfigError(f"{getattr(self, '_source', '<config>')}:{mark.line + 1}: {what}")
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping, refusing a key given twice (PyYAML lets the last one win without a word)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{getattr(self, '_source', '<config>')}:{line}: duplicate key {key!r} (first at line {seen[key]}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:  # type: ignore[override]
         event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -702,9 +751,12 @@ def _line_index(node: yaml.Node) -> dict[tuple[str | int, ...], int]:
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a configuration is a few KB (wrong file?)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

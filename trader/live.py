@@ -163,6 +163,9 @@ class LiveFeed:
             why = self.stream.last_error or "no answer"
             await self.stream.stop()
             raise NetworkError(f"cannot open the WebSocket stream at {url} within {deadline:g} s ({why})") from None
+        if self.stream.fatal is not None:
+            await self.stream.stop()
+            raise NetworkError(f"cannot open the WebSocket stream: {self.stream.fatal}")
         # klines that closed between the warm and the subscription
         await asyncio.gather(*(self.backfill(*key) for key in series))
         if self.snapshot_s > 0:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trader.errors import ConfigError, TraderError
+from trader.errors import ConfigError, NetworkError, TraderError
 from trader.exchange.rest import BinanceClient
 from trader.models import CLOSE_TIME, OPEN_TIME, interval_ms, kline_open_ms
 from trader.store.klines import KlineStore, missing_ranges
@@ -113,7 +113,8 @@ async def resolve_symbols(
     """The symbols a command works on, by one rule: ``--symbols`` > ``--top N`` > ``universe.symbols``.
 
     ``top`` asks the exchange (24h tickers + exchangeInfo: weight 100) for the ``top`` TRADING
-    symbols in ``quote_asset`` by 24h quote volume.
+    symbols in ``quote_asset`` by 24h quote volume; while the exchange is down (retryable errors,
+    an open breaker) it asks again after growing pauses until the client's deadline.
 
     Raises:
         ConfigError: nothing to work on (no symbols, no ``top``, nothing configured).
@@ -121,8 +122,17 @@ async def resolve_symbols(
     if symbols:
         return list(symbols)
     if top is not None:
-        tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
-        return select_top(tickers, info, top, quote_asset)
+        rounds = 0
+        while True:  # like a kline request: an exchange that is down is waited out, up to the deadline
+            try:
+                tickers, info = await asyncio.gather(client.fetch_ticker_24hr(), client.fetch_exchange_info())
+                return select_top(tickers, info, top, quote_asset)
+            except TraderError as exc:
+                left = None if client.deadline is None else client.deadline - client.breaker.now()
+                rounds += 1
+                if not exc.retryable or left is None or left <= 0 or rounds > _MAX_ROUNDS:
+                    raise
+                await client.sleep(min(2.0**rounds, 30.0, left))
     if configured:
         return list(configured)
     raise ConfigError("no symbols: pass --symbols A,B or --top N, or set universe.symbols in the config")
@@ -277,9 +287,14 @@ async def warm(
     t0 = time.perf_counter()
     if deadline_s is not None:
         client.set_deadline(deadline_s)
+    end = None if deadline_s is None else asyncio.get_running_loop().time() + deadline_s  # one deadline for all of it
     report = WarmReport(symbols=len(symbols), series=len(symbols) * len(intervals))
     local_before = time.time()
-    now_ms = await client.fetch_server_time()
+    try:
+        async with asyncio.timeout_at(end):
+            now_ms = await client.fetch_server_time()
+    except TimeoutError:
+        raise NetworkError(f"deadline of {deadline_s:g} s reached before the exchange told its time") from None
     local_ms = int((local_before + time.time()) / 2 * 1000)
     store.set_clock(now_ms, local_ms)
     report.server_time_ms = now_ms
@@ -333,7 +348,7 @@ async def warm(
     try:
         # the overall deadline also bounds requests that are merely slow; appends are synchronous, so a
         # cancellation lands between requests and every series is stored as before or after an append
-        async with asyncio.timeout(deadline_s):
+        async with asyncio.timeout_at(end):
             await rounds_until_done()
     except TimeoutError:
         reported = {(e.symbol, e.interval) for e in report.errors}

@@ -67,8 +67,11 @@ class OrderJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the order journal at {self.path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -88,6 +91,8 @@ class OrderJournal:
                 raise StoreError(f"order journal {self.path} has schema {version}, newer than this trader ({_SCHEMA_VERSION})")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"order journal {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the order journal at {self.path}: {exc.strerror or exc}") from None
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -124,6 +124,8 @@ class KlineStream:
         self.ready = asyncio.Event()
         self._ready_chunks = 0
         self.last_error: str | None = None  #: why the last connection attempt failed (for a clear error)
+        #: set when the server refused the connection for good (HTTP 4xx but 429/418): ``ready`` is set too
+        self.fatal: str | None = None
 
     @staticmethod
     def stream_name(symbol: str, interval: str) -> str:
@@ -240,6 +242,11 @@ class KlineStream:
                         ws = await self._open(chunk)
                     except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                         self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                        status = _refused_status(exc)
+                        if status is not None:  # a 4xx is an answer, not an outage: retrying cannot help
+                            self.fatal = f"{self.ws_url} answered the WebSocket handshake with HTTP {status}"
+                            self.ready.set()
+                            return
                         await asyncio.sleep(self._backoff(attempt))
                         attempt += 1
                         continue
@@ -273,6 +280,16 @@ class KlineStream:
         finally:  # also on cancellation (stop() cancels this task mid-recv): never leak the socket
             if ws is not None:
                 await _close(ws)
+
+
+def _refused_status(exc: BaseException) -> int | None:
+    """The HTTP status of a handshake the server answered with a client error (4xx other than the
+    rate limits 418/429, which are waited out); None for anything worth retrying."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (418, 429):
+        return status
+    return None
 
 
 async def _close(ws: websockets.ClientConnection) -> None:

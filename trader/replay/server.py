@@ -244,6 +244,19 @@ class ReplayExchange:
             except ValueError:
                 raise ConfigError(f"replay.start: {cfg.start!r} is not 'auto', 'end', epoch ms or an ISO-8601 time") from None
             start_ms = int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
+        if start_ms is not None:
+            first, last = dataset.bounds_ms()
+            if not first <= start_ms <= last:
+                from datetime import UTC, datetime
+
+                def iso(ms: int) -> str:
+                    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+                where = "after the recording ends" if start_ms > last else "before the recording starts"
+                raise ConfigError(
+                    f"replay.start {cfg.start!r} ({iso(start_ms)}) is {where}: the data covers {iso(first)} .. {iso(last)}; "
+                    "pick a time inside it, 'auto' or 'end'"
+                )
         clock = None
         if cfg.clock == "wall":
             if cfg.speed != 1.0:
