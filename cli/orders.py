@@ -161,8 +161,8 @@ def place(
     kinds = ("LIMIT", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "LIMIT_MAKER")
     if type_u not in kinds:
         raise fail(f"--type must be one of {', '.join(kinds)}, got {type_}", 2)
-    if signal_ms is not None and not 946_684_800_000 <= signal_ms <= int(time.time() * 1000) + 86_400_000:
-        raise fail(f"--signal-ms must be an epoch-ms time after 2000-01-01 and at most a day ahead, got {signal_ms}", 2)
+    if signal_ms is not None and not 0 <= signal_ms <= int(time.time() * 1000) + 86_400_000:
+        raise fail(f"--signal-ms must be an epoch-ms time >= 0 and at most a day ahead, got {signal_ms}", 2)
     settings = load(config, profile, rest_url, ws_url, store)
     intent = OrderIntent(
         strategy=strategy, symbol=validate_symbol(symbol), signal_ms=signal_ms if signal_ms is not None else int(time.time() * 1000),

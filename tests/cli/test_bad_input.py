@@ -47,7 +47,7 @@ def one_error(p: subprocess.CompletedProcess[str], code: int, needle: str) -> No
         (["order", "place", "--journal", "/proc/x/j.sqlite", "--rest-url", "http://127.0.0.1:9", "-s", "BTCUSDT", "--side", "BUY",
           "--type", "MARKET", "--qty", "0.001"], KEYS, 4, "cannot create the order journal at /proc/x/j.sqlite"),
         (["order", "place", "--signal-ms", "-1", "--rest-url", "http://127.0.0.1:9", "-s", "BTCUSDT", "--side", "BUY",
-          "--type", "MARKET", "--qty", "0.001"], KEYS, 2, "--signal-ms must be an epoch-ms time"),
+          "--type", "MARKET", "--qty", "0.001"], KEYS, 2, "--signal-ms must be an epoch-ms time >= 0"),
         (["replay", "--start", "2030-01-01"], {}, 2, "is after the recording ends"),
         (["replay", "--start", "2001-01-01"], {}, 2, "is before the recording starts"),
         (["warm", "--klines", "1000000000000000", "-s", "BTCUSDT", "--rest-url", "http://127.0.0.1:9"], {}, 2, "--klines"),

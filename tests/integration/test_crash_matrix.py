@@ -50,7 +50,7 @@ def test_the_scripted_session_goes_through_every_path_that_moves_money(clean: di
 async def test_sigkill_after_the_kth_venue_request_breaks_no_invariant(dataset: ReplayDataset, clean: dict[str, Any], tmp_path: Path) -> None:
     """A dense sample of kill points over the whole session (every one: bench/crash_matrix.py)."""
     n = clean["requests"]
-    points = sorted({1, 2, 3, *range(9, n + 1, max(n // 10, 1))})
+    points = sorted({1, 2, 3, *range(9, n + 1, max(n // 6, 1))})
     results = []
     for a in range(0, len(points), 2):  # two sessions at a time: one per core
         results += await asyncio.gather(*(session(dataset, tmp_path, k, fault_rate=0.2, seed=k) for k in points[a : a + 2]))
