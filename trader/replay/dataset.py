@@ -191,6 +191,7 @@ class SeriesData:
         self.open_time_ms = values[OPEN_TIME].astype(np.int64)
         self.open_list: list[int] = self.open_time_ms.tolist()  # plain ints for per-kline arithmetic
         self.trades_cumsum = np.cumsum(values[TRADES].astype(np.int64))
+        self.volume_cumsum = np.cumsum(values[VOLUME])  # base volume up to and including each kline
         self._blocks: dict[int, tuple[bytes, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._dec: tuple[list[int], list[int]] | None = None

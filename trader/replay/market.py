@@ -64,6 +64,7 @@ __all__ = [
     "path_price",
     "symbol_info",
     "ticker_doc",
+    "trade_tape",
     "update_id",
     "window_stats",
 ]
@@ -413,6 +414,34 @@ def depth_diff(series: Series, t0_ms: int, t1_ms: int, spread_bps: float) -> tup
     if same and (a.bid, a.ask) == (b.bid, b.ask):
         return [], []
     return _side_diff(a.bids(), b.bids(), a, b, same), _side_diff(a.asks(), b.asks(), a, b, same)
+
+
+def _tape_at(series: Series, t_ms: int) -> tuple[int, float]:
+    """``(trades, base volume)`` accrued from the start of the data up to ``t_ms`` (pro rata inside
+    the kline, trades floored as a forming kline's ``n`` is)."""
+    i = series.visible(t_ms) - 1
+    if i < 0:
+        return 0, 0.0
+    data = series.data
+    before_n = int(data.trades_cumsum[i - 1]) if i > 0 else 0
+    before_v = float(data.volume_cumsum[i - 1]) if i > 0 else 0.0
+    f = _frac(series, i, t_ms)
+    v = series.values[:, i]
+    return before_n + math.floor(float(v[TRADES]) * f + 1e-9), before_v + float(v[VOLUME]) * f
+
+
+def trade_tape(series: Series, t0_ms: int, t1_ms: int) -> tuple[int, int, float, float, bool] | None:
+    """The synthetic trade print of ``(t0, t1]`` on the intrabar path (there are no recorded trades):
+    ``(first trade id, last trade id, base quantity, price at t1, buyer is maker)``, or None when
+    no trade happened. Trade ids are the running trade counts the kline events report (``f``/``L``),
+    the quantity the path's pro-rata volume, the side from the path's direction (a falling price
+    prints as sells: buyer is maker)."""
+    n0, v0 = _tape_at(series, t0_ms)
+    n1, v1 = _tape_at(series, t1_ms)
+    if n1 <= n0 or v1 <= v0:
+        return None
+    p0, p1 = current_price(series, t0_ms), current_price(series, t1_ms)
+    return n0 + 1, n1, v1 - v0, p1, p1 < p0
 
 
 def avg_price(series: Series, now_ms: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ stream                                 event                                    
 ``<symbol>@bookTicker``                best bid/ask (``u, s, b, B, a, A``)              every ``update_ms``
 ``<symbol>@depth``, ``@depth@100ms``   ``depthUpdate`` (``U``, ``u``, ``b``, ``a``)     1000 / 100 ms
 ``<symbol>@depth<5|10|20>[@100ms]``    ``{"lastUpdateId", "bids", "asks"}``             1000 / 100 ms
+``<symbol>@trade``, ``@aggTrade``      ``trade`` / ``aggTrade`` (synthetic prints)      100 ms
 =====================================  ==============================================  =================
 
 All values follow the venue's intrabar model (:mod:`trader.replay.market`); intervals without a
@@ -23,8 +24,12 @@ one quantity everywhere — whose update id advances every 100 ms of replay time
 so Binance's "How to manage a local order book correctly" procedure works unchanged (an event is
 sent only when the book changed; its ids cover the quiet updates before it).
 
-Any other stream name (``@trade`` and ``@aggTrade`` included: the venue replays klines and has no
-individual trades) is refused with Binance's error frame
+**Trades are synthetic** too (there are no recorded trades): one print per 100 ms of replay time in
+which the path traded (:func:`trader.replay.market.trade_tape`): the path price, the pro-rata base
+volume of that step, trade ids = the running trade counts kline events report (``aggTrade``
+``f``..``l`` covers them), a falling price printing as sells.
+
+Any other stream name is refused with Binance's error frame
 ``{"error": {"code": 2, "msg": "Invalid request: unsupported stream name(s): ..."}, "id": N}``:
 in reply to ``SUBSCRIBE``, or — for names in the connection URL — as the first frame of a
 connection that serves every other name it asked for. A ``/ws/<token>`` path whose token is not a
@@ -74,10 +79,10 @@ if TYPE_CHECKING:
     from trader.replay.clock import ReplayClock
     from trader.replay.dataset import ReplayDataset, Series
 
-__all__ = ["StreamHub", "depth_event", "error_frame", "kline_event", "parse_stream", "partial_depth_event"]
+__all__ = ["StreamHub", "depth_event", "error_frame", "kline_event", "parse_stream", "partial_depth_event", "trade_event"]
 
 _DAY_MS = 86_400_000
-_SIMPLE = {"ticker": "ticker", "miniticker": "miniTicker", "bookticker": "bookTicker"}
+_SIMPLE = {"ticker": "ticker", "miniticker": "miniTicker", "bookticker": "bookTicker", "trade": "trade", "aggtrade": "aggTrade"}
 _DEPTH_KINDS = {"depth": 0, "depth5": 5, "depth10": 10, "depth20": 20}  # kind -> levels (0: diff depth)
 
 
@@ -104,6 +109,11 @@ def parse_stream(name: str) -> tuple[str, str, str] | None:
     return sym.upper(), simple, ""
 
 
+def _fast(parsed: tuple[str, str, str] | None) -> bool:
+    """Streams updated every 100 ms of replay time (the hub then ticks faster)."""
+    return parsed is not None and (parsed[2] == "100" or parsed[1] in ("trade", "aggTrade"))
+
+
 def depth_event(symbol: str, now_ms: int, first_id: int, last_id: int, bids: list[list[str]], asks: list[list[str]]) -> bytes:
     """Binance ``depthUpdate`` (Diff. Depth Stream): ids ``U = first_id``, ``u = last_id``."""
     return orjson.dumps({"e": "depthUpdate", "E": now_ms, "s": symbol, "U": first_id, "u": last_id, "b": bids, "a": asks})
@@ -118,6 +128,22 @@ def partial_depth_event(book: market.Book, now_ms: int, levels: int) -> bytes:
     })
 
 
+def trade_event(series: Series, kind: str, t0_ms: int, t1_ms: int) -> bytes | None:
+    """A synthetic ``trade`` / ``aggTrade`` event for ``(t0, t1]`` (:func:`trader.replay.market.trade_tape`):
+    one print per update step of the path, its quantity the volume traded in it. None if nothing traded."""
+    tape = market.trade_tape(series, t0_ms, t1_ms)
+    if tape is None:
+        return None
+    first, last, qty, price, maker = tape
+    pd, qd = series.decimals(series.visible(t1_ms) - 1)
+    p, q = market.fmt_price(price, pd), market.fmt_qty(qty, qd)
+    if kind == "trade":
+        doc = {"e": "trade", "E": t1_ms, "s": series.symbol, "t": last, "p": p, "q": q, "T": t1_ms, "m": maker, "M": True}
+    else:
+        doc = {"e": "aggTrade", "E": t1_ms, "s": series.symbol, "a": last, "p": p, "q": q, "f": first, "l": last, "T": t1_ms, "m": maker, "M": True}
+    return orjson.dumps(doc)
+
+
 def error_frame(code: int, msg: str, rid: Any = None) -> bytes:
     """A control-message error exactly as Binance's stream servers send it:
     ``{"error": {"code": 2, "msg": "Invalid request: ..."}, "id": 1}``."""
@@ -125,9 +151,7 @@ def error_frame(code: int, msg: str, rid: Any = None) -> bytes:
 
 
 def _unsupported_msg(bad: list[str]) -> str:
-    trades = [n for n in bad if n.partition("@")[2] in ("trade", "aggTrade")]
-    hint = " (the replay venue replays klines: it has no individual trades)" if trades else ""
-    return f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}{hint}"
+    return f"Invalid request: unsupported stream name(s): {', '.join(bad[:10])}"
 
 
 def _closed_fields(series: Series, index: int) -> list[bytes]:
@@ -302,9 +326,17 @@ class StreamHub:
             u1 = market.update_id(now)
             if u1 > u0:
                 bids, asks = market.depth_diff(series, u0 * market.BOOK_UPDATE_MS, now, self.spread_bps)
-                self._depth_u[name] = u1
-                if bids or asks:  # ids run on: the next event's U is still this u + 1
+                if bids or asks:  # nothing changed: no event, and the next one still starts at u0 + 1
+                    self._depth_u[name] = u1
                     out.append(depth_event(symbol, now, u0 + 1, u1, bids, asks))
+                else:
+                    self._depth_u[name] = u0
+            return out
+        if kind in ("trade", "aggTrade"):
+            if now // market.BOOK_UPDATE_MS > last // market.BOOK_UPDATE_MS:
+                ev = trade_event(series, kind, last, now)
+                if ev is not None:
+                    out.append(ev)
             return out
         if kind in ("ticker", "miniTicker"):
             if now // 1000 > last // 1000:
@@ -368,8 +400,7 @@ class StreamHub:
                 self.subs[name] = set()
                 self.last_ms[name] = self.clock.now_ms()
                 self._depth_u.pop(name, None)
-                parsed = self.resolve(name)
-                self._fast += bool(parsed and parsed[2] == "100")
+                self._fast += _fast(self.resolve(name))
             self.subs[name].add(conn)
         return len(conn.streams) <= self.cfg.max_streams
 
@@ -380,8 +411,7 @@ class StreamHub:
             if subs is not None and conn in subs:
                 subs.discard(conn)
                 if not subs:
-                    parsed = self.resolve(name)
-                    self._fast -= bool(parsed and parsed[2] == "100")
+                    self._fast -= _fast(self.resolve(name))
 
     def unsupported(self, names: list[str]) -> list[str]:
         """The names the venue cannot serve (unknown kind, symbol or interval; not a live listen key)."""

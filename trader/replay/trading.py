@@ -1123,8 +1123,8 @@ class TradingVenue:
         method = method.removeprefix("v3/")
         if not isinstance(params, dict):
             return _ws_reply(rid, 400, error={"code": -1000, "msg": "Malformed request: 'params' must be an object."})
-        show = params.pop("returnRateLimits", session.rate_limits)
-        flat = {k: _ws_text(v) for k, v in params.items()}
+        show = params.get("returnRateLimits", session.rate_limits)
+        flat = {k: _ws_text(v) for k, v in params.items()}  # signed as sent, returnRateLimits included
         ip = sub.request.remote or "unknown"
         limits: list[dict[str, Any]] = []
         try:
@@ -1145,7 +1145,7 @@ class TradingVenue:
                 account = self._ws_authorize(flat, session)
             elif security == "USER_STREAM" and not api_key:
                 raise Rejected(-2014, "API-key format invalid.", 401)
-            query = {k: v for k, v in flat.items() if k not in ("apiKey", "signature")}
+            query = {k: v for k, v in flat.items() if k not in ("apiKey", "signature", "returnRateLimits")}
             handler = self.rest_handlers.get((http_method, path))
             if handler is None:  # pragma: no cover - every WS_API_METHODS route is registered
                 raise Rejected(-1000, f"{method} is not served.")
