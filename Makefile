@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/live.py
 	$(PY) bench/ml.py
 	$(PY) bench/orders.py
+	$(PY) bench/venue.py
 	$(PY) bench/trade.py
 	$(VENV)/bin/trader compare --full
 

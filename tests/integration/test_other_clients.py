@@ -232,6 +232,14 @@ async def test_python_binance_ws_api_user_socket_depth_and_threaded_manager() ->
                 await client.create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.0009")
                 event = await asyncio.wait_for(user.recv(), 10)
                 assert event["e"] in ("executionReport", "outboundAccountPosition")
+            await client.create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001")
+            px = float((await client.get_symbol_ticker(symbol="BTCUSDT"))["price"])
+            oco = await client.create_oco_order(symbol="BTCUSDT", side="SELL", quantity="0.0005", aboveType="LIMIT_MAKER",
+                                                abovePrice=f"{px * 1.2:.2f}", belowType="STOP_LOSS", belowStopPrice=f"{px * 0.8:.2f}")
+            assert oco["listOrderStatus"] == "EXECUTING" and len(oco["orderReports"]) == 2
+            assert [o["orderListId"] for o in await client.get_open_oco_orders()] == [oco["orderListId"]]
+            await client._delete("orderList", True, data={"symbol": "BTCUSDT", "orderListId": oco["orderListId"]})
+            assert await client.get_open_oco_orders() == []
             async with bm.depth_socket("BTCUSDT", depth=binance.BinanceSocketManager.WEBSOCKET_DEPTH_5) as depth:
                 book = await asyncio.wait_for(depth.recv(), 10)
                 assert len(book["bids"]) == 5 and book["lastUpdateId"] > 0
@@ -287,6 +295,11 @@ async def test_binance_sdk_spot_rest_ws_api_and_streams(caplog: pytest.LogCaptur
         try:
             placed = await asyncio.wait_for(conn.order_place(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=0.001), 10)
             assert placed.data().status == 200 and placed.data().result.status == "FILLED"
+            px = float((await asyncio.to_thread(spot.rest_api.ticker_price, symbol="BTCUSDT")).data().actual_instance.price)
+            oco = await asyncio.wait_for(conn.order_list_place_oco(
+                symbol="BTCUSDT", side="SELL", quantity=0.0005, above_type="LIMIT_MAKER", above_price=round(px * 1.2, 2),
+                below_type="STOP_LOSS", below_stop_price=round(px * 0.8, 2)), 10)
+            assert oco.data().result.list_order_status == "EXECUTING"
             account = await asyncio.wait_for(conn.account_status(), 10)
             assert any(b.asset == "BTC" for b in account.data().result.balances)
         finally:
@@ -351,6 +364,7 @@ def test_binance_connector_rest_streams_user_data_and_ws_api() -> None:
     assert "order FILLED" in p.stdout
     assert "stream kinds ['executionReport', 'kline', 'outboundAccountPosition', 'result']" in p.stdout, p.stdout
     assert "api [(200, ['listenKey']), (200, ['symbol', 'price']), (200, ['symbol', 'orderId', 'orderListId'])]" in p.stdout, p.stdout
+    assert "oco EXECUTING 2 open lists 1" in p.stdout, p.stdout
 
 
 def test_cryptofeed_over_tls_candles_tickers_books_and_trades() -> None:

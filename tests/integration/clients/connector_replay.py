@@ -28,6 +28,11 @@ print("klines", len(client.klines("BTCUSDT", "1h", limit=3)))
 o = client.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=0.001)
 print("order", o["status"])
 print("account", [b for b in client.account()["balances"] if b["asset"] == "BTC"])
+px = float(client.ticker_price("BTCUSDT")["price"])
+oco = client.new_oco_order(symbol="BTCUSDT", side="SELL", quantity=0.0005, aboveType="LIMIT_MAKER", abovePrice=round(px * 1.2, 2),
+                           belowType="STOP_LOSS", belowStopPrice=round(px * 0.8, 2))
+print("oco", oco["listOrderStatus"], len(oco["orderReports"]), "open lists", len(client.get_oco_open_orders()))
+client.cancel_oco_order("BTCUSDT", orderListId=oco["orderListId"])
 
 got: list[dict] = []
 lock = threading.Lock()
