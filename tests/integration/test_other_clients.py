@@ -262,6 +262,10 @@ async def test_python_binance_ws_api_user_socket_depth_and_threaded_manager() ->
                     time.sleep(0.05)
             finally:
                 twm.stop()
+                twm.join(10)
+                if not twm._loop.is_closed():  # python-binance leaves its loop (and its self-pipe) open
+                    twm._loop.close()
+                asyncio.set_event_loop(None)
 
         try:
             await asyncio.to_thread(threaded)
