@@ -35,6 +35,7 @@ __all__ = [
     "CostsConfig",
     "FactorConfig",
     "FaultConfig",
+    "FuturesReplayConfig",
     "IndicatorConfig",
     "MLConfig",
     "MatchingReplayConfig",
@@ -229,6 +230,20 @@ class MatchingReplayConfig(_Model):
     order_limit_1d: int = Field(200_000, ge=1, description="new orders per account per day (Binance: 200 000)")
 
 
+class FuturesReplayConfig(_Model):
+    """The replay venue's USD-M perpetual futures (see :mod:`trader.replay.futures`)."""
+
+    maker_fee: float = Field(0.0002, ge=0, le=0.1, description="maker commission, fraction (Binance USD-M regular: 0.02 %)")
+    taker_fee: float = Field(0.0005, ge=0, le=0.1, description="taker commission, fraction (Binance USD-M regular: 0.05 %)")
+    funding_rate: float = Field(0.0001, ge=-0.03, le=0.03, description="funding rate per 8 h when no --funding file (0.0001 = 0.01 %)")
+    funding_dir: Path | None = Field(None, description="per-symbol funding files <SYMBOL>.json in Binance's fundingRate format")
+    brackets_file: Path | None = Field(None, description="a GET /fapi/v1/leverageBracket response to use instead of the shipped tiers")
+    default_leverage: int = Field(20, ge=1, le=125, description="leverage of a symbol before POST /fapi/v1/leverage (Binance: 20)")
+    wallet: float | None = Field(None, ge=0, description="each account's futures wallet, USDT (default: its spot USDT balance)")
+    order_limit_10s: int = Field(300, ge=1, description="new futures orders per account per 10 s (Binance: 300)")
+    order_limit_1m: int = Field(1200, ge=1, description="new futures orders per account per minute (Binance: 1200)")
+
+
 class ReplayConfig(_Model):
     """The local Binance-compatible replay exchange."""
 
@@ -250,6 +265,7 @@ class ReplayConfig(_Model):
         default_factory=list, description="trading accounts; empty = one generated account with 10 000 USDT"
     )
     matching: MatchingReplayConfig = MatchingReplayConfig()
+    futures: FuturesReplayConfig = FuturesReplayConfig()
 
 
 class ClientConfig(_Model):

@@ -93,6 +93,18 @@ def _usdm_ticker(params: Mapping[str, str]) -> int:
     return 1 if params.get("symbol") else 40
 
 
+def _usdm_depth(params: Mapping[str, str]) -> int:
+    try:
+        limit = int(params.get("limit") or 500)
+    except ValueError:
+        limit = 500
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+
+
+def _usdm_batch(params: Mapping[str, str]) -> int:
+    return 5
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One REST endpoint.
@@ -169,7 +181,49 @@ def _usdm() -> dict[str, Endpoint]:
         Endpoint("time", "GET", f"{v1}/time", _fixed(1)),
         Endpoint("exchangeInfo", "GET", f"{v1}/exchangeInfo", _fixed(1)),
         Endpoint("klines", "GET", f"{v1}/klines", _usdm_klines),
+        Endpoint("continuousKlines", "GET", f"{v1}/continuousKlines", _usdm_klines),
+        Endpoint("markPriceKlines", "GET", f"{v1}/markPriceKlines", _usdm_klines),
+        Endpoint("indexPriceKlines", "GET", f"{v1}/indexPriceKlines", _usdm_klines),
         Endpoint("ticker24hr", "GET", f"{v1}/ticker/24hr", _usdm_ticker),
+        Endpoint("tickerPrice", "GET", f"{v1}/ticker/price", _one_or_all(1, 2)),
+        Endpoint("tickerPriceV2", "GET", "/fapi/v2/ticker/price", _one_or_all(1, 2)),
+        Endpoint("bookTicker", "GET", f"{v1}/ticker/bookTicker", _one_or_all(2, 5)),
+        Endpoint("depth", "GET", f"{v1}/depth", _usdm_depth),
+        Endpoint("premiumIndex", "GET", f"{v1}/premiumIndex", _one_or_all(1, 10)),
+        Endpoint("fundingRate", "GET", f"{v1}/fundingRate", _fixed(1)),
+        Endpoint("fundingInfo", "GET", f"{v1}/fundingInfo", _fixed(1)),
+        Endpoint("openInterest", "GET", f"{v1}/openInterest", _fixed(1)),
+        # Trading / account / user data (Binance USD-M REST API, "Trade", "Account", "User Data Streams").
+        # A new order costs 0 IP weight and 1 on each ORDERS window; a batch 5 and 5.
+        Endpoint("newOrder", "POST", f"{v1}/order", _fixed(0), signed=True, idempotent=False, counters=_ORDERS, orders=1, api_key=True),
+        Endpoint("batchOrders", "POST", f"{v1}/batchOrders", _usdm_batch, signed=True, idempotent=False, counters=_ORDERS, orders=5,
+                 api_key=True),
+        Endpoint("queryOrder", "GET", f"{v1}/order", _fixed(1), signed=True, api_key=True),
+        Endpoint("cancelOrder", "DELETE", f"{v1}/order", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("cancelBatch", "DELETE", f"{v1}/batchOrders", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("openOrder", "GET", f"{v1}/openOrder", _fixed(1), signed=True, api_key=True),
+        Endpoint("openOrders", "GET", f"{v1}/openOrders", _one_or_all(1, 40), signed=True, api_key=True),
+        Endpoint("allOrders", "GET", f"{v1}/allOrders", _fixed(5), signed=True, api_key=True),
+        Endpoint("cancelAll", "DELETE", f"{v1}/allOpenOrders", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("countdownCancelAll", "POST", f"{v1}/countdownCancelAll", _fixed(10), signed=True, idempotent=False, api_key=True),
+        Endpoint("leverage", "POST", f"{v1}/leverage", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("marginType", "POST", f"{v1}/marginType", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("leverageBracket", "GET", f"{v1}/leverageBracket", _fixed(1), signed=True, api_key=True),
+        Endpoint("positionSideGet", "GET", f"{v1}/positionSide/dual", _fixed(30), signed=True, api_key=True),
+        Endpoint("positionSidePost", "POST", f"{v1}/positionSide/dual", _fixed(1), signed=True, idempotent=False, api_key=True),
+        Endpoint("multiAssetsMargin", "GET", f"{v1}/multiAssetsMargin", _fixed(30), signed=True, api_key=True),
+        Endpoint("positionRiskV2", "GET", "/fapi/v2/positionRisk", _fixed(5), signed=True, api_key=True),
+        Endpoint("positionRisk", "GET", "/fapi/v3/positionRisk", _fixed(5), signed=True, api_key=True),
+        Endpoint("accountV2", "GET", "/fapi/v2/account", _fixed(5), signed=True, api_key=True),
+        Endpoint("account", "GET", "/fapi/v3/account", _fixed(5), signed=True, api_key=True),
+        Endpoint("balanceV2", "GET", "/fapi/v2/balance", _fixed(5), signed=True, api_key=True),
+        Endpoint("balance", "GET", "/fapi/v3/balance", _fixed(5), signed=True, api_key=True),
+        Endpoint("userTrades", "GET", f"{v1}/userTrades", _fixed(5), signed=True, api_key=True),
+        Endpoint("income", "GET", f"{v1}/income", _fixed(30), signed=True, api_key=True),
+        Endpoint("commissionRate", "GET", f"{v1}/commissionRate", _fixed(20), signed=True, api_key=True),
+        Endpoint("newListenKey", "POST", f"{v1}/listenKey", _fixed(1), idempotent=False, api_key=True),
+        Endpoint("keepaliveListenKey", "PUT", f"{v1}/listenKey", _fixed(1), api_key=True),
+        Endpoint("closeListenKey", "DELETE", f"{v1}/listenKey", _fixed(1), api_key=True),
     ]
     return {e.name: e for e in eps}
 

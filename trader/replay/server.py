@@ -52,7 +52,14 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from trader.config import AccountConfig, FaultConfig, MatchingReplayConfig, ReplayConfig, WsReplayConfig
+from trader.config import (
+    AccountConfig,
+    FaultConfig,
+    FuturesReplayConfig,
+    MatchingReplayConfig,
+    ReplayConfig,
+    WsReplayConfig,
+)
 from trader.errors import ConfigError
 from trader.exchange.endpoints import by_path
 from trader.models import BINANCE_INTERVALS
@@ -163,6 +170,7 @@ class ReplayExchange:
         background_load: parse and validate every data file in a background thread after start.
         accounts: trading accounts (``replay.accounts``); empty = one generated account.
         matching: fill rules and order limits (``replay.matching``).
+        futures: the USD-M venue's fees, funding, tiers and order limits (``replay.futures``).
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class ReplayExchange:
         background_load: bool = False,
         accounts: list[AccountConfig] | None = None,
         matching: MatchingReplayConfig | None = None,
+        futures: FuturesReplayConfig | None = None,
     ) -> None:
         self.dataset = dataset if dataset is not None else ReplayDataset()
         self.host = host
@@ -216,6 +225,12 @@ class ReplayExchange:
             symbol_check=self._symbol,
         )
         self.hub.user_data = self.trading  # listen keys work as stream names on market-stream connections
+        #: Binance counts /fapi request weight apart from /api: a budget of its own
+        self.fapi_limiter = WeightLimiter(weight_limit, ban_after_429s, weight_clock, grace_s=grace)
+        from trader.replay.futures_api import FuturesVenue
+
+        self.futures = FuturesVenue(self, futures or FuturesReplayConfig(), weight_clock)
+        self.trading.advance_hooks.append(self.futures.advance)
         self._trading_task: asyncio.Task[None] | None = None
         #: called with (request, response) after every request is handled, before the response leaves
         #: (tests: a crash right after the venue acted on the k-th request)
@@ -289,6 +304,7 @@ class ReplayExchange:
             ssl_context=ssl_context,
             accounts=list(cfg.accounts),
             matching=cfg.matching,
+            futures=cfg.futures,
             **kwargs,
         )
         ex.cert_path = cert
@@ -323,6 +339,7 @@ class ReplayExchange:
         r.add_get("/api/v3/avgPrice", self._avg_price)
         r.add_get("/api/v3/depth", self._depth)
         self.trading.routes(app)
+        self.futures.routes(app)
         r.add_get("/ws", self.hub.handle)
         r.add_get("/ws/{streams:.*}", self._ws_path)
         r.add_get("/stream", self.hub.handle)
@@ -391,8 +408,10 @@ class ReplayExchange:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.stats.requests[request.path] += 1
-        ep = by_path("spot", request.method, request.path)
+        usdm = request.path.startswith("/fapi/")
+        ep = by_path("usdm" if usdm else "spot", request.method, request.path)
         weight = ep.weight(request.query) if ep is not None else 0
+        limiter = self.fapi_limiter if usdm else self.limiter
         f = self.faults
         try:
             if weight == 0:
@@ -401,9 +420,9 @@ class ReplayExchange:
                 ip = request.remote or "unknown"
                 conn = request.transport  # one HTTP/1.1 connection: its requests are sequential
                 if f.rate_429 and self._rng.random() < f.rate_429:
-                    adm = self.limiter.force_429(ip, conn=conn)
+                    adm = limiter.force_429(ip, conn=conn)
                 else:
-                    adm = self.limiter.admit(ip, weight, conn)  # decided on receipt
+                    adm = limiter.admit(ip, weight, conn)  # decided on receipt
                 if f.latency_ms or f.jitter_ms:  # then the response takes its time
                     await asyncio.sleep((f.latency_ms + self._rng.uniform(0.0, f.jitter_ms)) / 1000.0)
                 used = {"X-MBX-USED-WEIGHT-1M": str(adm.used_weight)}
@@ -566,6 +585,17 @@ class ReplayExchange:
             raise BinanceError(400, -1130, "Data sent for parameter 'limit' is not valid.")
         if start is not None and end is not None and start > end:
             raise BinanceError(400, -1023, "Start time is greater than end time.")
+        body = await self.kline_body(symbol, interval, start, end, limit)
+        return web.Response(body=body, content_type="application/json", charset="UTF-8")
+
+    async def kline_body(self, symbol: str, interval: str, start: int | None, end: int | None, limit: int,
+                         price_only: bool = False) -> bytes:
+        """The JSON array of klines a ``klines`` request answers (shared by spot and USD-M; with
+        ``price_only`` the USD-M mark/index price kline rows: volumes and counts zero).
+
+        Raises:
+            BinanceError: -1120 an interval the recording cannot give.
+        """
         if not self.dataset.has(symbol, interval):
             recorded = ", ".join(self.dataset.intervals)
             derived = ", ".join(i for i in DERIVABLE if self.dataset.has(symbol, i) and i not in self.dataset.intervals)
@@ -583,9 +613,14 @@ class ReplayExchange:
         else:
             lo = max(hi - limit, 0)
         if hi <= lo:
-            return web.Response(body=b"[]", content_type="application/json", charset="UTF-8")
+            return b"[]"
         forming = visible > 0 and now < int(ot[visible - 1]) + series.interval_ms
         closed_hi = hi - 1 if forming and hi == visible else hi
+        if price_only:
+            rows = orjson.loads(b"[" + series.rows_json(lo, closed_hi) + b"]")
+            if closed_hi < hi:
+                rows.append(market.forming_row(series, hi - 1, now))
+            return orjson.dumps([[r[0], r[1], r[2], r[3], r[4], "0", r[6], "0", 0, "0", "0", "0"] for r in rows])
         if series.data.rendered(lo, closed_hi):
             body = series.rows_json(lo, closed_hi)
         else:  # rendering a block of text is ~1 ms: off the event loop
@@ -593,7 +628,7 @@ class ReplayExchange:
         if closed_hi < hi:
             last = orjson.dumps(market.forming_row(series, hi - 1, now))
             body = body + b"," + last if body else last
-        return web.Response(body=b"[" + body + b"]", content_type="application/json", charset="UTF-8")
+        return b"[" + body + b"]"
 
     def _exchange_info_doc(self, series: list[Series], now: int) -> bytes:
         return orjson.dumps(

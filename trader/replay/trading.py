@@ -285,6 +285,7 @@ class _ListenKey:
     account: Account
     expires: float
     sockets: set[_Subscriber] = field(default_factory=set)
+    market: str = "spot"  # "usdm": a /fapi/v1/listenKey (futures events)
 
 
 def _dec(params: dict[str, str], name: str) -> Decimal | None:
@@ -383,6 +384,7 @@ class TradingVenue:
         self.user_data_dropped = 0
         self.unknown_status_orders: list[str] = []  #: client order ids answered 5xx / held after acceptance
         self._closing = asyncio.Event()
+        self.advance_hooks: list[Callable[[], None]] = []  #: also run every 50 ms (the USD-M engine)
         clock.listeners.append(self._on_clock)
 
     # ------------------------------------------------------------------ wiring
@@ -429,6 +431,8 @@ class TradingVenue:
             await asyncio.sleep(0.05)
             if self.clock.speed:
                 self.engine.advance(self.clock.now_ms())
+                for hook in self.advance_hooks:
+                    hook()
             self._expire_listen_keys()
 
     def close(self) -> None:
@@ -994,12 +998,12 @@ class TradingVenue:
     # ------------------------------------------------------------------ user data
 
     def _listening(self, acct: Account) -> bool:
-        return bool(self._ws_api.get(acct.api_key)) or any(lk.account is acct and lk.sockets for lk in self._listen_keys.values())
+        return bool(self._ws_api.get(acct.api_key)) or any(lk.account is acct and lk.market == "spot" and lk.sockets for lk in self._listen_keys.values())
 
     def _emit(self, acct: Account, event: dict[str, Any]) -> None:
         raw = orjson.dumps(event)
         for lk in self._listen_keys.values():
-            if lk.account is acct:
+            if lk.account is acct and lk.market == "spot":
                 for sub in lk.sockets:
                     sub.queue.put_nowait(raw)
         for sub in self._ws_api.get(acct.api_key, ()):
@@ -1019,14 +1023,14 @@ class TradingVenue:
         if need_key:
             key = _mandatory(params, "listenKey")
             lk = self._listen_keys.get(key)
-            if lk is None or lk.account is not acct:
+            if lk is None or lk.account is not acct or lk.market != "spot":
                 raise Rejected(-1125, "This listenKey does not exist.")
         return acct, params
 
     async def _listen_new(self, request: web.Request) -> web.Response:
         acct, _ = await self._listen_params(request, need_key=False)
         for key, lk in self._listen_keys.items():  # Binance returns the account's live key
-            if lk.account is acct:
+            if lk.account is acct and lk.market == "spot":
                 lk.expires = time.monotonic() + _LISTEN_KEY_TTL_S
                 return _json({"listenKey": key})
         key = "".join(secrets.choice(_KEY_CHARS) for _ in range(60))
