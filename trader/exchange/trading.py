@@ -340,20 +340,9 @@ class TradingClient:
             RateLimited: the exchange refused it for a rate limit (not placed; submit again later).
         """
         cid = intent.client_order_id
-        entry = self.journal.get(cid)
-        if entry is not None:
-            if entry.status == "PLACED":
-                found = await self.query_order(intent.symbol, client_order_id=cid)
-                if found is None:  # never resend what was placed: the exchange lost it, a human must look
-                    raise OrderStatusUnknown(f"{cid}: the journal says placed (order {entry.order_id}) but the exchange "
-                                             "does not know it; not resent", client_order_id=cid)
-                return found
-            elif entry.status == "REJECTED":
-                raise OrderRejected(f"{cid}: rejected before: {entry.error}", code=None)
-            elif entry.status in ("SENDING", "UNKNOWN"):
-                found = await self.resolve(cid, intent.symbol, entry.timestamp_ms, entry.recv_window_ms)
-                if found is not None:
-                    return found
+        found = await self._from_journal(intent)
+        if found is not None:
+            return found
         rules = await self.rules(intent.symbol)
         # avgPrice is the reference of PERCENT_PRICE_BY_SIDE (priced orders) and of a MARKET order's NOTIONAL by
         # quantity; a MARKET order by quoteOrderQty states its notional itself: no request for it
@@ -364,6 +353,33 @@ class TradingClient:
             ref_price = avg  # NOTIONAL applies to MARKET orders at avgPrice (applyMinToMarket, avgPriceMins)
         params = self.prepare(intent, rules, ref_price, avg)
         return await self._send_new("newOrder", intent.symbol, cid, params, 1)
+
+    async def _from_journal(self, intent: OrderIntent) -> Order | None:
+        """What the journal knows of ``intent``: the order when it was placed (or is found placed),
+        None when it must be sent (never journaled, or proven absent).
+
+        Raises:
+            OrderRejected: it was rejected before. OrderStatusUnknown: placed but the exchange lost it.
+        """
+        cid = intent.client_order_id
+        entry = self.journal.get(cid)
+        if entry is None:
+            return None
+        if entry.status == "PLACED":
+            found = await self.query_order(intent.symbol, client_order_id=cid)
+            if found is None:  # never resend what was placed: the exchange lost it, a human must look
+                raise OrderStatusUnknown(f"{cid}: the journal says placed (order {entry.order_id}) but the exchange "
+                                         "does not know it; not resent", client_order_id=cid)
+            return found
+        if entry.status == "REJECTED":
+            raise OrderRejected(f"{cid}: rejected before: {entry.error}", code=None)
+        if entry.status in ("SENDING", "UNKNOWN"):
+            return await self.resolve(cid, intent.symbol, entry.timestamp_ms, entry.recv_window_ms)
+        return None
+
+    def _parse_order(self, doc: dict[str, Any]) -> Order:
+        """An order response as :class:`Order` (USD-M's client overrides it)."""
+        return Order.from_binance(doc if "orderId" in doc else doc["orderReports"][0])
 
     async def _send_new(self, name: str, symbol: str, cid: str, params: list[tuple[str, str]], n_orders: int) -> Order:
         if not self.clock.synced:
@@ -391,7 +407,7 @@ class TradingClient:
                     self.stats.time_resyncs += 1
                     await self.sync_time()
                     continue
-                if exc.code == -2010 and "Duplicate order" in str(exc):  # ours, from an attempt we lost track of
+                if (exc.code == -2010 and "Duplicate order" in str(exc)) or exc.code == -4116:  # ours, from an attempt we lost track of
                     found = await self.query_order(symbol, client_order_id=cid)
                     if found is not None:
                         self.journal.update(cid, "PLACED", order_id=found.order_id)
@@ -399,8 +415,7 @@ class TradingClient:
                 self.journal.update(cid, "REJECTED", error=str(exc))
                 raise OrderRejected(str(exc), status=exc.status, code=exc.code) from None
             self._note_order_count(headers)
-            doc = orjson.loads(body)
-            order = Order.from_binance(doc if "orderId" in doc else doc["orderReports"][0])
+            order = self._parse_order(orjson.loads(body))
             self.journal.update(cid, "PLACED", order_id=order.order_id)
             return order
         raise OrderStatusUnknown(f"{cid}: not placed after two attempts", client_order_id=cid)

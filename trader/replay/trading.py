@@ -517,7 +517,7 @@ class TradingVenue:
         like an expired one. Reads are not limited (a client polling a frozen clock repeats them)."""
         if self.clock.speed >= 1.0:
             return
-        ep = by_path("spot", method, path)
+        ep = by_path("usdm" if path.startswith("/fapi/") else "spot", method, path)
         if ep is not None and ep.idempotent:
             return
         now = self.wall()
