@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from cli.compare import compare
-from cli.orders import account, order_app
+from cli.orders import account, order_app, position_app
 from cli.replay import replay
 from cli.scan import scan
 from cli.store import store_app
@@ -35,6 +35,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(tune_app, name="tune")
 app.command("account")(account)
 app.add_typer(order_app, name="order")
+app.add_typer(position_app, name="position")
 app.add_typer(trade_app, name="trade")
 
 

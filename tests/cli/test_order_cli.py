@@ -89,3 +89,32 @@ def test_a_full_order_session_never_shows_the_secret(replay: tuple[str, dict[str
     assert secret.encode() not in journal.read_bytes() and key.encode() not in journal.read_bytes()
     for wal in tmp_path.glob("journal.sqlite*"):
         assert secret.encode() not in wal.read_bytes()
+
+
+def test_usdm_account_orders_and_positions_from_the_cli(replay: tuple[str, dict[str, str], list[str]], tmp_path: Path) -> None:
+    """`--market usdm` on the same replay URL: a leveraged isolated short placed exactly once,
+    `trader position list`, a refused reduce-only that would flip, `trader position close`."""
+    url, creds, seen = replay
+    env = {**creds, "TRADER_REST_URL": url, "TRADER_WS_URL": url.replace("http", "ws")}
+    j = ["--journal", str(tmp_path / "usdm.sqlite")]
+    acct = trader(["account", "--market", "usdm", "--json"], env, seen)
+    assert acct.returncode == 0, acct.stderr
+    assert orjson.loads(acct.stdout)["walletBalance"] == "10000.00000000" and orjson.loads(acct.stdout)["positions"] == []
+    short = ["order", "place", "--market", "usdm", "-s", "ETHUSDT", "--side", "SELL", "--qty", "0.5", "--leverage", "3",
+             "--margin-type", "isolated", "--signal-ms", "11", "--json", *j]
+    first, again = trader(short, env, seen), trader(short, env, seen)
+    assert first.returncode == 0, first.stderr
+    assert orjson.loads(first.stdout)[0]["orderId"] == orjson.loads(again.stdout)[0]["orderId"]  # exactly once
+    pos = trader(["position", "list", "--json"], env, seen)
+    [p] = orjson.loads(pos.stdout)
+    assert (p["symbol"], p["positionAmt"], p["leverage"], p["marginType"]) == ("ETHUSDT", "-0.500", 3, "isolated")
+    flip = trader(["order", "place", "--market", "usdm", "-s", "ETHUSDT", "--side", "BUY", "--qty", "1", "--reduce-only", *j], env, seen)
+    assert flip.returncode == 3 and flip.stderr.count("\n") == 1 and "-2022" in flip.stderr
+    spot_flag = trader(["order", "place", "-s", "ETHUSDT", "--side", "BUY", "--qty", "1", "--reduce-only"], env, seen)
+    assert spot_flag.returncode == 2 and "--market usdm" in spot_flag.stderr
+    closed = trader(["position", "close", "-s", "ETHUSDT", "--yes", "--json", *j], env, seen)
+    assert closed.returncode == 0, closed.stderr
+    assert orjson.loads(closed.stdout)[0]["status"] == "FILLED"
+    flat = trader(["position", "close", "-s", "ETHUSDT", "--yes", *j], env, seen)
+    assert flat.returncode == 1 and "no open position" in flat.stderr
+    assert trader(["position", "list", "--json"], env, seen).stdout.strip() == "[]"
