@@ -38,6 +38,8 @@ def replay(
     ws_drop_every_messages: Annotated[int | None, typer.Option(help="Stream fault: abort a connection after N events.", show_default=False)] = None,
     ws_malformed_rate: Annotated[float | None, typer.Option(help="Stream fault: probability of a malformed frame after an event.", show_default=False)] = None,
     preload: Annotated[bool, typer.Option(help="Parse and render every series before printing the URL (default: in the background after).")] = False,
+    funding: Annotated[Path | None, typer.Option("--funding", help="USD-M: directory of <SYMBOL>.json funding files (Binance fundingRate format); default: the constant replay.futures.funding_rate.", show_default=False)] = None,
+    brackets: Annotated[Path | None, typer.Option("--brackets", help="USD-M: a GET /fapi/v1/leverageBracket response to use instead of the shipped published tiers.", show_default=False)] = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
     rest_url: RestUrlOpt = None,
@@ -45,6 +47,10 @@ def replay(
     store: StoreOpt = None,
 ) -> None:
     """Serve recorded Binance klines over Binance's REST API and WebSocket streams on 127.0.0.1.
+
+    Spot under /api/v3 and USD-M perpetual futures under /fapi on the same port. There are no
+    recorded perpetual prices: the perpetuals trade on the spot recording (basis modelled as zero;
+    mark = index = last), with funding every 8 h at a constant rate or from --funding files.
 
     The first line on stdout is the base URL (http://127.0.0.1:PORT), flushed at once; the second
     gives the first trading account's credentials as ``TRADER_API_KEY=... TRADER_API_SECRET=...``
@@ -82,6 +88,9 @@ def replay(
     }
     if ws:
         replay_over["ws"] = ws
+    fut = {k: str(v) for k, v in {"funding_dir": funding, "brackets_file": brackets}.items() if v is not None}
+    if fut:
+        replay_over["futures"] = fut
     settings = load(config, profile, rest_url, ws_url, store, {"replay": replay_over} if replay_over else None)
     from trader.replay.server import ReplayExchange
 

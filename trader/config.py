@@ -599,6 +599,8 @@ _DERIVED_COSTS: dict[tuple[str, ...], Any] = {
     ("replay", "matching", "maker_fee"): lambda c: c.spot.maker_fee,
     ("replay", "matching", "taker_fee"): lambda c: c.spot.taker_fee,
     ("replay", "matching", "impact_bps"): lambda c: c.impact_bps,
+    ("replay", "futures", "maker_fee"): lambda c: c.usdm.maker_fee,
+    ("replay", "futures", "taker_fee"): lambda c: c.usdm.taker_fee,
 }
 
 
@@ -647,7 +649,8 @@ class Settings(_Model):
             leaf = path[-1]
             if leaf in node and node[leaf] != value:
                 src = {"ml.fee": f"costs.{costs.market}.taker_fee", "replay.spread_bps": "costs.spread_bps",
-                       "replay.matching.impact_bps": "costs.impact_bps"}.get(".".join(path), f"costs.spot.{leaf}")
+                       "replay.matching.impact_bps": "costs.impact_bps"}.get(
+                    ".".join(path), f"costs.{'usdm' if path[1] == 'futures' else 'spot'}.{leaf}")
                 raise ValueError(f"{'.'.join(path)} comes from the one cost model: set {src} instead (it is {value:g})")
             node[leaf] = value
         return data
