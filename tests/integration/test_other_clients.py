@@ -384,3 +384,82 @@ def test_cryptofeed_over_tls_candles_tickers_books_and_trades() -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     counts = ast.literal_eval(p.stdout.strip().splitlines()[-1])
     assert all(counts[k] > 0 for k in ("candles", "ticker", "l2_book", "trades")), counts
+
+
+def ccxt_binanceusdm(module: Any, rest_url: str, ws_url: str | None = None) -> Any:
+    """ccxt's ``binanceusdm`` pointed at the venue: every ``fapi*`` URL on the venue's host (the README's snippet)."""
+    ex = module.binanceusdm({"options": {"fetchCurrencies": False, "fetchMarkets": {"types": ["linear"]}}})
+    for name, url in list(ex.urls["api"].items()):
+        if isinstance(url, str) and url.startswith("https://fapi.binance.com"):
+            ex.urls["api"][name] = url.replace("https://fapi.binance.com", rest_url)
+    if ws_url is not None:
+        ex.urls["api"]["ws"] = {"future": f"{ws_url}/ws"}
+    return ex
+
+
+async def test_ccxt_binanceusdm_markets_leverage_short_positions_reduce_only_close_income() -> None:
+    ccxt = pytest.importorskip("ccxt")
+    venue, key, secret = _trading_venue()
+    async with venue:
+        def session() -> dict[str, Any]:
+            ex = ccxt_binanceusdm(ccxt, venue.rest_url)
+            ex.apiKey, ex.secret = key, secret
+            markets = ex.load_markets()
+            out: dict[str, Any] = {"markets": len(markets), "limits": ex.market("BTC/USDT:USDT")["limits"]["cost"]["min"]}
+            out["klines"] = ex.fetch_ohlcv("ETH/USDT:USDT", "4h", limit=3)
+            out["leverage"] = ex.set_leverage(4, "ETH/USDT:USDT")["leverage"]
+            short = ex.create_order("ETH/USDT:USDT", "market", "sell", 0.5)
+            out["short"] = (short["status"], short["filled"])
+            out["positions"] = [(p["symbol"], p["contracts"], p["side"]) for p in ex.fetch_positions(["ETH/USDT:USDT"])]
+            try:
+                ex.create_order("ETH/USDT:USDT", "market", "buy", 1.0, params={"reduceOnly": True})
+            except ccxt.BaseError as exc:  # a reduce-only order that would flip
+                out["flip"] = type(exc).__name__
+            close = ex.create_order("ETH/USDT:USDT", "market", "buy", 0.5, params={"reduceOnly": True})
+            out["close"] = (close["status"], close["reduceOnly"])
+            out["income"] = sorted({r["info"]["incomeType"] for r in ex.fetch_ledger()})
+            out["funding"] = ex.fetch_funding_rate("BTC/USDT:USDT")["fundingRate"]
+            out["usdt"] = ex.fetch_balance()["USDT"]["total"]
+            return out
+
+        got = await asyncio.to_thread(session)
+    assert got["markets"] == 96 and got["limits"] == 100.0  # the real MIN_NOTIONAL of BTCUSDT perpetual
+    assert len(got["klines"]) == 3 and got["leverage"] == 4
+    assert got["short"] == ("closed", 0.5) and got["positions"] == [("ETH/USDT:USDT", 0.5, "short")]
+    assert got["flip"] in ("OrderImmediatelyFillable", "InvalidOrder", "BadRequest", "OperationRejected", "ExchangeError")
+    assert got["close"] == ("closed", True) and got["income"] == ["COMMISSION", "REALIZED_PNL"]
+    assert got["funding"] == 0.0001 and 4990 < got["usdt"] < 5000
+
+
+async def test_python_binance_futures_methods_and_the_futures_user_socket() -> None:
+    binance = pytest.importorskip("binance")
+    venue, key, secret = _trading_venue()
+    async with venue:
+        client = binance.AsyncClient(key, secret)
+        client.FUTURES_URL = f"{venue.rest_url}/fapi"  # the README's setting
+        bm = binance.BinanceSocketManager(client)
+        bm.FSTREAM_URL = f"{venue.ws_url}/"
+        try:
+            info = await client.futures_exchange_info()
+            assert len(info["symbols"]) == 96
+            assert len(await client.futures_klines(symbol="BTCUSDT", interval="1h", limit=5)) == 5
+            assert (await client.futures_change_leverage(symbol="BTCUSDT", leverage=2))["leverage"] == 2
+            async with bm.futures_user_socket() as user:
+                short = await client.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.002",
+                                                          newOrderRespType="RESULT")
+                assert short["status"] == "FILLED"
+                events = [await asyncio.wait_for(user.recv(), 10) for _ in range(3)]
+                assert [e["e"] for e in events] == ["ORDER_TRADE_UPDATE", "ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE"]
+            [pos] = [p for p in await client.futures_position_information() if float(p["positionAmt"]) != 0]
+            assert pos["positionAmt"] == "-0.002"
+            with pytest.raises(binance.exceptions.BinanceAPIException) as e:
+                await client.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.004", reduceOnly="true")
+            assert e.value.code == -2022
+            await client.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002", reduceOnly="true")
+            assert [p for p in await client.futures_position_information() if float(p["positionAmt"]) != 0] == []
+            kinds = {r["incomeType"] for r in await client.futures_income_history()}
+            assert kinds == {"COMMISSION", "REALIZED_PNL"}
+            acct = await client.futures_account()
+            assert float(acct["totalWalletBalance"]) < 5000
+        finally:
+            await client.close_connection()

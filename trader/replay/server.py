@@ -340,9 +340,15 @@ class ReplayExchange:
         r.add_get("/api/v3/depth", self._depth)
         self.trading.routes(app)
         self.futures.routes(app)
-        r.add_get("/ws", self.hub.handle)
+        r.add_get("/ws", self._ws_root)
         r.add_get("/ws/{streams:.*}", self._ws_path)
         r.add_get("/stream", self.hub.handle)
+        # Binance USD-M's split stream endpoints (fstream.binance.com/public|market|private/...): the same streams;
+        # user data also as /private/ws?listenKey=<key> (python-binance's futures_user_socket)
+        for category in ("public", "market", "private"):
+            r.add_get(f"/{category}/ws", self._ws_root)
+            r.add_get(f"/{category}/ws/{{streams:.*}}", self._ws_path)
+            r.add_get(f"/{category}/stream", self.hub.handle)
         r.add_get("/replay/clock", self._clock_get)
         r.add_post("/replay/clock", self._clock_post)
         r.add_route("*", "/{tail:.*}", self._unknown)
@@ -563,6 +569,12 @@ class ReplayExchange:
         response = _json({"serverTime": self.clock.now_ms()})
         response.headers["X-Replay-Speed"] = repr(self.clock.speed)
         return response
+
+    async def _ws_root(self, request: web.Request) -> web.StreamResponse:
+        key = request.query.get("listenKey")
+        if key and self.trading.is_listen_key(key):
+            return await self.trading.listen_key_socket(request, key)
+        return await self.hub.handle(request)
 
     async def _ws_path(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info.get("streams", "")
