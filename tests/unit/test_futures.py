@@ -210,3 +210,25 @@ def test_margin_leverage_and_margin_type_rules(market: SeriesMarket) -> None:
     with pytest.raises(Rejected) as e:
         engine.place(acct, req("BUY", "LIMIT", "0.1234", price="99.00"), T0)
     assert e.value.code == -1111
+
+
+def test_funding_files_in_binances_format_replace_the_constant(market: SeriesMarket, tmp_path: Path) -> None:
+    """``--funding DIR``: a negative rate at T0 + 8 h makes the shorts pay (and the constant applies elsewhere)."""
+    import json
+
+    from trader.replay.futures_api import load_funding_dir
+
+    (tmp_path / "TESTUSDT.json").write_text(json.dumps([{"symbol": "TESTUSDT", "fundingTime": T0 + 8 * H, "fundingRate": "-0.00030000",
+                                                          "markPrice": "110.00000000"}]))
+    cfg = FuturesConfig(impact_bps=0.0, funding=load_funding_dir(tmp_path))
+    engine = FuturesEngine(market, {"TESTUSDT": RULES}, {"TESTUSDT": TIERS}, cfg, spread_bps=10.0)
+    engine.advance(T0)
+    acct = engine.add_account("k" * 16, D(10000))
+    engine.place(acct, req("SELL", "MARKET", "10"), T0 + 1)
+    engine.advance(T0 + 17 * H)
+    assert [r["income"] for r in acct.income if r["incomeType"] == "FUNDING_FEE"] == ["-0.33000000", "0.11000000"]
+    (tmp_path / "BAD.json").write_text("{not json")
+    from trader.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="BAD.json"):
+        load_funding_dir(tmp_path)

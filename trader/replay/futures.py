@@ -224,10 +224,24 @@ class FAccount:
         self.orders: dict[tuple[str, int], FOrder] = {}
         self.by_client: dict[tuple[str, str], FOrder] = {}
         self.open: dict[tuple[str, int], FOrder] = {}
+        self.open_by_symbol: dict[str, dict[int, FOrder]] = {}  # the same open orders, per symbol
         self.trades: list[dict[str, Any]] = []
         self.income: list[dict[str, Any]] = []
         self.update_ms = 0
         self.countdown: dict[str, tuple[int, int]] = {}  # symbol -> (countdown ms, deadline replay ms)
+        self.oim: dict[str, tuple[int, Decimal]] = {}  # symbol -> (replay ms, open-order initial margin) cache
+
+    def add_open(self, order: FOrder) -> None:
+        self.open[(order.symbol, order.order_id)] = order
+        self.open_by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+
+    def remove_open(self, order: FOrder) -> None:
+        self.open.pop((order.symbol, order.order_id), None)
+        self.open_by_symbol.get(order.symbol, {}).pop(order.order_id, None)
+
+    def open_of(self, symbol: str) -> list[FOrder]:
+        """Open orders of ``symbol`` (a copy: safe to close them while iterating)."""
+        return list(self.open_by_symbol.get(symbol, {}).values())
 
     def position(self, symbol: str) -> FPosition:
         p = self.positions.get(symbol)
@@ -240,12 +254,16 @@ class FAccount:
         return self.wallet - sum((p.isolated_wallet for s, p in self.positions.items() if s in self.isolated), D0)
 
 
+_QUANTA = [Decimal(1).scaleb(-i) for i in range(8)]
+
+
 def _fmt(x: Decimal, places: int) -> str:
     """Fixed ``places`` decimals (never exponent form), as Binance USD-M prints prices and quantities."""
     if places >= 8:
         return e8(x)
-    q = Decimal(1).scaleb(-places)
-    s = f"{x.quantize(q, ROUND_HALF_EVEN):f}"
+    if not x:
+        return "0" if places == 0 else "0." + "0" * places
+    s = f"{x.quantize(_QUANTA[places], ROUND_HALF_EVEN):f}"
     return s[1:] if s.startswith("-") and not s.strip("-0.") else s
 
 
@@ -280,6 +298,7 @@ class FuturesEngine:
         self._trade_ids: dict[str, int] = {}
         self._tran_ids = itertools.count(1)
         self._last_ms: int | None = None
+        self._marks: dict[tuple[str, int], Decimal] = {}
         self.events = 0  # order events processed (placements, fills, cancels, expiries, triggers, funding, liquidations)
 
     # ------------------------------------------------------------------ accounts and prices
@@ -296,8 +315,14 @@ class FuturesEngine:
 
     def mark(self, symbol: str, t_ms: int) -> Decimal:
         """Mark price (= the path price on the contract's tick), USDT."""
-        tick = self.rules_for(symbol).tick
-        return _q(Decimal(repr(self.market.price(symbol, t_ms))), tick, ROUND_HALF_EVEN)
+        key = (symbol, t_ms)
+        hit = self._marks.get(key)
+        if hit is None:
+            if len(self._marks) > 50_000:
+                self._marks.clear()
+            tick = self.rules_for(symbol).tick
+            hit = self._marks[key] = _q(Decimal(repr(self.market.price(symbol, t_ms))), tick, ROUND_HALF_EVEN)
+        return hit
 
     def book(self, symbol: str, price: float) -> tuple[Decimal, Decimal]:
         """``(bid, ask)`` around path price ``price`` on the contract's tick, at least one tick apart."""
@@ -337,6 +362,17 @@ class FuturesEngine:
         price = order.req.price if order.req.price else mark
         return increase * price / self.leverage(acct, order.symbol)
 
+    def symbol_order_im(self, acct: FAccount, symbol: str, t_ms: int) -> Decimal:
+        """Initial margin the open orders of ``symbol`` reserve (cached per replay ms; kept exact
+        incrementally when an order is added, recomputed after a fill, a cancel or a new time)."""
+        hit = acct.oim.get(symbol)
+        if hit is not None and hit[0] == t_ms:
+            return hit[1]
+        mark = self.mark(symbol, t_ms)
+        total = sum((self.order_im(acct, o, mark) for o in acct.open_by_symbol.get(symbol, {}).values()), D0)
+        acct.oim[symbol] = (t_ms, total)
+        return total
+
     def totals(self, acct: FAccount, t_ms: int) -> dict[str, Decimal]:
         """Account figures (USDT): wallet, cross wallet, unrealised PnL (all / cross), position and
         open-order initial margin (cross, as Binance's ``totalPositionInitialMargin`` counts all),
@@ -354,8 +390,8 @@ class FuturesEngine:
             if s not in acct.isolated:
                 cross_upnl += u
                 cross_pim += im
-        for o in acct.open.values():
-            oim += self.order_im(acct, o, self.mark(o.symbol, t_ms))
+        for s in [s for s, orders in acct.open_by_symbol.items() if orders]:
+            oim += self.symbol_order_im(acct, s, t_ms)
         cross = acct.cross_wallet
         return {"wallet": acct.wallet, "cross_wallet": cross, "upnl": upnl, "cross_upnl": cross_upnl, "position_im": pim,
                 "open_order_im": oim, "maint": mm, "margin_balance": acct.wallet + upnl,
@@ -398,6 +434,7 @@ class FuturesEngine:
                     raise Rejected(-2019, "Margin is insufficient.")
                 pos.isolated_wallet += need
         acct.leverage[symbol] = lev
+        acct.oim.pop(symbol, None)
         if pos is not None:
             pos.liq = None
         return {"leverage": lev, "maxNotionalValue": f"{cap:f}", "symbol": symbol}
@@ -409,7 +446,7 @@ class FuturesEngine:
         iso = kind == "ISOLATED"
         if iso == (symbol in acct.isolated):
             raise Rejected(-4046, "No need to change margin type.")
-        if any(o.symbol == symbol for o in acct.open.values()):
+        if acct.open_by_symbol.get(symbol):
             raise Rejected(-4047, "Margin type cannot be changed if there exists open orders.")
         pos = acct.positions.get(symbol)
         if pos is not None and pos.amt != 0:
@@ -479,10 +516,11 @@ class FuturesEngine:
             if (req.side == "BUY" and price >= ask) or (req.side == "SELL" and price <= bid):
                 raise Rejected(-5022, "Due to the order could not be executed as maker, the Post Only order will be rejected. "
                                       "The order will not be recorded in the order history")
-        n_open = sum(1 for o in acct.open.values() if o.symbol == req.symbol)
+        mine = acct.open_by_symbol.get(req.symbol, {})
+        n_open = len(mine)
         if n_open >= rules.max_orders:
             raise Rejected(-2025, "Reach max open order limit.")
-        if req.type in _CONDITIONAL and sum(1 for o in acct.open.values() if o.symbol == req.symbol and o.req.type in _CONDITIONAL) >= rules.max_algo_orders:
+        if req.type in _CONDITIONAL and sum(1 for o in mine.values() if o.req.type in _CONDITIONAL and not o.triggered) >= rules.max_algo_orders:
             raise Rejected(-4045, "Reach max stop order limit.")
         order = FOrder(acct, req, next(self._ids), cid, now_ms, req.quantity or D0, type=req.type, update_ms=now_ms)
         self._next_id = order.order_id + 1
@@ -495,7 +533,10 @@ class FuturesEngine:
             return None
         acct.orders[(req.symbol, order.order_id)] = order
         acct.by_client[(req.symbol, cid)] = order
-        acct.open[(req.symbol, order.order_id)] = order
+        hit = acct.oim.get(req.symbol)
+        if hit is not None and hit[0] == now_ms:  # the position is unchanged: the sum stays exact
+            acct.oim[req.symbol] = (now_ms, hit[1] + self.order_im(acct, order, mark))
+        acct.add_open(order)
         self.events += 1
         self._report(order, "NEW", now_ms)
         if req.type == "TRAILING_STOP_MARKET" and req.activation_price is None:
@@ -617,6 +658,7 @@ class FuturesEngine:
         acct.wallet += realized - commission
         pos.update_ms = t_ms
         pos.liq = None
+        acct.oim.pop(order.symbol, None)
         order.executed += qty
         order.cum_quote += qty * price
         order.realized += realized
@@ -638,7 +680,7 @@ class FuturesEngine:
         order.status = "FILLED" if done else "PARTIALLY_FILLED"
         self.events += 1
         if done:
-            acct.open.pop((order.symbol, order.order_id), None)
+            acct.remove_open(order)
         self._report(order, "TRADE", t_ms, trade=trade, last_qty=qty, last_price=price, commission=commission, maker=maker, realized=realized)
         self._account_update(acct, "ORDER", t_ms, [order.symbol])
         if pos.amt == 0:
@@ -646,8 +688,8 @@ class FuturesEngine:
 
     def _expire_close_position_orders(self, acct: FAccount, symbol: str, t_ms: int) -> None:
         """Binance cancels a symbol's closePosition / reduce-only conditional orders when the position closes."""
-        for o in list(acct.open.values()):
-            if o.symbol == symbol and (o.req.close_position or o.req.reduce_only) and not o.triggered and o.req.type in _CONDITIONAL:
+        for o in acct.open_of(symbol):
+            if (o.req.close_position or o.req.reduce_only) and not o.triggered and o.req.type in _CONDITIONAL:
                 self._close(o, "EXPIRED", t_ms)
 
     def _income(self, acct: FAccount, symbol: str, kind: str, amount: Decimal, t_ms: int, trade_id: str = "") -> None:
@@ -657,7 +699,8 @@ class FuturesEngine:
     def _close(self, order: FOrder, status: str, t_ms: int) -> None:
         order.status = status
         order.update_ms = t_ms
-        order.account.open.pop((order.symbol, order.order_id), None)
+        order.account.remove_open(order)
+        order.account.oim.pop(order.symbol, None)
         self.events += 1
         self._report(order, status if status != "CANCELED" else "CANCELED", t_ms)
 
@@ -677,7 +720,7 @@ class FuturesEngine:
         return order
 
     def cancel_all(self, acct: FAccount, symbol: str, now_ms: int) -> list[FOrder]:
-        out = [o for o in list(acct.open.values()) if o.symbol == symbol]
+        out = acct.open_of(symbol)
         for o in out:
             self._close(o, "CANCELED", now_ms)
         return out
@@ -734,9 +777,7 @@ class FuturesEngine:
                         u = self._hit_liq(pos, pa, pb)
                         if u is not None and (best is None or (u, 0, 0) < best[:3]):
                             best = (u, 0, 0, pos, acct)
-                    for o in list(acct.open.values()):
-                        if o.symbol != symbol:
-                            continue
+                    for o in acct.open_by_symbol.get(symbol, {}).values():
                         if o.skip_kline is not None:
                             if o.skip_kline == kid:
                                 continue
@@ -759,8 +800,8 @@ class FuturesEngine:
                 if not gap:
                     ta, pa = t, p
             for acct in self.accounts.values():  # trailing extremes move with the path
-                for o in acct.open.values():
-                    if o.symbol == symbol and o.req.type == "TRAILING_STOP_MARKET" and o.activated and not o.triggered:
+                for o in acct.open_by_symbol.get(symbol, {}).values():
+                    if o.req.type == "TRAILING_STOP_MARKET" and o.activated and not o.triggered:
                         o.extreme = max(o.extreme, pb) if o.side == "SELL" else min(o.extreme, pb)
 
     @staticmethod
@@ -838,16 +879,15 @@ class FuturesEngine:
         rules = self.rules_for(pos.symbol)
         # on the tick, rounded against the position (a short's up, a long's down)
         price = _q(pos.liq or D0, rules.tick, ROUND_CEILING if pos.amt < 0 else ROUND_FLOOR) or rules.tick
-        for o in list(acct.open.values()):  # Binance cancels the symbol's open orders first
-            if o.symbol == pos.symbol:
-                self._close(o, "CANCELED", t_ms)
+        for o in acct.open_of(pos.symbol):  # Binance cancels the symbol's open orders first
+            self._close(o, "CANCELED", t_ms)
         q = abs(pos.amt)
         req = FuturesRequest(pos.symbol, "SELL" if pos.amt > 0 else "BUY", "MARKET", quantity=q, time_in_force="IOC")
         order = FOrder(acct, req, next(self._ids), f"autoclose-{t_ms}", t_ms, q, type="LIMIT", update_ms=t_ms, liquidation=True)
         self._next_id = order.order_id + 1
         req.price = price
         acct.orders[(pos.symbol, order.order_id)] = order
-        acct.open[(pos.symbol, order.order_id)] = order
+        acct.add_open(order)
         b = self.bracket(pos.symbol, q * price)
         left = q * price * b.mmr - b.cum  # the margin left at the liquidation price: its maintenance margin
         self._fill(order, q, price, t_ms, maker=False, fee_rate=D0)
