@@ -15,6 +15,7 @@ Contract: tick 0.01, step 0.001, min notional 5 USDT, liquidation fee 1.25 %; on
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -230,5 +231,5 @@ def test_funding_files_in_binances_format_replace_the_constant(market: SeriesMar
     (tmp_path / "BAD.json").write_text("{not json")
     from trader.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="BAD.json"):
+    with pytest.raises(ConfigError, match=r"BAD\.json"):
         load_funding_dir(tmp_path)
