@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## test: the whole suite (the README's test command; .ci/run calls it)
+## test: the whole suite on 2 workers (the README's test command; .ci/run calls it)
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 ## lint: ruff on everything, mypy on trader/
 lint: $(STAMP)
@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/ml.py
 	$(PY) bench/orders.py
 	$(PY) bench/venue.py
+	$(PY) bench/futures.py
 	$(PY) bench/trade.py
 	$(VENV)/bin/trader compare --full
 

@@ -154,3 +154,17 @@ async def test_user_data_stream_order_and_account_updates(venue: ReplayExchange)
         funding = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
         assert funding["e"] == "ACCOUNT_UPDATE" and funding["a"]["m"] == "FUNDING_FEE"
         assert Decimal(funding["a"]["B"][0]["wb"]) < Decimal(acct["B"][0]["wb"])  # a long pays the positive baseline rate
+
+
+async def test_mark_price_stream(venue: ReplayExchange) -> None:
+    async with websockets.connect(f"{venue.ws_url}/ws/btcusdt@markPrice@1s") as ws:
+        for _ in range(100):  # wait for the venue to register the stream (no timing asserted)
+            if venue.hub.subs.get("btcusdt@markPrice@1s"):
+                break
+            await asyncio.sleep(0.01)
+        venue.clock.step(1000)
+        ev = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert set(ev) == {"e", "E", "s", "p", "i", "P", "r", "T"} and ev["e"] == "markPriceUpdate" and ev["s"] == "BTCUSDT"
+    async with httpx.AsyncClient(base_url=venue.rest_url) as c:
+        prem = (await c.get("/fapi/v1/premiumIndex", params={"symbol": "BTCUSDT"})).json()
+    assert (ev["p"], ev["r"], ev["T"]) == (prem["markPrice"], prem["lastFundingRate"], prem["nextFundingTime"])

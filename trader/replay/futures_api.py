@@ -145,6 +145,13 @@ class FuturesVenue:
             self.engine.add_account(ac.api_key, Decimal(repr(wallet)))
         self.counter = _FuturesOrderCounter(cfg.order_limit_10s, cfg.order_limit_1m, weight_clock)
         self.clock.listeners.append(self._on_clock)
+        exchange.hub.mark_price_event = self.mark_price_event
+
+    def mark_price_event(self, symbol: str, now: int) -> bytes:
+        """The ``<symbol>@markPrice`` stream's ``markPriceUpdate`` (Binance USD-M "Mark Price Stream")."""
+        d = self._premium(symbol, now)
+        return orjson.dumps({"e": "markPriceUpdate", "E": now, "s": symbol, "p": d["markPrice"], "i": d["indexPrice"],
+                             "P": d["estimatedSettlePrice"], "r": d["lastFundingRate"], "T": d["nextFundingTime"]})
 
     # ------------------------------------------------------------------ wiring
 

@@ -11,6 +11,7 @@ stream                                 event                                    
 ``<symbol>@ticker``                    ``24hrTicker`` (rolling 24 h window)             every 1000 ms
 ``<symbol>@miniTicker``                ``24hrMiniTicker``                               every 1000 ms
 ``<symbol>@bookTicker``                best bid/ask (``u, s, b, B, a, A``)              every ``update_ms``
+``<symbol>@markPrice[@1s]``            USD-M ``markPriceUpdate`` (``p, i, P, r, T``)     3000 / 1000
 ``<symbol>@depth``, ``@depth@100ms``   ``depthUpdate`` (``U``, ``u``, ``b``, ``a``)     1000 / 100 ms
 ``<symbol>@depth<5|10|20>[@100ms]``    ``{"lastUpdateId", "bids", "asks"}``             1000 / 100 ms
 ``<symbol>@trade``, ``@aggTrade``      ``trade`` / ``aggTrade`` (synthetic prints)      100 ms
@@ -97,6 +98,10 @@ def parse_stream(name: str) -> tuple[str, str, str] | None:
     if kind.startswith("kline_"):
         interval = kind[len("kline_") :]
         return (sym.upper(), "kline", interval) if interval in BINANCE_INTERVALS else None
+    if kind.startswith("markPrice"):  # USD-M: every 3 s, or every 1 s with @1s
+        speed = kind[len("markPrice"):]
+        cadence = {"": "3000", "@1s": "1000"}.get(speed)
+        return (sym.upper(), "markPrice", cadence) if cadence else None
     if kind.startswith("depth"):
         book, _, speed = kind.partition("@")
         cadence = {"": "1000", "1000ms": "1000", "100ms": "100"}.get(speed)
@@ -273,6 +278,8 @@ class StreamHub:
         clock.listeners.append(self._wake.set)
         #: the venue's user data (set by the exchange): listen keys are accepted as stream names
         self.user_data: Any = None
+        #: USD-M ``markPriceUpdate`` events (set by the exchange's futures venue): (symbol, now ms) -> bytes
+        self.mark_price_event: Any = None
 
     # ------------------------------------------------------------------ streams and events
 
@@ -284,6 +291,8 @@ class StreamHub:
         if parsed is not None:
             symbol, kind, interval = parsed
             ok = self.dataset.has(symbol, interval) if kind == "kline" else symbol in self.dataset.symbols
+            if kind == "markPrice" and self.mark_price_event is None:
+                ok = False
             parsed = parsed if ok else None
         self._resolved[name] = parsed
         return parsed
@@ -337,6 +346,11 @@ class StreamHub:
                 ev = trade_event(series, kind, last, now)
                 if ev is not None:
                     out.append(ev)
+            return out
+        if kind == "markPrice":
+            cadence = int(interval)
+            if now // cadence > last // cadence and self.mark_price_event is not None:
+                out.append(self.mark_price_event(symbol, now))
             return out
         if kind in ("ticker", "miniTicker"):
             if now // 1000 > last // 1000:
