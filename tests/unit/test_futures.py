@@ -131,6 +131,10 @@ def test_a_5x_isolated_short_is_liquidated_on_the_spike_at_binances_price(market
     assert [r["incomeType"] for r in acct.income][-2:] == ["REALIZED_PNL", "INSURANCE_CLEAR"]
     kinds = [(e["e"], e.get("o", {}).get("o")) for e in events]  # type: ignore[union-attr]
     assert ("ORDER_TRADE_UPDATE", "LIQUIDATION") in kinds
+    calls = [e for e in events if e["e"] == "MARGIN_CALL"]
+    assert len(calls) == 1 and kinds.index(("MARGIN_CALL", None)) < kinds.index(("ORDER_TRADE_UPDATE", "LIQUIDATION"))
+    call = calls[0]["p"][0]  # type: ignore[index]
+    assert D(call["mm"]) / (D("79.96") + D(call["up"])) >= D("0.8") - D("0.001")  # the margin ratio reached 80 %
 
 
 def test_reduce_only_never_opens_increases_or_flips(market: SeriesMarket) -> None:

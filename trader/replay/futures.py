@@ -61,6 +61,9 @@ ORDER_TYPES = ("LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PR
 _CONDITIONAL = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 _MARKETISH = {"MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 _OPEN = ("NEW", "PARTIALLY_FILLED")
+#: margin ratio (maintenance margin / margin balance) at which MARGIN_CALL is sent (liquidation: 1.0).
+#: Binance documents the event ("position risk ratio too high") but not the threshold: 0.8 is ours.
+MARGIN_CALL_RATIO = Decimal("0.8")
 
 
 @dataclass
@@ -103,6 +106,8 @@ class FPosition:
     isolated_wallet: Decimal = D0
     update_ms: int = 0
     liq: Decimal | None = None  # cached liquidation price (None: recompute)
+    call: Decimal | None = None  # cached margin-call price (margin ratio MARGIN_CALL_RATIO)
+    called: bool = False  # MARGIN_CALL sent since the position last changed
 
     @property
     def side(self) -> int:
@@ -397,22 +402,23 @@ class FuturesEngine:
                 "open_order_im": oim, "maint": mm, "margin_balance": acct.wallet + upnl,
                 "available": cross + cross_upnl - cross_pim - oim}
 
-    def liq_price(self, acct: FAccount, pos: FPosition, t_ms: int) -> Decimal:
-        """The position's liquidation price now (0 when none), :func:`trader.usdm.liquidation_price`."""
+    def liq_price(self, acct: FAccount, pos: FPosition, t_ms: int, ratio: Decimal = Decimal(1)) -> Decimal:
+        """The position's liquidation price now (0 when none), :func:`trader.usdm.liquidation_price`;
+        with ``ratio`` < 1 the price at which the margin ratio reaches it (the margin-call price)."""
         if pos.amt == 0:
             return D0
         q = abs(pos.amt)
         mark = self.mark(pos.symbol, t_ms)
         b = self.bracket(pos.symbol, q * mark)
         if pos.symbol in acct.isolated:
-            return liquidation_price(pos.side, q, pos.entry, pos.isolated_wallet, b.mmr, b.cum)
+            return liquidation_price(pos.side, q, pos.entry, pos.isolated_wallet, b.mmr / ratio, b.cum / ratio)
         other_mm = other_upnl = D0
         for s, p in acct.positions.items():
             if s != pos.symbol and p.amt != 0 and s not in acct.isolated:
                 m = self.mark(s, t_ms)
                 other_mm += self.maint(p, m)
                 other_upnl += self.upnl(p, m)
-        return liquidation_price(pos.side, q, pos.entry, acct.cross_wallet, b.mmr, b.cum, other_mm, other_upnl)
+        return liquidation_price(pos.side, q, pos.entry, acct.cross_wallet, b.mmr / ratio, b.cum / ratio, other_mm / ratio, other_upnl)
 
     # ------------------------------------------------------------------ settings
 
@@ -436,7 +442,7 @@ class FuturesEngine:
         acct.leverage[symbol] = lev
         acct.oim.pop(symbol, None)
         if pos is not None:
-            pos.liq = None
+            pos.liq = pos.call = None
         return {"leverage": lev, "maxNotionalValue": f"{cap:f}", "symbol": symbol}
 
     def set_margin_type(self, acct: FAccount, symbol: str, kind: str) -> None:
@@ -657,7 +663,8 @@ class FuturesEngine:
         commission = (qty * price * rate).quantize(_E8, ROUND_HALF_EVEN)
         acct.wallet += realized - commission
         pos.update_ms = t_ms
-        pos.liq = None
+        pos.liq = pos.call = None
+        pos.called = False
         acct.oim.pop(order.symbol, None)
         order.executed += qty
         order.cum_quote += qty * price
@@ -777,6 +784,12 @@ class FuturesEngine:
                         u = self._hit_liq(pos, pa, pb)
                         if u is not None and (best is None or (u, 0, 0) < best[:3]):
                             best = (u, 0, 0, pos, acct)
+                        if not pos.called:
+                            if pos.call is None:
+                                pos.call = self.liq_price(acct, pos, int(ta), MARGIN_CALL_RATIO)
+                            u = self._cross(pa, pb, float(pos.call), down=pos.amt > 0) if pos.call > 0 else None
+                            if u is not None and (best is None or (u, 0, 1) < best[:3]):
+                                best = (u, 0, 1, pos, acct)
                     for o in acct.open_by_symbol.get(symbol, {}).values():
                         if o.skip_kline is not None:
                             if o.skip_kline == kid:
@@ -787,10 +800,13 @@ class FuturesEngine:
                             best = (u, 1, o.order_id, o, acct)
                 if best is None:
                     break
-                u, kind, _, obj, acct = best
+                u, kind, sub, obj, acct = best
                 t = int(tb) if gap else round(ta + u * (tb - ta))
                 p = pb if gap else pa + u * (pb - pa)
-                if kind == 0:
+                if kind == 0 and sub == 1:
+                    obj.called = True
+                    self._margin_call(acct, obj, t)
+                elif kind == 0:
                     self._liquidate(acct, obj, t)
                 else:
                     before = (obj.status, obj.executed, obj.triggered, obj.activated)
@@ -898,6 +914,16 @@ class FuturesEngine:
             self._account_update(acct, "ORDER", t_ms, [pos.symbol])
         self.events += 1
 
+    def _margin_call(self, acct: FAccount, pos: FPosition, t_ms: int) -> None:
+        """``MARGIN_CALL`` (Binance USD-M "Event: Margin Call") when the margin ratio reaches
+        :data:`MARGIN_CALL_RATIO`; once until the position changes."""
+        mark = self.mark(pos.symbol, t_ms)
+        self.events += 1
+        self.emit(acct, {"e": "MARGIN_CALL", "E": t_ms, "cw": e8(acct.cross_wallet), "p": [{
+            "s": pos.symbol, "ps": "BOTH", "pa": _fmt(pos.amt, self.rules_for(pos.symbol).quantity_precision),
+            "mt": "ISOLATED" if pos.symbol in acct.isolated else "CROSSED", "iw": e8(pos.isolated_wallet), "mp": e8(mark),
+            "up": e8(self.upnl(pos, mark)), "mm": e8(self.maint(pos, mark))}]})
+
     def _funding(self, t_ms: int) -> None:
         """Settle funding at ``t_ms`` (a multiple of 8 h) for every open position."""
         for acct in self.accounts.values():
@@ -912,7 +938,7 @@ class FuturesEngine:
                 acct.wallet += fee
                 if s in acct.isolated:
                     p.isolated_wallet += fee
-                p.liq = None
+                p.liq = p.call = None
                 self._income(acct, s, "FUNDING_FEE", fee, t_ms)
                 touched.append(s)
                 self.events += 1
