@@ -58,6 +58,9 @@ def trade(
     steps: Annotated[int | None, typer.Option("--steps", help="Paper/live: stop after this many decisions.", min=1, show_default=False)] = None,
     ledger: LedgerOpt = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Decide on the hand-made factor score, not the active (or shipped) model.")] = False,
+    plan: Annotated[str | None, typer.Option("--plan", help="seed (the mission's 3-position plan) or portfolio (risk.portfolio: long/short, "
+                                                          "horizon-matched); default risk.plan.", show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Backtest --plan portfolio: write the equity curves (PNG).", show_default=False)] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
 ) -> None:
@@ -70,6 +73,24 @@ def trade(
         raise fail("choose one of --backtest, --paper, --live", 2)
     settings = load(config, profile, rest_url, ws_url, store)
     wanted = [s.upper() for s in split_list(symbols)]
+    if plan is not None:
+        if plan not in ("seed", "portfolio"):
+            raise fail(f"--plan must be seed or portfolio, got {plan}", 2)
+        settings = settings.model_copy(update={"risk": settings.risk.model_copy(update={"plan": plan})})
+    if plot is not None and not (backtest and settings.risk.plan == "portfolio"):
+        raise fail("--plot goes with --backtest --plan portfolio", 2)
+    if backtest and settings.risk.plan == "portfolio":
+        if no_model:
+            raise fail("--plan portfolio ranks by the model; --no-model does not apply", 2)
+        _portfolio_backtest(settings, wanted, _date(frm, "--from"), _date(to, "--to"), max(seeds, 1), cash, plot, as_json)
+        return
+    if settings.risk.plan == "portfolio":
+        from cli.portfolio import run_portfolio
+
+        if live and settings.profile == "replay":
+            raise fail("--live trades on a real exchange: choose --profile binance-usdm or binance-usdm-testnet", 2)
+        run_portfolio(settings, wanted, "live" if live else "paper", steps, ledger, yes, as_json)
+        return
     if backtest:
         _backtest(settings, wanted, _date(frm, "--from"), _date(to, "--to"), seeds, cash, ledger, as_json, not no_model)
         return
@@ -85,6 +106,51 @@ def trade(
 
     parse_listen(listen or settings.trade.listen)  # a malformed --listen fails before anything starts
     _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash, not no_model)
+
+
+def _portfolio_backtest(settings: Any, wanted: list[str], start: int | None, end: int | None, seeds: int, cash: float,
+                        plot: Path | None, as_json: bool) -> None:
+    import orjson
+
+    from trader.trade.portfolio_backtest import portfolio_backtest
+
+    out = portfolio_backtest(settings, settings.store_path(), start, end, symbols=wanted or None, cash=cash, seeds=seeds, plot=plot,
+                             progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True))
+    if as_json:
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    w, p = out["window"], out["params"]
+    c.print(f"portfolio plan ({out['market']}): {w['decisions']} out-of-sample decisions x {w['symbols']} symbols; k {p['k']}, band {p['band']}, "
+            f"{p['sleeves']} sleeves ({p['horizon']}), gross {p['gross']}x at {p['leverage']}x isolated, stop {p['stop_loss']:.0%}")
+    table = Table(box=None)
+    for col in ("", "net return", "CAGR", "vol", "Sharpe", "max DD"):
+        table.add_column(col, justify="right" if col else "left")
+
+    def row(name: str, m: dict[str, Any]) -> None:
+        sh = m.get("sharpe")
+        table.add_row(name, f"{m['net_return']:+.2%}", f"{m.get('cagr', 0):+.1%}" if m.get("cagr") is not None else "",
+                      f"{m.get('volatility', 0):.1%}" if m.get("volatility") is not None else "", f"{sh:.2f}" if sh is not None else "–",
+                      f"{m['max_drawdown']:.1%}" if m.get("max_drawdown") is not None else "")
+
+    row("plan", out["result"])
+    rb = out["baselines"]["random_portfolio"]
+    table.add_row(f"random x{rb['seeds']} (mean)", f"{rb['net_return_mean']:+.2%}", "", "", "", f"range {rb['net_return_min']:+.1%} .. {rb['net_return_max']:+.1%}")
+    row("equal weight long", out["baselines"]["equal_weight_long"])
+    if "btc_long" in out["baselines"]:
+        row("BTC long", out["baselines"]["btc_long"])
+    c.print(table)
+    r = out["result"]
+    c.print(f"  turnover {r['turnover_per_day']:.2f}x equity/day, fees {r['fees']:.2f} USDT, funding {r['funding']:+.2f} USDT, maker share "
+            f"{r['maker_share'] or 0:.0%}, gross {r['gross_exposure']:.2f}x, net {r['net_exposure']:+.2f}x, stops {r['stops']}, liquidations {r['liquidations']}")
+    e, h = out["excess_vs_random"], out["held_out_block"]
+    c.print(f"  daily excess over the random portfolios: {e.get('mean_daily_excess', 0):+.4%} (t {e.get('t')}, {e['days']} days)")
+    c.print(f"  held-out last {h['share']:.0%}: plan {h['plan']['net_return']:+.2%}, random mean {h['random']['net_return_mean']:+.2%}, "
+            f"t {h['excess_vs_random'].get('t')} -> the plan {'beats' if out['beats_random'] else 'does NOT beat'} every random run over the whole window")
+    c.print(f"  {out['seconds']['total']:.1f} s" + (f"; plot {out['plot']}" if out.get("plot") else ""))
 
 
 def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | None, seeds: int, cash: float, ledger: Path | None, as_json: bool,

@@ -118,6 +118,9 @@ def _default_profiles() -> dict[str, ProfileConfig]:
         "binance-usdm": ProfileConfig(
             rest_url="https://fapi.binance.com", ws_url="wss://fstream.binance.com", market="usdm"
         ),
+        "binance-usdm-testnet": ProfileConfig(
+            rest_url="https://testnet.binancefuture.com", ws_url="wss://stream.binancefuture.com", market="usdm"
+        ),
     }
 
 
@@ -487,8 +490,34 @@ class TuneConfig(_Model):
     storage: str | None = Field(None, description="tune search: SQLAlchemy URL; null = SQLite in <store>/tune/optuna.db")
 
 
+class PortfolioConfig(_Model):
+    """The ``portfolio`` plan (:mod:`trader.trade.portfolio`): a horizon-matched long/short portfolio of the model's ranking."""
+
+    market: Literal["usdm", "spot"] = Field("usdm", description="usdm: long/short perpetuals; spot: long-only (exposed to the market)")
+    k: int = Field(5, ge=1, le=50, description="positions per side: long the top k, short the bottom k of the model's ranking")
+    band: int = Field(12, ge=1, le=100, description="no-trade band: a held position stays while its rank is within the top/bottom band")
+    horizon: str = Field("24h", description="how long a sleeve holds its picks: the signal's horizon (sleeves = horizon / decision interval)")
+    gross: float = Field(1.0, gt=0, le=125, description="gross exposure, multiple of equity (<= risk.leverage)")
+    net: float = Field(0.0, ge=-1, le=1, description="net exposure, fraction of gross (usdm; 0 = market neutral)")
+    weighting: Literal["equal", "inverse_vol"] = Field("equal", description="position sizes within a side")
+    max_weight: float = Field(0.25, gt=0, le=10, description="largest position, multiple of equity")
+    maker_wait: int = Field(1, ge=0, le=24, description="decisions a post-only order waits at the touch before the rest goes taker (0: taker)")
+    min_trade: float = Field(0.1, ge=0, le=1, description="skip a rebalance trade smaller than this fraction of the position's target")
+    liq_multiple: float = Field(2.0, ge=1, description="liquidation distance must be >= this multiple of risk.stop_loss (checked)")
+
+    @model_validator(mode="after")
+    def _band(self) -> PortfolioConfig:
+        if self.band < self.k:
+            raise ValueError(f"band ({self.band}) must be >= k ({self.k})")
+        duration_ms(self.horizon)
+        return self
+
+
 class RiskConfig(_Model):
     """The trade plan and its hard limits (``trader trade``; enforced by :mod:`trader.trade.risk`)."""
+
+    plan: Literal["seed", "portfolio"] = Field("seed", description="seed: the mission's 3-position plan; portfolio: risk.portfolio")
+    portfolio: PortfolioConfig = PortfolioConfig()
 
     max_positions: int = Field(3, ge=1, le=100, description="open positions at once")
     leverage: float = Field(5.0, ge=1, le=125, description="USD-M futures only; spot always trades at 1")

@@ -52,7 +52,7 @@ def test_profiles_and_url_overrides() -> None:
     assert (s.exchange.rest_url, s.exchange.market) == ("https://fapi.binance.com", "usdm")
     s = load_settings(environ={"TRADER_REST_URL": "http://127.0.0.1:1/"}, ws_url="ws://127.0.0.1:2")
     assert (s.exchange.rest_url, s.exchange.ws_url) == ("http://127.0.0.1:1", "ws://127.0.0.1:2")
-    assert set(Settings().profiles) == {"replay", "binance-spot", "binance-testnet", "binance-usdm"}
+    assert set(Settings().profiles) == {"replay", "binance-spot", "binance-testnet", "binance-usdm", "binance-usdm-testnet"}
 
 
 def test_file_can_add_a_profile_and_keep_builtins(tmp_path: Path) -> None:

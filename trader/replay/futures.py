@@ -42,6 +42,7 @@ leave it (isolated: the isolated wallet is lost).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -771,8 +772,44 @@ class FuturesEngine:
         for symbol in self._watched():
             self._advance_symbol(symbol, t0, t1)
 
+    def _levels(self, symbol: str, t_ms: int) -> list[float] | None:
+        """Every price at which something can happen on ``symbol`` (limits, stops, liquidation and
+        margin-call prices), sorted; None when a trailing stop needs every segment."""
+        out: list[float] = []
+        for acct in self.accounts.values():
+            pos = acct.positions.get(symbol)
+            if pos is not None and pos.amt != 0:
+                if pos.liq is None:
+                    pos.liq = self.liq_price(acct, pos, t_ms)
+                if pos.call is None:
+                    pos.call = self.liq_price(acct, pos, t_ms, MARGIN_CALL_RATIO)
+                out += [float(pos.liq), float(pos.call)]
+            for o in acct.open_by_symbol.get(symbol, {}).values():
+                if o.req.type == "TRAILING_STOP_MARKET" and not o.triggered:
+                    return None
+                if o.req.type in _CONDITIONAL and not o.triggered:
+                    out.append(float(o.req.stop_price or 0))
+                elif o.type == "LIMIT" and o.skip_kline is None and o.executed == 0:
+                    out.append(float(o.req.price or 0))
+                else:  # a limit waiting on the next kline's volume may already be through its price: no filter
+                    return None
+        out.sort()
+        return out
+
     def _advance_symbol(self, symbol: str, t0: int, t1: int) -> None:
+        levels: list[float] | None = None
+        first = True
         for ta, pa, tb, pb, gap in self.market.segments(symbol, t0, t1):
+            if not first:  # continuous path: only a segment whose range reaches a level can act
+                if levels is None:
+                    levels = self._levels(symbol, int(ta))
+                if levels is not None:
+                    lo, hi = (pa, pb) if pa <= pb else (pb, pa)
+                    i = bisect.bisect_left(levels, lo)
+                    if i >= len(levels) or levels[i] > hi:
+                        continue
+            first = False
+            acted = False
             kid = self.market.kline(symbol, int(ta))[0]
             while True:
                 best: tuple[float, int, int, Any, FAccount] | None = None
@@ -803,6 +840,7 @@ class FuturesEngine:
                 u, kind, sub, obj, acct = best
                 t = int(tb) if gap else round(ta + u * (tb - ta))
                 p = pb if gap else pa + u * (pb - pa)
+                acted = True
                 if kind == 0 and sub == 1:
                     obj.called = True
                     self._margin_call(acct, obj, t)
@@ -815,6 +853,8 @@ class FuturesEngine:
                         obj.skip_kline = kid
                 if not gap:
                     ta, pa = t, p
+            if acted:
+                levels = None  # positions or orders changed: recompute before the next segment
             for acct in self.accounts.values():  # trailing extremes move with the path
                 for o in acct.open_by_symbol.get(symbol, {}).values():
                     if o.req.type == "TRAILING_STOP_MARKET" and o.activated and not o.triggered:
