@@ -154,9 +154,10 @@ class PortfolioTrader:
             target = self.book.weights()
         else:
             target = {}
-        # our resting (non-stop) orders are re-priced: cancel them first
+        # our resting (non-stop) orders of earlier decisions are re-priced: cancel them first (not this
+        # decision's own: a decision re-run after a crash finds them by client id and leaves them working)
         for o in await fc.open_orders():
-            if o.client_order_id.startswith("t") and o.type == "LIMIT":
+            if o.client_order_id.startswith("t") and o.type == "LIMIT" and o.time_ms < t:
                 await fc.cancel_order(o.symbol, order_id=o.order_id)
         from trader.exchange.futures import FuturesIntent
 
