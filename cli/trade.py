@@ -117,7 +117,7 @@ def _portfolio_backtest(settings: Any, wanted: list[str], start: int | None, end
     out = portfolio_backtest(settings, settings.store_path(), start, end, symbols=wanted or None, cash=cash, seeds=seeds, plot=plot,
                              progress=lambda m: print(f"trader trade: {m}", file=sys.stderr, flush=True))
     if as_json:
-        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
         return
     from rich.console import Console
     from rich.table import Table

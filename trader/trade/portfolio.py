@@ -23,9 +23,9 @@ UTC day). Positions are ISOLATED, at a leverage chosen so that the liquidation d
 **The backtest runs the replay venue's own USD-M engine** (:class:`trader.replay.futures.FuturesEngine`)
 in process over the store's klines: the same fills along the intrabar path, fees (``costs.usdm``),
 funding every 8 h and liquidation as the venue. Baselines on the same moments through the same engine
-(:func:`baselines`): a **random portfolio** with the plan's exact schedule of changes (each sleeve
-replaces as many names as the plan did, at random, same sizes: the same turnover and exposure),
-over several seeds; the **equal-weight universe** long (bought once); **BTC** long (bought once).
+(:mod:`trader.trade.portfolio_backtest`): a **random portfolio** — the plan's decisions applied to a
+random relabelling of the universe (one bijection per seed: the same sleeves, persistence, turnover,
+concentration and exposure, the names at random), over several seeds; the **equal-weight universe** long (bought once); **BTC** long (bought once).
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ from trader.usdm import Bracket, ContractRules
 __all__ = ["PortfolioRun", "SleeveBook", "choose_leverage", "metrics", "simulate"]
 
 D0 = Decimal(0)
-#: ``(held and tradable, candidates not held, positions per side, side) -> (kept, new)``: the random baseline's choice
-Picker = Callable[[list[str], list[str], int, int], tuple[list[str], list[str]]]
 HOUR_MS = 3_600_000
 YEAR_MS = 365.25 * 24 * HOUR_MS
 
@@ -91,13 +89,9 @@ class SleeveBook:
         self.longs = [[] for _ in range(self.n_sleeves)]
         self.shorts = [[] for _ in range(self.n_sleeves)]
 
-    def rebalance(self, m: int, ranked: list[str], blocked: set[str] | None = None,
-                  pick: Picker | None = None) -> int:
-        """Rebalance sleeve ``m mod S`` from ``ranked`` (best first; only symbols that can trade now).
-
-        ``pick(held, candidates, n_new, side)`` replaces the band rule's choice (the random baseline);
-        returns the sleeve index.
-        """
+    def rebalance(self, m: int, ranked: list[str], blocked: set[str] | None = None) -> int:
+        """Rebalance sleeve ``m mod S`` from ``ranked`` (best first; only symbols that can trade now);
+        returns the sleeve index."""
         j = m % self.n_sleeves
         blocked = blocked or set()
         k, band = self.cfg.k, self.cfg.band
@@ -121,11 +115,8 @@ class SleeveBook:
                 inside = [s for s in held if s in rank and rank[s] >= n - band]
                 candidates = [s for s in reversed(ok) if s not in inside]
             other = set(out[0][0]) if side == -1 and out else set()
-            if pick is not None:
-                keep, new = pick([s for s in held if s in rank], [s for s in ok if s not in held and s not in other], k_side, side)
-            else:
-                keep = inside[:k_side]
-                new = [s for s in candidates if s not in keep and s not in other][:k_side - len(keep)]
+            keep = inside[:k_side]
+            new = [s for s in candidates if s not in keep and s not in other][:k_side - len(keep)]
             out.append((keep + new, len(new)))
         (self.longs[j], nl), (self.shorts[j], ns) = out
         self.changes.append((nl, ns))
@@ -220,7 +211,6 @@ def simulate(
     decision_ms: int,
     leverage: int,
     vol: Callable[[int], dict[str, float]] | None = None,
-    pick: Picker | None = None,
     fixed: dict[str, float] | None = None,
 ) -> PortfolioRun:
     """Run the plan (or a baseline) through ``engine`` (a fresh :class:`~trader.replay.futures.FuturesEngine`)
@@ -280,7 +270,7 @@ def simulate(
             target = dict(fixed)
         else:
             now_blocked = {s for s, until in blocked_until.items() if until > t}
-            book.rebalance(m, [s for s in ranked(m) if s in can], now_blocked, pick)
+            book.rebalance(m, [s for s in ranked(m) if s in can], now_blocked)
             target = {} if halted else book.weights(vol(m) if vol else None)
         for o in [o for o in list(acct.open.values()) if not o.req.close_position]:
             engine.cancel(acct, o.symbol, o.order_id, None, t)  # re-priced below

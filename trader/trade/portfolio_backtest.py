@@ -155,25 +155,18 @@ def portfolio_backtest(settings: Settings, store_path: Path, start_ms: int | Non
     if progress:
         progress(f"portfolio plan: {metrics(plan, cash)['net_return']:+.2%} in {t_plan:.1f} s")
     randoms = []
+    names = sorted(blocks)
     for seed in range(seeds):
-        rng = np.random.default_rng(seed)
-        schedule = iter(plan.changes)
-        current: dict[str, Any] = {}
+        # the random portfolio: the plan's decisions applied to a random relabelling of the universe
+        # (one bijection per seed): the same sleeves, persistence, turnover and concentration, names at random
+        perm = dict(zip(names, (str(x) for x in np.random.default_rng(seed).permutation(names)), strict=True))
 
-        def pick(held: list[str], candidates: list[str], k_side: int, side: int, _rng: Any = rng, _sched: Any = schedule,
-                 _cur: dict[str, Any] = current) -> tuple[list[str], list[str]]:
-            """The plan's number of replacements at this rebalance, with random names."""
-            if side == 1:
-                _cur["n"] = next(_sched, (0, 0))
-            n_new = _cur["n"][0 if side == 1 else 1]
-            n_keep = max(min(len(held), k_side - n_new), 0)
-            keep = [str(x) for x in _rng.choice(held, size=n_keep, replace=False)] if n_keep else []
-            need = min(k_side - len(keep), len(candidates))
-            new = [str(x) for x in _rng.choice(candidates, size=need, replace=False)] if need > 0 else []
-            return keep, new
+        def ranked_random(m: int, _perm: dict[str, str] = perm) -> list[str]:
+            can = set(tradable(m))
+            return [_perm[s] for s in ranked(m) if _perm[s] in can]
 
-        book = SleeveBook(cfg, n_sleeves, long_only)
-        r = simulate(engine(), rules, moments, tradable, ranked, book, settings.risk, cash, pick=pick, **sim)  # type: ignore[arg-type]
+        r = simulate(engine(), rules, moments, tradable, ranked_random, SleeveBook(cfg, n_sleeves, long_only), settings.risk, cash,
+                     **sim)  # type: ignore[arg-type]
         randoms.append(r)
         if progress:
             progress(f"random portfolio {seed + 1}/{seeds}: {metrics(r, cash)['net_return']:+.2%}")
@@ -195,7 +188,7 @@ def portfolio_backtest(settings: Settings, store_path: Path, start_ms: int | Non
                    "out_of_sample_only": True},
         "result": metrics(plan, cash),
         "baselines": {
-            "random_portfolio": {"kind": "the plan's schedule of changes with random names (same sizes, turnover, exposure)",
+            "random_portfolio": {"kind": "the plan's decisions on a random relabelling of the symbols (same sleeves, turnover, exposure)",
                                  "seeds": seeds, "net_return_mean": round(float(np.mean(random_ret)), 6),
                                  "net_return_std": round(float(np.std(random_ret, ddof=1)), 6) if seeds > 1 else None,
                                  "net_return_min": min(random_ret), "net_return_max": max(random_ret),

@@ -1,0 +1,76 @@
+"""`trader trade --plan portfolio` as real processes: the backtest's JSON document (plan, baselines,
+held-out block, plot) and one paper decision against `trader replay`'s /fapi."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOLS = "ADAUSDT,AVAXUSDT,BNBUSDT,BTCUSDT,DOGEUSDT,DOTUSDT,ETHUSDT,LINKUSDT,LTCUSDT,SOLUSDT,TRXUSDT,XRPUSDT"
+
+
+def trader(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def replay_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """`trader replay --start end --speed 0` and a store warmed with the whole history of 12 symbols."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "replay", "--port", "0", "--speed", "0", "--start", "end"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    creds = dict(kv.split("=", 1) for kv in proc.stdout.readline().split())
+    store = tmp_path_factory.mktemp("pf") / "store"
+    try:
+        w = trader("warm", "--rest-url", url, "--store", str(store), "-s", SYMBOLS, "--klines", "8000")
+        assert w.returncode == 0, w.stderr
+        yield url, creds, store
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_backtest_json_has_the_plan_the_baselines_and_the_held_out_block(replay_store: tuple[str, dict[str, str], Path], tmp_path: Path) -> None:
+    _, _, store = replay_store
+    plot = tmp_path / "pf.png"
+    r = trader("trade", "--backtest", "--plan", "portfolio", "--store", str(store), "--from", "2025-01-01", "--seeds", "2", "--json",
+               "--plot", str(plot))
+    assert r.returncode == 0, r.stderr
+    doc = orjson.loads(r.stdout)
+    assert doc["plan"] == "portfolio" and doc["window"]["out_of_sample_only"] is True and doc["window"]["symbols"] == 12
+    res = doc["result"]
+    for key in ("net_return", "cagr", "volatility", "sharpe", "max_drawdown", "turnover_per_day", "fees", "funding", "maker_share",
+                "gross_exposure", "net_exposure"):
+        assert key in res
+    assert res["fees"] > 0 and 0 < res["maker_share"] < 1 and abs(res["net_exposure"]) < 0.2  # market neutral, maker first
+    rb = doc["baselines"]["random_portfolio"]
+    assert rb["seeds"] == 2 and rb["net_return_min"] <= rb["net_return_mean"] <= rb["net_return_max"]
+    assert abs(rb["gross_exposure_mean"] - res["gross_exposure"]) < 0.15  # the same exposure ...
+    assert set(doc["baselines"]) == {"random_portfolio", "equal_weight_long", "btc_long"}
+    assert {"plan", "random", "equal_weight_long", "btc_long", "excess_vs_random"} <= set(doc["held_out_block"])
+    assert plot.stat().st_size > 10_000
+    bad = trader("trade", "--backtest", "--plan", "portfolio", "--store", str(store), "--no-model")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_one_paper_decision_on_the_replays_usdm_venue(replay_store: tuple[str, dict[str, str], Path], tmp_path: Path) -> None:
+    url, creds, store = replay_store
+    env = {**creds, "TRADER_REST_URL": url, "TRADER_WS_URL": url.replace("http", "ws")}
+    r = trader("trade", "--plan", "portfolio", "--store", str(store), "--steps", "1", "--ledger", str(tmp_path / "pf"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    [decision] = [orjson.loads(line) for line in r.stdout.splitlines()]
+    assert decision["ranked"] == 12 and decision["orders"] and not decision["halted"]
+    pos = trader("position", "list", "--json", env=env)
+    assert pos.returncode == 0 and orjson.loads(pos.stdout) == []  # maker first: nothing filled on a frozen clock yet
+    opened = trader("order", "open", "--market", "usdm", "--json", env=env)
+    assert len(orjson.loads(opened.stdout)) == len(decision["orders"])  # the post-only orders rest at the touch
+    assert (tmp_path / "pf.state.json").exists() and (tmp_path / "pf.journal.sqlite").exists()
