@@ -430,6 +430,7 @@ def search_cmd(
     objective: Annotated[str | None, typer.Option("--objective", help="ic (mean OOS rank IC) | excess (top-decile excess net of fees) | backtest (the trade plan, walk-forward backtests).", show_default=False)] = None,
     space: Annotated[str, typer.Option("--space", help="score (weights + factor coefficients) | model (XGBoost) | all.")] = "all",
     worker: Annotated[int, typer.Option("--worker", help="Number of this process among those sharing a study (offsets the seed).", min=0)] = 0,
+    plan: Annotated[str | None, typer.Option("--plan", help="--objective backtest: which plan's parameters (seed | portfolio; default risk.plan).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the config overlay here (default <store>/tune/<study>.yaml).", show_default=False)] = None,
     frm: FromOpt = None,
     to: ToOpt = None,
@@ -450,7 +451,12 @@ def search_cmd(
     if out is not None and not out.parent.is_dir():
         raise fail(f"--out: directory {out.parent} does not exist", 2)
     over: dict[str, Any] = {k: v for k, v in {"objective": objective, "storage": storage}.items() if v is not None}
-    settings = load(config, profile, rest_url, ws_url, store, {"tune": over} if over else None)
+    if plan is not None and plan not in ("seed", "portfolio"):
+        raise fail(f"--plan must be seed or portfolio, got {plan}", 2)
+    overlay: dict[str, Any] = {"tune": over} if over else {}
+    if plan is not None:
+        overlay["risk"] = {"plan": plan}
+    settings = load(config, profile, rest_url, ws_url, store, overlay or None)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     start, end = _window(frm, to)
     path = settings.store_path()
@@ -462,6 +468,9 @@ def search_cmd(
         (path / "tune").mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path / 'tune' / 'optuna.db'}"
     n = trials or settings.tune.trials
+    if settings.tune.objective == "backtest" and settings.risk.plan == "portfolio":
+        _portfolio_search(settings, path, wanted, start, end, n, study, url, out, as_json, worker)
+        return
     if settings.tune.objective == "backtest":
         _plan_search(settings, path, wanted, start, end, n, study, url, out, as_json)
         return
@@ -485,6 +494,33 @@ def search_cmd(
     print(f"search: {result['trials']} trials in the study ({result['pruned']} pruned), {result['seconds']} s; best #{result['best']['number']} "
           f"inner-fold objective {result['best']['value']:+.5f}", file=sys.stderr)
     print_report(result["held_out"], settings.scan.min_score)
+    print(f"overlay: {target} (use it with --config {target})")
+
+
+def _portfolio_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: str,
+                      out: Path | None, as_json: bool, worker: int) -> None:
+    from trader.trade.portfolio_search import portfolio_overlay, run_portfolio_search
+
+    def progress(done: int, total: int, best: float | None) -> None:
+        if not as_json:
+            print(f"search: trial {done}/{total}, best inner mean net return {'–' if best is None else f'{best:+.2%}'}", file=sys.stderr, flush=True)
+
+    result = run_portfolio_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=f"portfolio-{study}",
+                                  storage=url, worker=worker, progress=progress)
+    target = out or (path / "tune" / f"portfolio-{study}.yaml")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(portfolio_overlay(result))
+    result["overlay"] = str(target)
+    if as_json:
+        _json(result)
+        return
+    h, r = result["held_out"], result["held_out"]["random_portfolio"]
+    print(f"search: {result['trials']} trials, {result['seconds']} s; best #{result['best']['number']} {result['best']['params']}: "
+          f"inner folds {result['best']['inner_mean_net_return']:+.2%}")
+    print(f"held out, {h['decisions']} decisions: tuned {h['tuned']['net_return']:+.2%}, default {h['default']['net_return']:+.2%}, "
+          f"random portfolios {r['mean']:+.2%} (min {min(r['net_returns']):+.2%}, max {max(r['net_returns']):+.2%}), "
+          f"equal weight {h['equal_weight_long']:+.2%}" + (f", BTC {h['btc_long']:+.2%}" if h["btc_long"] is not None else ""))
+    print("the tuned plan " + ("beats" if h["tuned_beats_random"] else "does NOT beat") + " every random portfolio on the held-out block")
     print(f"overlay: {target} (use it with --config {target})")
 
 

@@ -74,3 +74,21 @@ def test_one_paper_decision_on_the_replays_usdm_venue(replay_store: tuple[str, d
     opened = trader("order", "open", "--market", "usdm", "--json", env=env)
     assert len(orjson.loads(opened.stdout)) == len(decision["orders"])  # the post-only orders rest at the touch
     assert (tmp_path / "pf.state.json").exists() and (tmp_path / "pf.journal.sqlite").exists()
+
+
+def test_tune_search_covers_the_portfolio_and_never_searches_the_last_block(replay_store: tuple[str, dict[str, str], Path], tmp_path: Path) -> None:
+    _, _, store = replay_store
+    out = tmp_path / "pf.yaml"
+    r = trader("tune", "search", "--objective", "backtest", "--plan", "portfolio", "--store", str(store), "--trials", "2", "--worker", "1",
+               "--study", "t", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = orjson.loads(r.stdout)
+    assert doc["plan"] == "portfolio" and doc["worker"] == 1 and doc["trials"] == 2
+    h = doc["held_out"]
+    assert len(doc["best"]["fold_returns"]) == 3 and h["decisions"] > 0  # three inner folds; the fourth held out
+    assert {"tuned", "default", "random_portfolio", "equal_weight_long", "btc_long", "tuned_beats_random"} <= set(h)
+    assert h["random_portfolio"]["seeds"] == 5 and len(h["random_portfolio"]["net_returns"]) == 5
+    text = out.read_text()
+    assert "plan: portfolio" in text and "held out" in text
+    again = trader("trade", "--backtest", "--store", str(store), "--config", str(out), "--from", "2025-02-01", "--seeds", "1", "--json")
+    assert again.returncode == 0 and orjson.loads(again.stdout)["plan"] == "portfolio"  # the overlay selects the plan

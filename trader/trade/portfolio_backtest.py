@@ -24,7 +24,7 @@ from trader.errors import ConfigError
 from trader.models import duration_ms
 from trader.trade.portfolio import PortfolioRun, SleeveBook, choose_leverage, metrics, simulate
 
-__all__ = ["portfolio_backtest"]
+__all__ = ["PortfolioData", "portfolio_backtest"]
 
 
 def _window(run: PortfolioRun, start_ms: int) -> PortfolioRun:
@@ -73,6 +73,112 @@ def _excess_t(plan: PortfolioRun, randoms: list[PortfolioRun], start_ms: int = 0
             "t": round(float(np.mean(diff)) / se, 2) if se > 0 else None}
 
 
+class PortfolioData:
+    """Everything a portfolio backtest reads, loaded once (the search runs many plans on it).
+
+    Args: as :func:`portfolio_backtest`. Attributes: ``moments`` (out-of-sample decision moments, epoch
+    ms), ``blocks`` (symbol -> base kline block), ``rules``, ``tiers``; :meth:`run` simulates one plan.
+
+    Raises:
+        ConfigError: no model, too few USD-M symbols, no out-of-sample moment.
+    """
+
+    def __init__(self, settings: Settings, store_path: Path, start_ms: int | None, end_ms: int | None, symbols: list[str] | None) -> None:
+        from trader.store.klines import KlineStore
+        from trader.trade.broker import BlockSeries
+        from trader.trade.signals import decision_dataset, scores
+        from trader.usdm import ContractRules, bundled_brackets, bundled_exchange_info
+
+        t0 = time.perf_counter()
+        ds = decision_dataset(settings, store_path, symbols or [], start_ms, end_ms, use_model=True)
+        _, _, prob = scores(settings, ds, store_path, use_model=True)
+        if prob is None:
+            raise ConfigError("the portfolio plan ranks symbols by the model's out-of-sample probability: no active or shipped model "
+                              "(trader tune train, or the shipped model in the package)")
+        info = {s["symbol"]: s for s in bundled_exchange_info()["symbols"]}
+        usable = [i for i, s in enumerate(ds.symbols) if s in info]
+        if len(usable) < 4:
+            raise ConfigError(f"only {len(usable)} symbols of the store are USD-M contracts here; the plan needs at least 4")
+        self.oos = np.flatnonzero(np.isfinite(prob[usable]).any(axis=0))
+        if self.oos.size < 2:
+            raise ConfigError("no moment in the window has an out-of-sample model probability (the model trained on all of it)")
+        self.moments = ds.moments_ms[self.oos]
+        base = settings.universe.intervals[0]
+        with KlineStore(store_path) as store:
+            self.blocks = {ds.symbols[i]: store.load(ds.symbols[i], base) for i in usable}
+        self.series = {s: BlockSeries(s, base, b) for s, b in self.blocks.items()}
+        self.rules = {s: ContractRules.from_symbol_info(info[s]) for s in self.blocks}
+        self.tiers = {s: t for s, t in bundled_brackets().items() if s in self.rules}
+        self.col = {s: i for i, s in enumerate(ds.symbols)}
+        self.valid = ds.valid
+        self.prob = prob
+        close = np.where(np.isfinite(ds.close), ds.close, np.nan)
+        self.logret = np.diff(np.log(close), axis=1, prepend=np.nan)
+        # the model's out-of-sample predictions exist on its own grid (the shipped model's: every 4 h): the
+        # decisions are those moments, and the sleeves follow their spacing so each holds for the horizon
+        self.decision_ms = max(duration_ms(settings.trade.decision_interval), int(np.median(np.diff(self.moments))))
+        self.seconds = time.perf_counter() - t0
+
+    def tradable(self, m: int) -> list[str]:
+        j = self.oos[m]
+        return [s for s in self.blocks if self.valid[self.col[s], j]]
+
+    def ranked(self, m: int) -> list[str]:
+        j = self.oos[m]
+        cand = [(float(self.prob[self.col[s], j]), s) for s in self.blocks
+                if self.valid[self.col[s], j] and np.isfinite(self.prob[self.col[s], j])]
+        return [s for _, s in sorted(cand, key=lambda x: (-x[0], x[1]))]
+
+    def vol(self, m: int) -> dict[str, float]:
+        j = self.oos[m]
+        lo = max(0, j - 168)
+        return {s: float(np.nanstd(self.logret[self.col[s], lo:j + 1])) for s in self.blocks}
+
+    def run(self, settings: Settings, lo: int, hi: int, cash: float, kind: str = "plan", seed: int = 0) -> PortfolioRun:
+        """Simulate over the moments ``[lo, hi)``: ``kind`` plan, random (the plan on a random
+        relabelling of the symbols, ``seed``), equal_weight_long or btc_long."""
+        from trader.replay.futures import FuturesConfig, FuturesEngine
+        from trader.replay.trading import SeriesMarket
+
+        cfg = settings.risk.portfolio
+        long_only = cfg.market == "spot"
+        leverage = 1 if long_only else choose_leverage(cfg, settings.risk, self.tiers)
+        fees = settings.costs.spot if long_only else settings.costs.usdm
+        fcfg = FuturesConfig(maker_fee=Decimal(repr(fees.maker_fee)), taker_fee=Decimal(repr(fees.taker_fee)),
+                             funding_rate=Decimal(0) if long_only else Decimal(repr(settings.replay.futures.funding_rate)),
+                             impact_bps=settings.costs.impact_bps)
+        market = SeriesMarket(None, settings.costs.spread_bps, series_for=self.series.__getitem__)
+        engine = FuturesEngine(market, self.rules, self.tiers, fcfg, spread_bps=settings.costs.spread_bps)
+        moments = self.moments[lo:hi]
+        engine.advance(int(moments[0]))
+        n_sleeves = max(1, duration_ms(cfg.horizon) // self.decision_ms)
+
+        def tradable(m: int) -> list[str]:
+            return self.tradable(lo + m)
+
+        def ranked(m: int) -> list[str]:
+            return self.ranked(lo + m)
+
+        if kind == "random":
+            names = sorted(self.blocks)
+            perm = dict(zip(names, (str(x) for x in np.random.default_rng(seed).permutation(names)), strict=True))
+
+            def ranked(m: int) -> list[str]:
+                can = set(self.tradable(lo + m))
+                return [perm[s] for s in self.ranked(lo + m) if perm[s] in can]
+
+        fixed = None
+        if kind == "equal_weight_long":
+            first = tradable(0)
+            fixed = {s: 1.0 / len(first) for s in first}
+        elif kind == "btc_long":
+            fixed = {"BTCUSDT": 1.0}
+        vol = (lambda m: self.vol(lo + m)) if cfg.weighting == "inverse_vol" else None
+        book = SleeveBook(cfg, 1 if fixed else n_sleeves, long_only or fixed is not None)
+        return simulate(engine, self.rules, moments, tradable, ranked, book, settings.risk, cash, decision_ms=self.decision_ms,
+                        leverage=leverage, vol=vol, fixed=fixed)
+
+
 def portfolio_backtest(settings: Settings, store_path: Path, start_ms: int | None, end_ms: int | None, *,
                        symbols: list[str] | None = None, cash: float = 10_000.0, seeds: int = 5, holdout: float = 0.25,
                        plot: Path | None = None, progress: Any = None) -> dict[str, Any]:
@@ -82,99 +188,31 @@ def portfolio_backtest(settings: Settings, store_path: Path, start_ms: int | Non
         ConfigError: no model (the plan ranks by its out-of-sample probability), no out-of-sample
             moment in the window, a non-finite cash, or a leverage that puts liquidation too close.
     """
-    from trader.replay.futures import FuturesConfig, FuturesEngine
-    from trader.replay.trading import SeriesMarket
-    from trader.store.klines import KlineStore
-    from trader.trade.broker import BlockSeries
-    from trader.trade.signals import decision_dataset, scores
-    from trader.usdm import ContractRules, bundled_brackets, bundled_exchange_info
-
     if not np.isfinite(cash) or cash <= 0:
         raise ConfigError(f"--cash must be a positive finite amount, got {cash}")
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (the random portfolios are the baseline), got {seeds}")
     cfg = settings.risk.portfolio
     t0 = time.perf_counter()
-    ds = decision_dataset(settings, store_path, symbols or [], start_ms, end_ms, use_model=True)
-    _, _, prob = scores(settings, ds, store_path, use_model=True)
-    if prob is None:
-        raise ConfigError("the portfolio plan ranks symbols by the model's out-of-sample probability: no active or shipped model "
-                          "(trader tune train, or the shipped model in the package)")
-    info = {s["symbol"]: s for s in bundled_exchange_info()["symbols"]}
-    usable = [i for i, s in enumerate(ds.symbols) if s in info]
-    if len(usable) < 2 * cfg.k:
-        raise ConfigError(f"only {len(usable)} symbols of the store are USD-M contracts here; the plan needs at least {2 * cfg.k}")
-    oos = np.flatnonzero(np.isfinite(prob[usable]).any(axis=0))
-    if oos.size < 2:
-        raise ConfigError("no moment in the window has an out-of-sample model probability (the model trained on all of it)")
-    moments = ds.moments_ms[oos]
-    base = settings.universe.intervals[0]
-    with KlineStore(store_path) as store:
-        blocks = {ds.symbols[i]: store.load(ds.symbols[i], base) for i in usable}
-    series = {s: BlockSeries(s, base, b) for s, b in blocks.items()}
-    rules = {s: ContractRules.from_symbol_info(info[s]) for s in blocks}
-    tiers = {s: t for s, t in bundled_brackets().items() if s in rules}
-    long_only = cfg.market == "spot"
-    leverage = 1 if long_only else choose_leverage(cfg, settings.risk, tiers)
-    fees = settings.costs.spot if long_only else settings.costs.usdm
-    fcfg = FuturesConfig(maker_fee=Decimal(repr(fees.maker_fee)), taker_fee=Decimal(repr(fees.taker_fee)),
-                         funding_rate=Decimal(0) if long_only else Decimal(repr(settings.replay.futures.funding_rate)),
-                         impact_bps=settings.costs.impact_bps)
-    decision_ms = duration_ms(settings.trade.decision_interval)
-    n_sleeves = max(1, duration_ms(cfg.horizon) // decision_ms)
-    col = {s: i for i, s in enumerate(ds.symbols)}
-    valid = ds.valid
-    close = np.where(np.isfinite(ds.close), ds.close, np.nan)
-    logret = np.diff(np.log(close), axis=1, prepend=np.nan)
-
-    def engine() -> FuturesEngine:
-        market = SeriesMarket(None, settings.costs.spread_bps, series_for=series.__getitem__)
-        e = FuturesEngine(market, rules, tiers, fcfg, spread_bps=settings.costs.spread_bps)
-        e.advance(int(moments[0]))
-        return e
-
-    def tradable(m: int) -> list[str]:
-        j = oos[m]
-        return [s for s in blocks if valid[col[s], j]]
-
-    def ranked(m: int) -> list[str]:
-        j = oos[m]
-        cand = [(float(prob[col[s], j]), s) for s in blocks if valid[col[s], j] and np.isfinite(prob[col[s], j])]
-        return [s for _, s in sorted(cand, key=lambda x: (-x[0], x[1]))]
-
-    def vol(m: int) -> dict[str, float]:
-        j = oos[m]
-        lo = max(0, j - 168)
-        return {s: float(np.nanstd(logret[col[s], lo:j + 1])) for s in blocks}
-
-    sim = dict(decision_ms=decision_ms, leverage=leverage, vol=vol if cfg.weighting == "inverse_vol" else None)
+    data = PortfolioData(settings, store_path, start_ms, end_ms, symbols)
+    if len(data.blocks) < 2 * cfg.k:
+        raise ConfigError(f"{len(data.blocks)} USD-M symbols are too few for k = {cfg.k} per side")
+    n = len(data.moments)
+    leverage = 1 if cfg.market == "spot" else choose_leverage(cfg, settings.risk, data.tiers)
+    n_sleeves = max(1, duration_ms(cfg.horizon) // data.decision_ms)
     t1 = time.perf_counter()
-    plan_book = SleeveBook(cfg, n_sleeves, long_only)
-    plan = simulate(engine(), rules, moments, tradable, ranked, plan_book, settings.risk, cash, **sim)  # type: ignore[arg-type]
+    plan = data.run(settings, 0, n, cash)
     t_plan = time.perf_counter() - t1
     if progress:
         progress(f"portfolio plan: {metrics(plan, cash)['net_return']:+.2%} in {t_plan:.1f} s")
     randoms = []
-    names = sorted(blocks)
     for seed in range(seeds):
-        # the random portfolio: the plan's decisions applied to a random relabelling of the universe
-        # (one bijection per seed): the same sleeves, persistence, turnover and concentration, names at random
-        perm = dict(zip(names, (str(x) for x in np.random.default_rng(seed).permutation(names)), strict=True))
-
-        def ranked_random(m: int, _perm: dict[str, str] = perm) -> list[str]:
-            can = set(tradable(m))
-            return [_perm[s] for s in ranked(m) if _perm[s] in can]
-
-        r = simulate(engine(), rules, moments, tradable, ranked_random, SleeveBook(cfg, n_sleeves, long_only), settings.risk, cash,
-                     **sim)  # type: ignore[arg-type]
-        randoms.append(r)
+        randoms.append(data.run(settings, 0, n, cash, "random", seed))
         if progress:
-            progress(f"random portfolio {seed + 1}/{seeds}: {metrics(r, cash)['net_return']:+.2%}")
-    first = tradable(0)
-    ew = simulate(engine(), rules, moments, tradable, ranked, SleeveBook(cfg, 1, True), settings.risk, cash,
-                  fixed={s: 1.0 / len(first) for s in first}, **sim)  # type: ignore[arg-type]
-    btc = simulate(engine(), rules, moments, tradable, ranked, SleeveBook(cfg, 1, True), settings.risk, cash,
-                   fixed={"BTCUSDT": 1.0}, **sim) if "BTCUSDT" in first else None  # type: ignore[arg-type]
+            progress(f"random portfolio {seed + 1}/{seeds}: {metrics(randoms[-1], cash)['net_return']:+.2%}")
+    ew = data.run(settings, 0, n, cash, "equal_weight_long")
+    btc = data.run(settings, 0, n, cash, "btc_long") if "BTCUSDT" in data.tradable(0) else None
+    moments = data.moments
     random_ret = [metrics(r, cash)["net_return"] for r in randoms]
     split = int(moments[int(len(moments) * (1 - holdout))]) if 0 < holdout < 1 else int(moments[0])
     runs: dict[str, Any] = {"plan": plan, "random": randoms, "equal_weight_long": ew}
@@ -183,8 +221,9 @@ def portfolio_backtest(settings: Settings, store_path: Path, start_ms: int | Non
     doc: dict[str, Any] = {
         "plan": "portfolio",
         "market": cfg.market,
-        "params": cfg.model_dump(mode="json") | {"sleeves": n_sleeves, "leverage": leverage, "stop_loss": settings.risk.stop_loss},
-        "window": {"from_ms": int(moments[0]), "to_ms": int(moments[-1]), "decisions": len(moments), "symbols": len(blocks),
+        "params": cfg.model_dump(mode="json") | {"sleeves": n_sleeves, "decision_every_ms": data.decision_ms, "leverage": leverage,
+                                                 "stop_loss": settings.risk.stop_loss},
+        "window": {"from_ms": int(moments[0]), "to_ms": int(moments[-1]), "decisions": n, "symbols": len(data.blocks),
                    "out_of_sample_only": True},
         "result": metrics(plan, cash),
         "baselines": {
