@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/orders.py
 	$(PY) bench/venue.py
 	$(PY) bench/futures.py
+	$(PY) bench/portfolio.py
 	$(PY) bench/trade.py
 	$(VENV)/bin/trader compare --full
 

@@ -237,3 +237,19 @@ def test_funding_files_in_binances_format_replace_the_constant(market: SeriesMar
 
     with pytest.raises(ConfigError, match=r"BAD\.json"):
         load_funding_dir(tmp_path)
+
+
+def test_the_cached_available_balance_equals_the_full_computation(market: SeriesMarket) -> None:
+    """``available`` (cached open-order margin) must equal ``totals`` after orders come and go."""
+    engine, acct, _ = _engine(market, "100000")
+    checks = 0
+    for i, t in enumerate((T0, T0, T0 + 1, T0 + H // 6, T0 + H // 6, T0 + H)):
+        engine.advance(t)
+        engine.place(acct, req("BUY", "LIMIT", "1", price=f"{95 - i}.00"), t)
+        engine.place(acct, req("SELL", "LIMIT", "2", price=f"{106 + i}.00"), t)
+        if i % 2:
+            engine.place(acct, req("BUY", "MARKET", "3"), t)
+            engine.cancel(acct, "TESTUSDT", next(iter(acct.open.values())).order_id, None, t)
+        assert engine.available(acct, t) == engine.totals(acct, t)["available"]
+        checks += 1
+    assert checks == 6 and engine.open_order_im(acct, T0 + H) > 0

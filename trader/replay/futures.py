@@ -218,6 +218,21 @@ class FOrder:
         return out
 
 
+class _OimCache(dict[str, tuple[int, Decimal]]):
+    """Per-symbol open-order margin cache whose ``version`` moves with every change (the account total's key)."""
+
+    version = 0
+    total: tuple[int, int, Decimal] | None = None  # (replay ms, version, sum over symbols)
+
+    def __setitem__(self, key: str, value: tuple[int, Decimal]) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def pop(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.version += 1
+        return super().pop(key, default)
+
+
 class FAccount:
     """A USD-M account: one USDT wallet, positions, per-symbol leverage and margin type."""
 
@@ -235,15 +250,17 @@ class FAccount:
         self.income: list[dict[str, Any]] = []
         self.update_ms = 0
         self.countdown: dict[str, tuple[int, int]] = {}  # symbol -> (countdown ms, deadline replay ms)
-        self.oim: dict[str, tuple[int, Decimal]] = {}  # symbol -> (replay ms, open-order initial margin) cache
+        self.oim = _OimCache()  # symbol -> (replay ms, open-order initial margin), with a version for the total
 
     def add_open(self, order: FOrder) -> None:
         self.open[(order.symbol, order.order_id)] = order
         self.open_by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+        self.oim.version += 1  # the account's open-order margin total must be recomputed
 
     def remove_open(self, order: FOrder) -> None:
         self.open.pop((order.symbol, order.order_id), None)
         self.open_by_symbol.get(order.symbol, {}).pop(order.order_id, None)
+        self.oim.version += 1
 
     def open_of(self, symbol: str) -> list[FOrder]:
         """Open orders of ``symbol`` (a copy: safe to close them while iterating)."""
@@ -297,6 +314,7 @@ class FuturesEngine:
         self.brackets = brackets
         self.cfg = cfg or FuturesConfig()
         self.emit = emit or (lambda a, e: None)
+        self._events_on = emit is not None  # no listener (a backtest): user-data events are not built
         self.spread = Decimal(repr(spread_bps)) / Decimal(10_000)
         self.accounts: dict[str, FAccount] = {}
         self._ids = itertools.count(1)
@@ -379,6 +397,33 @@ class FuturesEngine:
         acct.oim[symbol] = (t_ms, total)
         return total
 
+    def available(self, acct: FAccount, t_ms: int) -> Decimal:
+        """``availableBalance``: cross wallet + cross unrealised PnL - cross position initial margin -
+        open-order initial margin (what :meth:`totals` reports, without the isolated positions' work)."""
+        iso = D0
+        cross_upnl = cross_im = D0
+        for s, p in acct.positions.items():
+            if s in acct.isolated:
+                iso += p.isolated_wallet
+            elif p.amt != 0:
+                m = self.mark(s, t_ms)
+                cross_upnl += self.upnl(p, m)
+                cross_im += self.position_im(acct, p, m)
+        return acct.wallet - iso + cross_upnl - cross_im - self.open_order_im(acct, t_ms)
+
+    def open_order_im(self, acct: FAccount, t_ms: int) -> Decimal:
+        """Initial margin of every open order of the account (cached until an order or position changes)."""
+        hit = acct.oim.total
+        if hit is not None and hit[0] == t_ms and hit[1] == acct.oim.version:
+            return hit[2]
+        total = sum((self.symbol_order_im(acct, s, t_ms) for s, orders in acct.open_by_symbol.items() if orders), D0)
+        acct.oim.total = (t_ms, acct.oim.version, total)
+        return total
+
+    def equity(self, acct: FAccount, t_ms: int) -> Decimal:
+        """Margin balance: wallet + every position's unrealised PnL at the mark, USDT."""
+        return acct.wallet + sum((self.upnl(p, self.mark(s, t_ms)) for s, p in acct.positions.items() if p.amt != 0), D0)
+
     def totals(self, acct: FAccount, t_ms: int) -> dict[str, Decimal]:
         """Account figures (USDT): wallet, cross wallet, unrealised PnL (all / cross), position and
         open-order initial margin (cross, as Binance's ``totalPositionInitialMargin`` counts all),
@@ -437,7 +482,7 @@ class FuturesEngine:
         if pos is not None and pos.amt != 0 and symbol in acct.isolated and lev < self.leverage(acct, symbol):
             need = abs(pos.amt) * pos.entry / lev - pos.isolated_wallet
             if need > 0:
-                if need > self.totals(acct, t_ms)["available"]:
+                if need > self.available(acct, t_ms):
                     raise Rejected(-2019, "Margin is insufficient.")
                 pos.isolated_wallet += need
         acct.leverage[symbol] = lev
@@ -534,7 +579,7 @@ class FuturesEngine:
         if not req.reduce_only and not req.close_position:
             need = self.order_im(acct, order, ask if req.side == "BUY" else bid)
             fee_room = (req.quantity or D0) * (req.price or mark) * self.cfg.taker_fee
-            if need > 0 and need + fee_room > self.totals(acct, now_ms)["available"]:
+            if need > 0 and need + fee_room > self.available(acct, now_ms):
                 raise Rejected(-2019, "Margin is insufficient.")
         if test:
             return None
@@ -776,6 +821,7 @@ class FuturesEngine:
         """Every price at which something can happen on ``symbol`` (limits, stops, liquidation and
         margin-call prices), sorted; None when a trailing stop needs every segment."""
         out: list[float] = []
+        now: float | None = None
         for acct in self.accounts.values():
             pos = acct.positions.get(symbol)
             if pos is not None and pos.amt != 0:
@@ -783,6 +829,11 @@ class FuturesEngine:
                     pos.liq = self.liq_price(acct, pos, t_ms)
                 if pos.call is None:
                     pos.call = self.liq_price(acct, pos, t_ms, MARGIN_CALL_RATIO)
+                if now is None:
+                    now = self.market.price(symbol, t_ms)
+                for level in (float(pos.liq), float(pos.call)):
+                    if level > 0 and ((pos.amt > 0 and now <= level) or (pos.amt < 0 and now >= level)):
+                        return None  # already through (funding moved it): it acts at once
                 out += [float(pos.liq), float(pos.call)]
             for o in acct.open_by_symbol.get(symbol, {}).values():
                 if o.req.type == "TRAILING_STOP_MARKET" and not o.triggered:
@@ -797,7 +848,13 @@ class FuturesEngine:
         return out
 
     def _advance_symbol(self, symbol: str, t0: int, t1: int) -> None:
-        levels: list[float] | None = None
+        levels: list[float] | None = self._levels(symbol, t0)
+        quick = getattr(self.market, "price_range", None)
+        if levels is not None and quick is not None:  # nothing can happen if the span's range reaches no level
+            lo, hi = quick(symbol, t0, t1)
+            i = bisect.bisect_left(levels, lo)
+            if i >= len(levels) or levels[i] > hi:
+                return
         first = True
         for ta, pa, tb, pb, gap in self.market.segments(symbol, t0, t1):
             if not first:  # continuous path: only a segment whose range reaches a level can act
@@ -957,8 +1014,10 @@ class FuturesEngine:
     def _margin_call(self, acct: FAccount, pos: FPosition, t_ms: int) -> None:
         """``MARGIN_CALL`` (Binance USD-M "Event: Margin Call") when the margin ratio reaches
         :data:`MARGIN_CALL_RATIO`; once until the position changes."""
-        mark = self.mark(pos.symbol, t_ms)
         self.events += 1
+        if not self._events_on:
+            return
+        mark = self.mark(pos.symbol, t_ms)
         self.emit(acct, {"e": "MARGIN_CALL", "E": t_ms, "cw": e8(acct.cross_wallet), "p": [{
             "s": pos.symbol, "ps": "BOTH", "pa": _fmt(pos.amt, self.rules_for(pos.symbol).quantity_precision),
             "mt": "ISOLATED" if pos.symbol in acct.isolated else "CROSSED", "iw": e8(pos.isolated_wallet), "mp": e8(mark),
@@ -990,6 +1049,8 @@ class FuturesEngine:
     def _report(self, order: FOrder, exec_type: str, t_ms: int, *, trade: dict[str, Any] | None = None, last_qty: Decimal = D0,
                 last_price: Decimal = D0, commission: Decimal = D0, maker: bool = False, realized: Decimal = D0) -> None:
         """``ORDER_TRADE_UPDATE`` (Binance USD-M "User Data Streams", "Event: Order Update")."""
+        if not self._events_on:
+            return
         rules = self.rules_for(order.symbol)
         pp, qp = rules.price_precision, rules.quantity_precision
         r = order.req
@@ -1019,6 +1080,8 @@ class FuturesEngine:
     def _account_update(self, acct: FAccount, reason: str, t_ms: int, symbols: list[str]) -> None:
         """``ACCOUNT_UPDATE`` (reason ORDER, FUNDING_FEE, ...): the USDT balance and the positions touched."""
         acct.update_ms = t_ms
+        if not self._events_on:
+            return
         self.emit(acct, {"e": "ACCOUNT_UPDATE", "E": t_ms, "T": t_ms, "a": {
             "m": reason, "B": [{"a": "USDT", "wb": e8(acct.wallet), "cw": e8(acct.cross_wallet), "bc": "0.00000000"}],
             "P": [self.position_update(acct, s, t_ms) for s in symbols]}})

@@ -61,6 +61,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
+import numpy as np
 import orjson
 from aiohttp import WSMsgType, web
 
@@ -190,6 +191,18 @@ class SeriesMarket:
             vol, qvol = s.values[[VOLUME, QUOTE_VOLUME], i].tolist()
             hit = self._klines[key] = (i, vol, qvol)
         return hit
+
+    def price_range(self, symbol: str, t0_ms: int, t1_ms: int) -> tuple[float, float]:
+        """A range that contains every path price over ``[t0, t1]``: the lows and highs of the klines
+        it touches, and the price at ``t0`` (a cheap superset, for skipping quiet spans)."""
+        s = self.series(symbol)
+        ol = s.data.open_list
+        i = max(bisect.bisect_right(ol, t0_ms) - 1, 0)
+        j = max(s.visible(t1_ms), i + 1)
+        lo = float(np.min(s.values[LOW, i:j]))
+        hi = float(np.max(s.values[HIGH, i:j]))
+        p0 = self.price(symbol, t0_ms)
+        return min(lo, p0), max(hi, p0)
 
     def segments(self, symbol: str, t0_ms: int, t1_ms: int) -> Iterator[tuple[int, float, int, float, bool]]:
         """Pieces of the documented intrabar path over ``(t0, t1]``, with the jumps between klines."""

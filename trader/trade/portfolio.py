@@ -133,13 +133,15 @@ class SleeveBook:
                 if not names or share <= 0:
                     continue
                 if cfg.weighting == "inverse_vol" and vol:
-                    inv = np.array([1.0 / max(vol.get(s, np.nan), 1e-9) if np.isfinite(vol.get(s, np.nan)) else 0.0 for s in names])
-                    inv = inv / inv.sum() if inv.sum() > 0 else np.full(len(names), 1.0 / len(names))
+                    inv = [1.0 / max(vol.get(s, math.nan), 1e-9) if math.isfinite(vol.get(s, math.nan)) else 0.0 for s in names]
+                    total = sum(inv)
+                    parts = [x / total for x in inv] if total > 0 else [1.0 / len(names)] * len(names)
                 else:
-                    inv = np.full(len(names), 1.0 / len(names))
-                for s, x in zip(names, inv, strict=True):
-                    w[s] = w.get(s, 0.0) + sign * per * share * float(x)
-        return {s: float(np.clip(x, -cfg.max_weight, cfg.max_weight)) for s, x in w.items() if x}
+                    parts = [1.0 / len(names)] * len(names)
+                for s, x in zip(names, parts, strict=True):
+                    w[s] = w.get(s, 0.0) + sign * per * share * x
+        cap = cfg.max_weight
+        return {s: max(-cap, min(cap, x)) for s, x in w.items() if x}
 
 
 @dataclass
@@ -245,8 +247,7 @@ def simulate(
                     run.stops += 1
                     blocked_until[s] = t + horizon_ms
                 del stops[s]
-        totals = engine.totals(acct, t)
-        equity = float(totals["margin_balance"])
+        equity = float(engine.equity(acct, t))
         run.times_ms.append(t)
         run.equity.append(equity)
         marks = {s: engine.mark(s, t) for s, p in acct.positions.items() if p.amt != 0}

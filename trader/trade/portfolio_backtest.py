@@ -117,11 +117,15 @@ class PortfolioData:
         # the model's out-of-sample predictions exist on its own grid (the shipped model's: every 4 h): the
         # decisions are those moments, and the sleeves follow their spacing so each holds for the horizon
         self.decision_ms = max(duration_ms(settings.trade.decision_interval), int(np.median(np.diff(self.moments))))
+        self._tradable: dict[int, list[str]] = {}
         self.seconds = time.perf_counter() - t0
 
     def tradable(self, m: int) -> list[str]:
-        j = self.oos[m]
-        return [s for s in self.blocks if self.valid[self.col[s], j]]
+        hit = self._tradable.get(m)
+        if hit is None:
+            j = self.oos[m]
+            hit = self._tradable[m] = [s for s in self.blocks if self.valid[self.col[s], j]]
+        return hit
 
     def ranked(self, m: int) -> list[str]:
         j = self.oos[m]
