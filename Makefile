@@ -9,7 +9,7 @@ TUNE_STORE ?= .store/tune
 PAPER_DIR ?= .store/paper
 MODEL_STORE ?= .store/model
 
-.PHONY: install test lint bench demo tune-demo paper-demo model clean
+.PHONY: install test test-fast lint bench demo tune-demo paper-demo model clean
 .ONESHELL:
 SHELL := /bin/bash
 
@@ -26,10 +26,14 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2
 
-## lint: ruff on everything, mypy on trader/
+## test-fast: the inner loop — everything but the tests marked slow (crash cycles, subprocess sessions, searches)
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow"
+
+## lint: ruff on everything, mypy (strict) on trader/ and cli/
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trader cli tests bench
-	$(VENV)/bin/mypy trader
+	$(VENV)/bin/mypy trader cli
 
 ## bench: benchmarks (not tests): replay server throughput, warm, scan
 bench: $(STAMP)

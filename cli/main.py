@@ -39,8 +39,34 @@ app.add_typer(position_app, name="position")
 app.add_typer(trade_app, name="trade")
 
 
+def _version(value: bool) -> None:
+    if not value:
+        return
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    try:
+        v = version("trader")
+    except PackageNotFoundError:
+        v = "unknown"
+    commit = ""
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5)
+            commit = out.stdout.strip() if out.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    print(f"trader {v}" + (f" ({commit})" if commit else ""))
+    raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version (and git commit) and exit.", is_eager=True,
+                                 callback=_version),
+) -> None:
     """Incremental Binance kline store, fast universe scanner and replay exchange."""
 
 

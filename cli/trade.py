@@ -261,7 +261,7 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
                 await clock.sync(rest)
 
                 async def sync() -> int:
-                    return await clock.sync(rest)
+                    return int(await clock.sync(rest))
 
                 state = lg.load_sim()
                 local = LocalBroker(_blocks(settings, symbols), base, {quote: Decimal(repr(float(cash)))}, settings.replay.spread_bps,

@@ -16,10 +16,13 @@ from cli.main import app
 runner = CliRunner()
 
 
-def test_help_lists_only_real_commands() -> None:
+def test_help_lists_every_command_and_version_prints_the_package_version() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    assert "replay" in result.output
+    for command in ("replay", "warm", "scan", "compare", "store", "tune", "account", "order", "position", "trade"):
+        assert f" {command} " in result.output, command
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("trader 0.1.0")
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -12,6 +13,7 @@ from cli.main import app
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_compare_quick_json(tmp_path: Path) -> None:
     png = tmp_path / "c.png"
     result = runner.invoke(app, ["compare", "--quick", "--json", "--latency-ms", "2", "--plot", str(png)])

@@ -79,6 +79,7 @@ def test_evaluate_bad_input_is_one_line(store: Path, args: list[str], code: int,
     assert p.returncode == code and needle in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
+@pytest.mark.slow
 def test_train_register_activate_list_use_and_scan(store: Path, tmp_path: Path) -> None:
     # checks impossible to pass: registered, not active, exit 1
     p = run("tune", "train", "--store", str(store), "--config", config(tmp_path, min_t=50), "--no-permutation")
@@ -155,6 +156,7 @@ def test_if_due_refuses_under_min_training_samples(store: Path, tmp_path: Path) 
     assert p.returncode == 5 and "ml.min_training_samples" in p.stderr and p.stderr.count("trader: error") == 1, p.stderr
 
 
+@pytest.mark.slow
 def test_search_two_processes_share_one_study_and_write_an_overlay(store: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
     url = f"sqlite:///{db}"

@@ -47,6 +47,7 @@ def test_the_scripted_session_goes_through_every_path_that_moves_money(clean: di
     assert r["requests"] > 200
 
 
+@pytest.mark.slow
 async def test_sigkill_after_the_kth_venue_request_breaks_no_invariant(dataset: ReplayDataset, clean: dict[str, Any], tmp_path: Path) -> None:
     """A dense sample of kill points over the whole session (every one: bench/crash_matrix.py)."""
     n = clean["requests"]

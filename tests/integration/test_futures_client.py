@@ -79,6 +79,7 @@ async def test_an_order_answered_503_is_looked_up_not_resent(venue: ReplayExchan
     assert len(venue.futures.engine.accounts[KEY].orders) == 1
 
 
+@pytest.mark.slow
 async def test_twenty_sigkill_cycles_on_fapi_leave_exactly_one_order_per_intent(venue: ReplayExchange, tmp_path: Any) -> None:
     """As the spot test: the venue accepts each new order and holds its answer; the client is
     SIGKILLed while waiting; a restarted client submits every intent again. 0 duplicates allowed."""

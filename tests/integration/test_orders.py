@@ -324,6 +324,7 @@ async def test_the_journal_survives_reopening(tmp_path: Any, venue: ReplayExchan
     assert SECRET.encode() not in path.read_bytes()
 
 
+@pytest.mark.slow
 async def test_twenty_crash_cycles_leave_exactly_one_order_per_intent(venue: ReplayExchange, tmp_path: Any) -> None:
     """Each cycle: the venue accepts the new intent's order and holds its response; the client is
     SIGKILLed while waiting; a restarted client submits every intent again. 0 duplicates allowed."""

@@ -25,6 +25,8 @@ from trader.replay.server import ReplayExchange
 HOUR = 3_600_000
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow
+
 
 def _ccxt_binance(module: object, rest_url: str, ws_url: str | None = None) -> object:
     ex = module.binance({"options": {"defaultType": "spot", "fetchCurrencies": False, "fetchMarkets": {"types": ["spot"]}}})  # type: ignore[attr-defined]

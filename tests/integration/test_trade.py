@@ -6,6 +6,8 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from trader.config import AccountConfig, ClientConfig, MatchingReplayConfig, ProfileConfig, Settings
 from trader.exchange.journal import OrderJournal
 from trader.exchange.rest import BinanceClient
@@ -96,6 +98,7 @@ async def test_a_backtest_and_a_paper_run_over_the_same_window_make_the_same_tra
     assert out["accounting"]["equity_error_max"] == 0 and out["accounting"]["unbooked_fills"] == 0
 
 
+@pytest.mark.slow
 async def test_twenty_sigkill_restart_cycles_with_order_faults_leave_no_duplicate_and_the_ledger_equal_to_the_venue(
     dataset: ReplayDataset, tmp_path: Path
 ) -> None:
@@ -220,6 +223,7 @@ def test_tune_search_objective_backtest_holds_out_the_last_fold_and_reports_the_
     assert tuned.risk.time_stop == out["best"]["plan"]["time_stop"] and abs(sum(tuned.risk.take_profit_sizes) - 1) < 1e-3
 
 
+@pytest.mark.slow
 async def test_paper_without_keys_simulates_fills_locally_and_survives_a_restart(dataset: ReplayDataset, tmp_path: Path) -> None:
     """No keys: real (replayed) market data, the venue's matching rules run locally, state in the ledger."""
     import os

@@ -255,7 +255,8 @@ async def test_budget_waits_for_window_roll_not_sleeps() -> None:
     assert clock.t == pytest.approx(1_700_000_090.5)
     with pytest.raises(ConfigError, match="weight_limit too low"):
         await budget.acquire(11)
-    assert isinstance(RateLimited("x", retry_after_s=1), RateLimited)
+    limited = RateLimited("x", retry_after_s=1.5, banned=True)
+    assert (limited.retry_after_s, limited.banned) == (1.5, True)
 
 
 def _warm_cmd(url: str, store: Path, *extra: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 
@@ -164,7 +163,6 @@ def test_format_1_store_is_migrated_in_place(tmp_path: Path, block: np.ndarray) 
         assert np.array_equal(store.load("BTCUSDT", "1h", limit=100), data[:, -100:])
         assert store.clock() == {"server_ms": 5, "local_ms": 2, "offset_ms": 3}
         assert store._cache.get("index") is None and store._cache.get("m/BTCUSDT/1h") is None
-    assert pickle  # the old format pickled; the new one never unpickles what it reads
 
 
 async def test_async_writer_lock_never_blocks_the_event_loop(tmp_path: Path) -> None:
