@@ -431,6 +431,7 @@ def search_cmd(
     space: Annotated[str, typer.Option("--space", help="score (weights + factor coefficients) | model (XGBoost) | all.")] = "all",
     worker: Annotated[int, typer.Option("--worker", help="Number of this process among those sharing a study (offsets the seed).", min=0)] = 0,
     plan: Annotated[str | None, typer.Option("--plan", help="--objective backtest: which plan's parameters (seed | portfolio; default risk.plan).", show_default=False)] = None,
+    export_best: Annotated[Path | None, typer.Option("--export-best", help="Write the study's best overlay to FILE (from any machine sharing the study) and exit.", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the config overlay here (default <store>/tune/<study>.yaml).", show_default=False)] = None,
     frm: FromOpt = None,
     to: ToOpt = None,
@@ -467,12 +468,19 @@ def search_cmd(
     if url is None:
         (path / "tune").mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{path / 'tune' / 'optuna.db'}"
+    from trader.ml.storage import mask_url, open_storage
+
+    storage_obj = open_storage(url)  # checked before any data loads: a bad URL or server fails in seconds
+    if export_best is not None:
+        _export_best(storage_obj, study, export_best, mask_url(url))
+        return
+    url_shown = mask_url(url)
     n = trials or settings.tune.trials
     if settings.tune.objective == "backtest" and settings.risk.plan == "portfolio":
-        _portfolio_search(settings, path, wanted, start, end, n, study, url, out, as_json, worker)
+        _portfolio_search(settings, path, wanted, start, end, n, study, storage_obj, out, as_json, worker)
         return
     if settings.tune.objective == "backtest":
-        _plan_search(settings, path, wanted, start, end, n, study, url, out, as_json)
+        _plan_search(settings, path, wanted, start, end, n, study, storage_obj, out, as_json, worker)
         return
     ds = load_dataset(settings, path, wanted, ivs, start_ms=start, end_ms=end)
 
@@ -480,13 +488,16 @@ def search_cmd(
         if not as_json:
             print(f"search: trial {done}/{total}, best {'–' if best is None else f'{best:+.5f}'}", file=sys.stderr, flush=True)
 
-    result = run_search(ds, settings, trials=n, study_name=study, storage=url, objective=settings.tune.objective, space=space,
+    result = run_search(ds, settings, trials=n, study_name=study, storage=storage_obj, objective=settings.tune.objective, space=space,
                         worker=worker, progress=progress)
+    result["storage"] = url_shown
     target = out or (path / "tune" / f"{study}.yaml")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(overlay_yaml(result))
+    text = overlay_yaml(result)
+    tmp.write_text(text)
     tmp.replace(target)
+    _remember_overlay(storage_obj, study, text)
     result["overlay"] = str(target)
     if as_json:
         _json(result)
@@ -497,7 +508,33 @@ def search_cmd(
     print(f"overlay: {target} (use it with --config {target})")
 
 
-def _portfolio_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: str,
+def _remember_overlay(storage: Any, study: str, text: str) -> None:
+    """Keep the study's best overlay in the study itself: ``--export-best`` writes it from any machine."""
+    import optuna
+
+    optuna.load_study(study_name=study, storage=storage).set_user_attr("overlay", text)
+
+
+def _export_best(storage: Any, study: str, target: Path, shown: str) -> None:
+    import optuna
+
+    from trader.errors import NoResultError
+
+    try:
+        s = optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        raise NoResultError(f"no study {study!r} in {shown}") from None
+    text = s.user_attrs.get("overlay")
+    if not text:
+        raise NoResultError(f"study {study!r} has no overlay yet (a worker writes it when its search ends)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    print(f"overlay: {target} (study {study!r}, {len(s.trials)} trials, best #{s.best_trial.number if s.best_trials else '–'})")
+
+
+def _portfolio_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: Any,
                       out: Path | None, as_json: bool, worker: int) -> None:
     from trader.trade.portfolio_search import portfolio_overlay, run_portfolio_search
 
@@ -505,11 +542,13 @@ def _portfolio_search(settings: Any, path: Path, wanted: list[str], start: int |
         if not as_json:
             print(f"search: trial {done}/{total}, best inner mean net return {'–' if best is None else f'{best:+.2%}'}", file=sys.stderr, flush=True)
 
-    result = run_portfolio_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=f"portfolio-{study}",
+    result = run_portfolio_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=study,
                                   storage=url, worker=worker, progress=progress)
-    target = out or (path / "tune" / f"portfolio-{study}.yaml")
+    target = out or (path / "tune" / f"{study}.yaml")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(portfolio_overlay(result))
+    text = portfolio_overlay(result)
+    target.write_text(text)
+    _remember_overlay(url, study, text)
     result["overlay"] = str(target)
     if as_json:
         _json(result)
@@ -524,19 +563,21 @@ def _portfolio_search(settings: Any, path: Path, wanted: list[str], start: int |
     print(f"overlay: {target} (use it with --config {target})")
 
 
-def _plan_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: str,
-                 out: Path | None, as_json: bool) -> None:
+def _plan_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: Any,
+                 out: Path | None, as_json: bool, worker: int = 0) -> None:
     from trader.trade.plan_search import plan_overlay, run_plan_search
 
     def progress(done: int, total: int, best: float | None) -> None:
         if not as_json:
             print(f"search: trial {done}/{total}, best inner mean net return {'–' if best is None else f'{best:+.2%}'}", file=sys.stderr, flush=True)
 
-    result = run_plan_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=f"plan-{study}",
-                             storage=url, progress=progress)
-    target = out or (path / "tune" / f"plan-{study}.yaml")
+    result = run_plan_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=study,
+                             storage=url, progress=progress, worker=worker)
+    target = out or (path / "tune" / f"{study}.yaml")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(plan_overlay(result))
+    text = plan_overlay(result)
+    target.write_text(text)
+    _remember_overlay(url, study, text)
     result["overlay"] = str(target)
     if as_json:
         _json(result)

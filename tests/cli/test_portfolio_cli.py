@@ -94,3 +94,85 @@ def test_tune_search_covers_the_portfolio_and_never_searches_the_last_block(repl
     assert "plan: portfolio" in text and "held out" in text
     again = trader("trade", "--backtest", "--store", str(store), "--config", str(out), "--from", "2025-02-01", "--seeds", "1", "--json")
     assert again.returncode == 0 and orjson.loads(again.stdout)["plan"] == "portfolio"  # the overlay selects the plan
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL server (initdb + pg_ctl from PATH) with a password; skipped when there is none."""
+    import shutil
+
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on PATH")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user when there is one
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no 'postgres' user to run the server as")
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="trader-pg-"))  # under /tmp: pytest's own tmp dirs are private to root
+    (base / "pw").write_text("s3cret\n")
+    if as_user:
+        shutil.chown(base, "postgres")
+        shutil.chown(base / "pw", "postgres")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)  # noqa: E731
+    init = run("initdb", "-D", str(base / "data"), "-A", "md5", "--pwfile", str(base / "pw"), "-U", "trader")
+    if init.returncode != 0:
+        pytest.skip(f"initdb failed: {init.stderr.strip()[-200:]}")
+    start = run("pg_ctl", "-D", str(base / "data"), "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "-l", str(base / "log"),
+                "-w", "start")
+    assert start.returncode == 0, start.stderr
+    try:
+        env = {**os.environ, "PGPASSWORD": "s3cret"}
+        made = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "trader", "-d", "postgres", "-c", "create database studies"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert made.returncode == 0, made.stderr
+        yield f"postgresql://trader:s3cret@127.0.0.1:{port}/studies"
+    finally:
+        run("pg_ctl", "-D", str(base / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgres_study_and_failures_are_one_line(replay_store: tuple[str, dict[str, str], Path], postgres: str,
+                                                                         tmp_path: Path) -> None:
+    _, _, store = replay_store
+    base = ["tune", "search", "--objective", "backtest", "--plan", "portfolio", "--store", str(store), "--trials", "3", "--study", "pg",
+            "--storage", postgres, "--json"]
+    procs = [subprocess.Popen([sys.executable, "-m", "cli.main", *base, "--worker", str(w), "--out", str(tmp_path / f"w{w}.yaml")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) for w in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert "s3cret" not in out and "s3cret" not in err  # the password is masked everywhere
+    docs = [orjson.loads(out) for out, _ in outs]
+    assert max(d["trials"] for d in docs) == 6  # both workers' trials in one study
+    import optuna
+
+    from trader.ml.storage import open_storage
+
+    study = optuna.load_study(study_name="pg", storage=open_storage(postgres))
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(6)) and study.user_attrs["dataset"]["symbols"]  # no duplicate numbers; fingerprint kept
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == len(params)  # the workers' seeds differ: no trial repeated
+    export = tmp_path / "best.yaml"
+    ex = trader("tune", "search", "--storage", postgres, "--study", "pg", "--store", str(store), "--export-best", str(export))
+    assert ex.returncode == 0 and "plan: portfolio" in export.read_text()
+    other = trader(*base[:-1], "--from", "2025-02-01")  # another window: another dataset fingerprint
+    assert other.returncode == 2 and other.stderr.count("\n") == 1 and "other data" in other.stderr
+    bad = trader("tune", "search", "--store", str(store), "--storage", postgres.replace("s3cret", "wrong"), "--study", "pg")
+    assert bad.returncode == 2 and "authentication failed" in bad.stderr and bad.stderr.count("\n") == 1 and "wrong" not in bad.stderr
+    down = trader("tune", "search", "--store", str(store), "--storage", "postgresql://trader@127.0.0.1:1/studies", "--study", "pg")
+    assert down.returncode == 3 and "does not answer" in down.stderr

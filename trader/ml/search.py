@@ -139,7 +139,7 @@ def run_search(
     *,
     trials: int,
     study_name: str,
-    storage: str,
+    storage: Any,
     objective: str,
     space: str,
     worker: int = 0,
@@ -152,7 +152,7 @@ def run_search(
         settings: the configuration (``ml`` folds/purge/embargo/horizon/fee; defaults of what is not searched).
         trials: trials to run in this process (added to the study's earlier ones).
         study_name: Optuna study name (resumed if it exists in ``storage``).
-        storage: SQLAlchemy URL of the study storage.
+        storage: SQLAlchemy URL or an opened Optuna storage (:func:`trader.ml.storage.open_storage`).
         objective: ``ic`` or ``excess``.
         space: ``score``, ``model`` or ``all``.
         worker: offsets the sampler seed (one number per process sharing a study).
@@ -187,6 +187,11 @@ def run_search(
     sampler = optuna.samplers.TPESampler(seed=settings.tune.seed + 1000 * worker)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True)
+    from trader.ml.storage import check_fingerprint
+
+    check_fingerprint(study, {"symbols": list(ds.symbols), "intervals": list(ds.params.intervals),
+                              "from_ms": int(ds.moments_ms[0]) if ds.n_moments else None,
+                              "to_ms": int(ds.moments_ms[-1]) if ds.n_moments else None, "klines": ds.fingerprint})
     study.set_user_attr("objective", objective)
     study.set_user_attr("space", space)
     study.set_user_attr("horizon", cfg.horizon)
@@ -216,7 +221,7 @@ def run_search(
             progress(done[0], trials, best)
 
     t0 = time.perf_counter()
-    study.optimize(run_trial, n_trials=trials, callbacks=[callback], gc_after_trial=False)
+    optimize_through_outages(study, run_trial, trials, [callback])
     try:
         best = study.best_trial
     except ValueError:
@@ -284,6 +289,38 @@ def run_search(
         "min_score_share": share,
         "inner_folds": len(inner),
     }
+
+
+def optimize_through_outages(study: Any, objective: Any, trials: int, callbacks: list[Any], patience_s: float = 60.0) -> None:
+    """``study.optimize`` for ``trials`` trials that rides out a short storage outage: on a database
+    error it waits and goes on with the trials still to run (for up to ``patience_s`` without progress);
+    a trial left RUNNING by the outage is failed by the heartbeat and re-run (RetryHeartbeatStaleTrialCallback).
+
+    Raises:
+        NetworkError: the storage stayed unreachable for ``patience_s``.
+    """
+    import sqlalchemy
+
+    from trader.errors import NetworkError
+
+    left = trials
+    waited = 0.0
+    while left > 0:
+        before = len(study.trials) if waited == 0 else None
+        try:
+            study.optimize(objective, n_trials=left, callbacks=callbacks, gc_after_trial=False)
+            return
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            if waited >= patience_s:
+                raise NetworkError(f"the study's database stayed unreachable for {patience_s:.0f} s: {' '.join(str(exc).split())[:160]}") from None
+            time.sleep(2.0)  # a retry pause, not a timing assumption
+            waited += 2.0
+            try:
+                done_now = len(study.trials)
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
+                continue
+            if before is not None:
+                left = max(left - max(done_now - before, 0), 1)
 
 
 def _rebuild(params: dict[str, Any], space: str) -> tuple[WeightsConfig, FactorConfig, dict[str, Any], float]:

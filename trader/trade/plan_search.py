@@ -66,9 +66,10 @@ def run_plan_search(
     folds: int = 4,
     seeds: int = 3,
     study_name: str = "plan",
-    storage: str | None = None,
+    storage: Any = None,
     cash: float = 10_000.0,
     progress: Callable[[int, int, float | None], None] | None = None,
+    worker: int = 0,
 ) -> dict[str, Any]:
     """Search the trade plan; returns the best plan, its inner objective and the held-out report.
 
@@ -112,8 +113,13 @@ def run_plan_search(
         finally:
             lg.close()
 
-    sampler = optuna.samplers.TPESampler(seed=settings.tune.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=settings.tune.seed + 1000 * worker)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler, load_if_exists=True)
+    from trader.ml.storage import check_fingerprint
+
+    check_fingerprint(study, {"symbols": list(ds.symbols), "from_ms": int(ds.moments_ms[0]), "to_ms": int(ds.moments_ms[-1]),
+                              "klines": ds.fingerprint, "plan": "seed"})
     study.set_user_attr("objective", "backtest")
     with tempfile.TemporaryDirectory() as tmp:
 
@@ -129,7 +135,9 @@ def run_plan_search(
                 progress(trial.number + 1, trials, study.best_value if study.best_trial is not None else None)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(objective, n_trials=trials, callbacks=[callback])
+        from trader.ml.search import optimize_through_outages
+
+        optimize_through_outages(study, objective, trials, [callback])
         best = study.best_trial
         plan = _plan(optuna.trial.FixedTrial(best.params), model)
         best_cfg = RiskConfig(**{**settings.risk.model_dump(), **plan})

@@ -103,6 +103,7 @@ class PortfolioData:
         if self.oos.size < 2:
             raise ConfigError("no moment in the window has an out-of-sample model probability (the model trained on all of it)")
         self.moments = ds.moments_ms[self.oos]
+        self.fingerprint = ds.fingerprint
         base = settings.universe.intervals[0]
         with KlineStore(store_path) as store:
             self.blocks = {ds.symbols[i]: store.load(ds.symbols[i], base) for i in usable}

@@ -51,7 +51,7 @@ def _settings(settings: Settings, p: dict[str, Any]) -> Settings:
 
 
 def run_portfolio_search(settings: Settings, store_path: Path, *, symbols: list[str] | None, start_ms: int | None, end_ms: int | None,
-                         trials: int, folds: int = 4, seeds: int = 5, study_name: str = "portfolio", storage: str | None = None,
+                         trials: int, folds: int = 4, seeds: int = 5, study_name: str = "portfolio", storage: Any = None,
                          worker: int = 0, cash: float = 10_000.0,
                          progress: Callable[[int, int, float | None], None] | None = None) -> dict[str, Any]:
     """Search the portfolio's parameters; the best, its inner objective and the held-out report.
@@ -73,8 +73,13 @@ def run_portfolio_search(settings: Settings, store_path: Path, *, symbols: list[
     def block(k: int, s: Settings, kind: str = "plan", seed: int = 0) -> dict[str, Any]:
         return metrics(data.run(s, int(edges[k]), int(edges[k + 1]), cash, kind, seed), cash)
 
-    sampler = optuna.samplers.TPESampler(seed=settings.tune.seed + worker)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=settings.tune.seed + 1000 * worker)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler, load_if_exists=True)
+    from trader.ml.storage import check_fingerprint
+
+    check_fingerprint(study, {"symbols": sorted(data.blocks), "from_ms": int(data.moments[0]), "to_ms": int(data.moments[-1]),
+                              "klines": data.fingerprint, "plan": "portfolio"})
     study.set_user_attr("objective", "backtest-portfolio")
 
     def objective(trial: Any) -> float:
@@ -93,7 +98,9 @@ def run_portfolio_search(settings: Settings, store_path: Path, *, symbols: list[
             progress(trial.number + 1, trials, study.best_value if done else None)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=trials, callbacks=[callback])
+    from trader.ml.search import optimize_through_outages
+
+    optimize_through_outages(study, objective, trials, [callback])
     best = study.best_trial
     p = _params(optuna.trial.FixedTrial(best.params))
     tuned_s = _settings(settings, p)
