@@ -105,7 +105,8 @@ def trade(
     from trader.config import parse_listen
 
     parse_listen(listen or settings.trade.listen)  # a malformed --listen fails before anything starts
-    _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash, not no_model)
+    reload = (lambda: load(config, profile, rest_url, ws_url, store), config)  # the same file and flags, read again
+    _trade(settings, wanted, mode, listen or settings.trade.listen, steps, ledger, cash, not no_model, reload)
 
 
 def _portfolio_backtest(settings: Any, wanted: list[str], start: int | None, end: int | None, seeds: int, cash: float,
@@ -184,10 +185,10 @@ def _backtest(settings: Any, wanted: list[str], start: int | None, end: int | No
 
 
 def _trade(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger: Path | None, cash: float,
-           use_model: bool = True) -> None:
+           use_model: bool = True, reload: Any = None) -> None:
     from cli.common import run
 
-    run(lambda stop: _session(settings, wanted, mode, listen, steps, ledger, cash, stop, use_model))
+    run(lambda stop: _session(settings, wanted, mode, listen, steps, ledger, cash, stop, use_model, reload))
 
 
 def _symbols(settings: Any, wanted: list[str]) -> list[str]:
@@ -217,7 +218,7 @@ def _blocks(settings: Any, symbols: list[str]) -> Any:
 
 
 async def _session(settings: Any, wanted: list[str], mode: str, listen: str, steps: int | None, ledger_file: Path | None, cash: float,
-                   stop: Any, use_model: bool = True) -> None:
+                   stop: Any, use_model: bool = True, reload: Any = None) -> None:
     """Paper / live trading: one :class:`~trader.trade.session.TradingSession`, whatever the broker."""
     from decimal import Decimal
 
@@ -315,6 +316,22 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
                     print(f"trader trade: warning: {note}", file=sys.stderr, flush=True)
             print(f"trader trade: {what}; deciding on {source}; ledger {path}; /health and /metrics on http://{host or '127.0.0.1'}:{bound}",
                   file=sys.stderr, flush=True)
+            reload_task = None
+            if reload is not None:  # hot reload: SIGHUP or the --config file changing (trader/reload.py)
+                import asyncio
+
+                from trader.reload import ConfigReloader
+
+                def apply(new: Any, diff: dict[str, Any]) -> None:
+                    engine.cfg = new.risk  # read at the next decision
+                    engine.min_score = new.entry_min_score()
+                    decider.settings = new
+                    decider.cfg = new.scan.model_copy(update={"lookback": new.trade.lookback,
+                                                              "min_history": min(new.scan.min_history, new.trade.lookback)})
+
+                reloader = ConfigReloader(reload[0], settings, apply, counter=observer.config_reloads)
+                reload_stop = asyncio.Event()
+                reload_task = asyncio.create_task(reloader.run(Path(reload[1]) if reload[1] else None, reload_stop))
             try:
                 rec = await session.start()
                 print(f"trader trade: reconciled with the venue: equity {rec.equity:.2f} {quote}, {len(lg.positions('OPEN'))} open positions, "
@@ -323,6 +340,9 @@ async def _session(settings: Any, wanted: list[str], mode: str, listen: str, ste
                       + (", the venue's history was reset" if rec.venue_reset else ""), file=sys.stderr, flush=True)
                 done = await session.run(stop)
             finally:
+                if reload_task is not None:
+                    reload_stop.set()
+                    await reload_task
                 await runner.cleanup()
                 if tc is not None:
                     tc.journal.close()

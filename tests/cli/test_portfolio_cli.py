@@ -176,3 +176,57 @@ def test_two_workers_share_one_postgres_study_and_failures_are_one_line(replay_s
     assert bad.returncode == 2 and "authentication failed" in bad.stderr and bad.stderr.count("\n") == 1 and "wrong" not in bad.stderr
     down = trader("tune", "search", "--store", str(store), "--storage", "postgresql://trader@127.0.0.1:1/studies", "--study", "pg")
     assert down.returncode == 3 and "does not answer" in down.stderr
+
+
+def test_a_running_trade_applies_a_config_change_and_counts_it(replay_store: tuple[str, dict[str, str], Path], tmp_path: Path) -> None:
+    """`trader trade` (keyless paper) with --config: the file edited while it runs is applied (log line
+    and trader_config_reloads_total), a change of the listen address is refused by name."""
+    import queue
+    import re
+    import signal
+    import threading
+    import urllib.request
+
+    url, _, store = replay_store
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text("risk:\n  stop_loss: 0.05\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADER_API")}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "trade", "--config", str(cfg), "--store", str(store), "--rest-url", url,
+                             "--ws-url", url.replace("http", "ws"), "--ledger", str(tmp_path / "l.sqlite"), "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True)  # type: ignore[union-attr]
+    reader.start()
+
+    seen: list[str] = []
+
+    def wait_for(pattern: str, deadline_s: float = 60) -> str:
+        import time
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r} in {seen[-10:]}")
+
+    try:
+        port = int(re.search(r"/metrics on http://127\.0\.0\.1:(\d+)", wait_for(r"/metrics on"))[1])  # type: ignore[index]
+        wait_for(r"reconciled with the venue")
+        cfg.write_text("risk:\n  stop_loss: 0.08\n")
+        assert "risk.stop_loss 0.05 -> 0.08" in wait_for(r"config reload: (applied|refused|invalid)")
+        cfg.write_text("risk:\n  stop_loss: 0.08\ntrade:\n  listen: 127.0.0.1:9999\n")
+        assert "trade.listen" in wait_for(r"config reload: (applied|refused|invalid)")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'trader_config_reloads_total{result="applied"} 1.0' in metrics
+        assert 'trader_config_reloads_total{result="refused"} 1.0' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        proc.stderr.close()

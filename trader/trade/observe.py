@@ -12,6 +12,7 @@ trader_equity_quote                gauge      account equity, quote asset
 trader_open_positions              gauge      open positions
 trader_request_weight_used         gauge      the venue's X-MBX-USED-WEIGHT-1M, last seen
 trader_stream_reconnects_total     counter    user-data / market stream reconnections
+trader_config_reloads_total        counter    result (applied, unchanged, refused, invalid): SIGHUP / --config changes
 trader_signals_total               counter    action (enter, skip), reason
 trader_build_info                  gauge      version, mode (always 1)
 =================================  =========  ===================================================
@@ -56,6 +57,7 @@ class Observer:
         self.positions = Gauge("trader_open_positions", "Open positions", registry=r)
         self.weight = Gauge("trader_request_weight_used", "The venue's used request weight (1 minute)", registry=r)
         self.reconnects = Counter("trader_stream_reconnects", "Stream reconnections", registry=r)
+        self.config_reloads = Counter("trader_config_reloads", "Configuration reload attempts, by result", ["result"], registry=r)
         self.signals = Counter("trader_signals", "Signals by action and reason", ["action", "reason"], registry=r)
         self.lag = Histogram("trader_loop_lag_seconds", "From a decision close to the loop acting on it", registry=r,
                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0))
