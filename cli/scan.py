@@ -61,7 +61,8 @@ def scan(
     path = settings.store_path()
 
     if live:
-        run(lambda stop: _live(settings, wanted, ivs, fmt, top, every, max_scans, stop, no_model))
+        reload = lambda: load(config, profile, rest_url, ws_url, store, {"scan": scan_over} if scan_over else None)  # noqa: E731
+        run(lambda stop: _live(settings, wanted, ivs, fmt, top, every, max_scans, stop, no_model, reload, config))
         return
     if refresh:
         run(lambda stop: _refresh(settings, wanted, ivs))
@@ -155,7 +156,7 @@ async def _status_lines(feed: Any, stop: Any, every_s: float) -> None:
 
 async def _live(
     settings: Any, wanted: list[str], intervals: list[str], fmt: str, top: int | None, every: float | None, max_scans: int | None, stop: Any,
-    no_model: bool = False,
+    no_model: bool = False, reload: Any = None, config_path: Any = None,
 ) -> None:
     """``scan --live``: rescan from the live cache on every base-interval close (and/or every N s)."""
     import sys
@@ -195,11 +196,27 @@ async def _live(
                     print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
                 barrier.expected = {s for s, i in feed.live if i == intervals[0]}
                 status = asyncio.create_task(_status_lines(feed, stop, settings.stream.status_every_s))
+                live_cfg = {"scan": sc}
+                reloading = None
                 try:
                     with Scanner(store, sc, intervals, loader=feed.load, model=model) as scanner:
+                        if reload is not None:  # hot reload: weights, factors and thresholds from the next scan
+                            from pathlib import Path
+
+                            from trader.reload import ConfigReloader
+
+                            def apply(new: Any, diff: dict[str, Any]) -> None:
+                                live_cfg["scan"] = new.scan
+                                scanner.params = new.scan.model_copy(update={"lookback": scanner.params.lookback})
+
+                            reloader = ConfigReloader(reload, settings, apply)
+                            reloading = asyncio.create_task(reloader.run(Path(config_path) if config_path else None, stop))
                         async for result in live_scans(feed, scanner, barrier, stop, every_s=every, max_scans=max_scans):
-                            passing = result.passing(sc.min_score)[: top or None]
-                            render_scan(result, passing, line_fmt, sc.min_score, intervals)
+                            min_score = live_cfg["scan"].min_score
+                            passing = result.passing(min_score)[: top or None]
+                            render_scan(result, passing, line_fmt, min_score, intervals)
                             print_notes(result)
                 finally:
                     status.cancel()
+                    if reloading is not None:
+                        reloading.cancel()
