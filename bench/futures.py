@@ -144,8 +144,8 @@ def engine_throughput(seconds: float = 3.0) -> dict[str, object]:
     from trader.replay.dataset import ReplayDataset
     from trader.replay.futures import FuturesConfig, FuturesEngine, FuturesRequest
     from trader.replay.matching import Rejected
+    from trader.replay.pathmarket import SeriesMarket
     from trader.replay.server import default_start_ms
-    from trader.replay.trading import SeriesMarket
     from trader.usdm import ContractRules, bundled_brackets, bundled_exchange_info
 
     ds = ReplayDataset()

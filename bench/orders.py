@@ -148,8 +148,8 @@ def ccxt_client(url: str, n: int) -> dict[str, object]:
 def engine_throughput(seconds: float = 3.0, listening: bool = True) -> dict[str, object]:
     from trader.replay.dataset import ReplayDataset
     from trader.replay.matching import Account, MatchingEngine, OrderRequest, Rejected
+    from trader.replay.pathmarket import SeriesMarket
     from trader.replay.server import default_start_ms
-    from trader.replay.trading import SeriesMarket
 
     ds = ReplayDataset()
     market = SeriesMarket(ds, 2.0)

@@ -125,8 +125,9 @@ async def _atimes(fn: Callable[[], Awaitable[Any]], runs: int) -> list[float]:
 
 @contextlib.contextmanager
 def replay_process(*args: str) -> Iterator[str]:
-    """Run ``trader replay --port 0 --weight-limit 10**9 --preload *args`` in a child process; yield its URL."""
-    cmd = [sys.executable, "-m", "cli.main", "replay", "--port", "0", "--weight-limit", "1000000000", "--preload", *args]
+    """Run a replay exchange (:mod:`trader.replay.child`: port 0, weight limit 10**9, every series rendered,
+    ``args`` such as ``--speed 0 --latency-ms 20``) in a child process; yield its URL."""
+    cmd = [sys.executable, "-m", "trader.replay.child", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stdout is not None

@@ -22,7 +22,7 @@ import pytest
 from trader.replay.dataset import ReplayDataset
 from trader.replay.futures import FAccount, FuturesConfig, FuturesEngine, FuturesRequest
 from trader.replay.matching import Rejected
-from trader.replay.trading import SeriesMarket
+from trader.replay.pathmarket import SeriesMarket
 from trader.usdm import Bracket, ContractRules, bankruptcy_price, liquidation_price
 
 H = 3_600_000

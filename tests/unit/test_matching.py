@@ -22,7 +22,7 @@ import pytest
 
 from trader.replay.dataset import ReplayDataset
 from trader.replay.matching import Account, MatchingConfig, MatchingEngine, OrderRequest, Rejected
-from trader.replay.trading import SeriesMarket
+from trader.replay.pathmarket import SeriesMarket
 
 H = 3_600_000
 T0 = 1_699_999_200_000  # an hour boundary

@@ -29,7 +29,7 @@ from trader.exchange.trading import OrderIntent, TradingClient, client_order_id,
 from trader.models import OPEN_TIME, Balance, Fill, Order, SymbolRules, interval_ms
 from trader.replay.dataset import decimals_table
 from trader.replay.matching import Account, MatchingConfig, MatchingEngine, OrderRequest, Rejected, VenueOrder
-from trader.replay.trading import SeriesMarket
+from trader.replay.pathmarket import SeriesMarket
 
 __all__ = ["BlockSeries", "Broker", "LocalBroker", "SimBroker", "VenueBroker"]
 

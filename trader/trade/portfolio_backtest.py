@@ -143,7 +143,7 @@ class PortfolioData:
         """Simulate over the moments ``[lo, hi)``: ``kind`` plan, random (the plan on a random
         relabelling of the symbols, ``seed``), equal_weight_long or btc_long."""
         from trader.replay.futures import FuturesConfig, FuturesEngine
-        from trader.replay.trading import SeriesMarket
+        from trader.replay.pathmarket import SeriesMarket
 
         cfg = settings.risk.portfolio
         long_only = cfg.market == "spot"
