@@ -8,7 +8,7 @@ never seen by the search**: the best parameters are run on it once, beside the d
 the random portfolios with the best parameters (``seeds`` relabellings), the equal-weight long and
 BTC long — and the report says plainly whether the tuned plan beats the random portfolios there.
 
-Searched (``risk.portfolio`` and ``risk.stop_loss``): ``k`` 2-10, ``band`` k .. k + 20, ``horizon``
+Searched (``risk.portfolio`` and ``risk.stop_loss``): ``k`` 2-10 (at most half the universe), ``band`` k .. k + 20, ``horizon``
 12h/24h/48h/72h, ``gross`` 0.5-2, ``maker_wait`` 0-3, ``stop_loss`` 3-30 % (trials whose leverage
 would put liquidation within ``liq_multiple`` x the stop are pruned).
 """
@@ -32,8 +32,8 @@ __all__ = ["portfolio_overlay", "run_portfolio_search"]
 _HORIZONS = ["12h", "24h", "48h", "72h"]
 
 
-def _params(trial: Any) -> dict[str, Any]:
-    k = trial.suggest_int("k", 2, 10)
+def _params(trial: Any, k_max: int = 10) -> dict[str, Any]:
+    k = trial.suggest_int("k", 2, k_max)
     return {
         "k": k,
         "band": k + trial.suggest_int("band_over_k", 0, 20),
@@ -69,6 +69,7 @@ def run_portfolio_search(settings: Settings, store_path: Path, *, symbols: list[
     if n < folds * 12:
         raise ConfigError(f"{n} out-of-sample decisions are too few for {folds} folds (at least 12 per fold)")
     edges = np.linspace(0, n, folds + 1).astype(int)
+    k_max = max(2, min(10, len(data.blocks) // 2))  # both sides must fit the universe
 
     def block(k: int, s: Settings, kind: str = "plan", seed: int = 0) -> dict[str, Any]:
         return metrics(data.run(s, int(edges[k]), int(edges[k + 1]), cash, kind, seed), cash)
@@ -83,7 +84,7 @@ def run_portfolio_search(settings: Settings, store_path: Path, *, symbols: list[
     study.set_user_attr("objective", "backtest-portfolio")
 
     def objective(trial: Any) -> float:
-        p = _params(trial)
+        p = _params(trial, k_max)
         s = _settings(settings, p)
         try:
             rets = [block(k, s)["net_return"] for k in range(folds - 1)]
@@ -102,7 +103,7 @@ def run_portfolio_search(settings: Settings, store_path: Path, *, symbols: list[
 
     optimize_through_outages(study, objective, trials, [callback])
     best = study.best_trial
-    p = _params(optuna.trial.FixedTrial(best.params))
+    p = _params(optuna.trial.FixedTrial(best.params), k_max)
     tuned_s = _settings(settings, p)
     held = folds - 1
     tuned = block(held, tuned_s)
