@@ -370,11 +370,13 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(int(len(s) * q / 100), len(s) - 1)]
 
 
-def _open_ledger(ctx: typer.Context) -> tuple[Any, Any]:
+def _open_ledger(ctx: typer.Context, **own: Any) -> tuple[Any, Any]:
+    """The settings and ledger of a ``trade`` subcommand: its own options (after the subcommand)
+    win over those given to ``trade`` before it."""
     from trader.exchange.signing import load_credentials
     from trader.trade.ledger import Ledger
 
-    o = ctx.obj or {}
+    o = {**(ctx.obj or {}), **{k: v for k, v in own.items() if v is not None}}
     settings = load(o.get("config"), o.get("profile"), o.get("rest_url"), o.get("ws_url"), o.get("store"))
     creds = load_credentials()
     path = _ledger_path(settings, creds.api_key if creds else None, o.get("ledger"))
@@ -409,11 +411,12 @@ def _pos_doc(p: Any) -> dict[str, Any]:
 
 @trade_app.command("status")
 @handle_errors
-def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def status(ctx: typer.Context, as_json: JsonOpt = False, ledger: LedgerOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None,
+           store: StoreOpt = None) -> None:
     """Trading state, equity, open positions and the last decision (from the ledger)."""
     from decimal import Decimal
 
-    _, lg = _open_ledger(ctx)
+    _, lg = _open_ledger(ctx, ledger=ledger, config=config, profile=profile, store=store)
     snaps = lg.snapshots()
     closed = lg.positions("CLOSED")
     last = snaps[-1] if snaps else None
@@ -426,28 +429,31 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @trade_app.command("positions")
 @handle_errors
-def positions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def positions(ctx: typer.Context, as_json: JsonOpt = False, ledger: LedgerOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None,
+              store: StoreOpt = None) -> None:
     """Open positions."""
-    _, lg = _open_ledger(ctx)
+    _, lg = _open_ledger(ctx, ledger=ledger, config=config, profile=profile, store=store)
     _emit(ctx, [_pos_doc(p) for p in lg.positions("OPEN")], "open positions")
 
 
 @trade_app.command("history")
 @handle_errors
-def history(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def history(ctx: typer.Context, as_json: JsonOpt = False, ledger: LedgerOpt = None, config: ConfigOpt = None, profile: ProfileOpt = None,
+            store: StoreOpt = None) -> None:
     """Closed positions with their exit reason and net P&L."""
-    _, lg = _open_ledger(ctx)
+    _, lg = _open_ledger(ctx, ledger=ledger, config=config, profile=profile, store=store)
     _emit(ctx, [_pos_doc(p) for p in lg.positions("CLOSED")], "closed positions")
 
 
 @trade_app.command("flatten")
 @handle_errors
-def flatten(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+def flatten(ctx: typer.Context, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False, ledger: LedgerOpt = None,
+            config: ConfigOpt = None, profile: ProfileOpt = None, store: StoreOpt = None) -> None:
     """Reach flat: cancel every open order, then sell at market what the ledger's positions hold on the venue
     (sized from the venue's free balance), round after round. Exit 0 when flat, 3 with the reason otherwise."""
     from cli.common import run
 
-    settings, lg = _open_ledger(ctx)
+    settings, lg = _open_ledger(ctx, ledger=ledger, config=config, profile=profile, store=store)
     n = len(lg.positions("OPEN"))
     if n and not yes and not typer.confirm(f"Close {n} open positions at market?"):
         raise fail("not confirmed; nothing was done", 2)

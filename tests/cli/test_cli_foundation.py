@@ -58,3 +58,15 @@ def test_replay_subprocess_prints_url_first_and_serves() -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert code == 0
+
+
+def test_trade_subcommands_take_their_own_options_after_the_subcommand(tmp_path: Path) -> None:
+    from trader.trade.ledger import Ledger
+
+    path = tmp_path / "l.sqlite"
+    Ledger(path).close()
+    after = runner.invoke(app, ["trade", "history", "--ledger", str(path), "--json"])
+    before = runner.invoke(app, ["trade", "--ledger", str(path), "--json", "history"])
+    assert after.exit_code == 0 and before.exit_code == 0 and after.output.strip() == before.output.strip() == "[]"
+    missing = runner.invoke(app, ["trade", "status", "--ledger", str(tmp_path / "nope.sqlite")])
+    assert missing.exit_code == 4
