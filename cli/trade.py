@@ -71,6 +71,14 @@ def trade(
         return
     if sum((backtest, paper, live)) > 1:
         raise fail("choose one of --backtest, --paper, --live", 2)
+    given = {name for name, value in {"frm": frm, "to": to, "plot": plot, "listen": listen, "steps": steps}.items() if value is not None}
+    given |= {"seeds"} if seeds != 3 else set()
+    given |= {"yes"} if yes else set()
+    wrong = given & ({"listen", "steps", "yes"} if backtest else {"frm", "to", "seeds", "plot"})
+    if wrong:
+        flag = {"frm": "--from", "to": "--to", "seeds": "--seeds", "plot": "--plot", "listen": "--listen", "steps": "--steps", "yes": "--yes"}
+        mode_name = "--backtest" if backtest else ("--live" if live else "paper")
+        raise fail(f"{', '.join(sorted(flag[w] for w in wrong))} only apply to another mode, not {mode_name}", 2)
     settings = load(config, profile, rest_url, ws_url, store)
     wanted = [s.upper() for s in split_list(symbols)]
     if plan is not None:

@@ -70,3 +70,10 @@ def test_trade_subcommands_take_their_own_options_after_the_subcommand(tmp_path:
     assert after.exit_code == 0 and before.exit_code == 0 and after.output.strip() == before.output.strip() == "[]"
     missing = runner.invoke(app, ["trade", "status", "--ledger", str(tmp_path / "nope.sqlite")])
     assert missing.exit_code == 4
+
+
+def test_flags_of_another_trade_mode_are_an_error() -> None:
+    for args, flag in ((["trade", "--backtest", "--steps", "3"], "--steps"), (["trade", "--from", "2025-01-01"], "--from"),
+                       (["trade", "--live", "--seeds", "5"], "--seeds"), (["trade", "--backtest", "--paper"], "choose one")):
+        result = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and flag in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
