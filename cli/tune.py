@@ -470,7 +470,7 @@ def search_cmd(
         url = f"sqlite:///{path / 'tune' / 'optuna.db'}"
     from trader.ml.storage import mask_url, open_storage
 
-    storage_obj = open_storage(url)  # checked before any data loads: a bad URL or server fails in seconds
+    storage_obj = open_storage(url, heartbeat_s=settings.tune.heartbeat_s)  # checked before any data loads: fails in seconds
     if export_best is not None:
         _export_best(storage_obj, study, export_best, mask_url(url))
         return

@@ -488,6 +488,7 @@ class TuneConfig(_Model):
         "ic", description="tune search: mean OOS rank IC, top-decile excess net of fees, or the trade plan's walk-forward backtest"
     )
     storage: str | None = Field(None, description="tune search: SQLAlchemy URL; null = SQLite in <store>/tune/optuna.db")
+    heartbeat_s: int = Field(30, ge=1, le=3600, description="tune search: a worker's heartbeat; its trial is failed and re-run after 3x this without one")
 
 
 class PortfolioConfig(_Model):

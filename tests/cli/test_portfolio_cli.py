@@ -230,3 +230,51 @@ def test_a_running_trade_applies_a_config_change_and_counts_it(replay_store: tup
         proc.wait(timeout=60)
         reader.join(timeout=10)
         proc.stderr.close()
+
+
+def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun(replay_store: tuple[str, dict[str, str], Path], postgres: str) -> None:
+    """With a 1 s heartbeat, a SIGKILLed worker's RUNNING trial is marked FAIL once it is 3 s stale and
+    re-run by the next worker (Optuna's RetryHeartbeatStaleTrialCallback)."""
+    import signal
+    import time
+
+    import optuna
+
+    from trader.ml.storage import open_storage
+
+    _, _, store = replay_store
+    env = {**os.environ, "TRADER_TUNE__HEARTBEAT_S": "1"}
+    base = [sys.executable, "-m", "cli.main", "tune", "search", "--objective", "backtest", "--plan", "portfolio", "--store", str(store),
+            "--study", "hb", "--storage", postgres, "--json"]
+    storage = open_storage(postgres)
+    victim = subprocess.Popen([*base, "--trials", "50", "--worker", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        running = None
+        while running is None and time.monotonic() < deadline:  # until a trial is RUNNING
+            with_study = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == "hb"]
+            if with_study:
+                trials = optuna.load_study(study_name="hb", storage=storage).trials
+                running = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING), None)
+            if running is None:
+                time.sleep(0.05)
+        assert running is not None
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        # the heartbeat's grace is 3 x 1 s: the next worker finds the trial stale (waits for the condition)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            t = optuna.load_study(study_name="hb", storage=storage).trials[running]
+            if t.datetime_start is not None and (time.time() - t.datetime_start.timestamp()) > 4:
+                break
+            time.sleep(0.2)
+        nxt = subprocess.run([*base, "--trials", "1", "--worker", "8"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+        assert nxt.returncode == 0, nxt.stderr[-2000:]
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    trials = optuna.load_study(study_name="hb", storage=storage).trials
+    assert trials[running].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == running]  # the copy the retry callback enqueued
+    assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
