@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
+from cli.common import ConfigOpt, fail, handle_errors, load
 
 MENU = {
     "quick": ("all comparisons, 20 symbols", True, None),
@@ -42,10 +42,6 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write a bar chart PNG (needs matplotlib).", show_default=False)] = None,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
-    store: StoreOpt = None,
 ) -> None:
     """Measure what each speed-up buys, against the replay exchange with injected latency.
 
@@ -54,7 +50,7 @@ def compare(
     """
     from trader.compare import COMPARISONS, run_compare
 
-    load(config, profile, rest_url, ws_url, store)  # validates the common options
+    load(config, None, None, None, None)  # validates the common options
     if plot is not None and not plot.parent.is_dir():
         raise fail(f"--plot: directory {plot.parent} does not exist", 2)
     which = [w.strip() for w in (only or "").split(",") if w.strip()] or None

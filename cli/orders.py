@@ -10,7 +10,6 @@ with the same ``--signal-ms`` returns the order it placed instead of placing a s
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
+from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, fail, handle_errors, load
 
 order_app = typer.Typer(help="Place, query, cancel and list orders (signed requests).", no_args_is_help=True, add_completion=False)
 
@@ -55,12 +54,7 @@ def _dec(value: str | None, name: str) -> Decimal | None:
 
 
 def _journal_path(settings: Any, api_key: str, journal: Path | None) -> Path:
-    if journal is not None:
-        return journal
-    import platformdirs
-
-    key_id = hashlib.sha256(api_key.encode()).hexdigest()[:10]
-    return Path(platformdirs.user_data_dir("trader", appauthor=False)) / f"orders-{settings.profile}-{key_id}.sqlite"
+    return journal if journal is not None else Path(settings.journal_path(api_key))
 
 
 async def _with_client(settings: Any, journal: Path | None, body: Any) -> Any:
@@ -77,9 +71,7 @@ async def _with_client(settings: Any, journal: Path | None, body: Any) -> Any:
         if settings.exchange.market == "usdm":
             from trader.exchange.futures import FuturesClient
 
-            path = _journal_path(settings, creds.api_key, journal)
-            if journal is None:
-                path = path.with_name(path.stem + "-usdm" + path.suffix)
+            path = journal if journal is not None else Path(settings.journal_path(creds.api_key, "usdm"))
             tc: TradingClient = FuturesClient(rest, creds, OrderJournal(path))
         else:
             tc = TradingClient(rest, creds, OrderJournal(_journal_path(settings, creds.api_key, journal)))
@@ -128,13 +120,13 @@ def _console() -> Any:
 def account(
     as_json: JsonOpt = False,
     market: MarketOpt = None,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """Balances of the account whose key is in the environment (non-zero assets); with --market usdm
     the futures wallet (USDT: wallet, unrealised PnL, margin balance, available, margins) and its positions."""
     from cli.common import run
 
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, m = _market(settings, market)
     if m == "usdm":
         _futures_account(settings, as_json)
@@ -216,13 +208,13 @@ def _print_positions(positions: list[Any], as_json: bool) -> None:
 def position_list(
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="One symbol (default: all).", show_default=False)] = None,
     as_json: JsonOpt = False,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """Open USD-M positions (amount, entry, mark, unrealised PnL, liquidation price, leverage, margin type)."""
     from cli.common import run
     from trader.models import validate_symbol
 
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, _ = _market(settings, "usdm")
     sym = validate_symbol(symbol) if symbol else None
 
@@ -240,7 +232,7 @@ def position_close(
     signal_ms: Annotated[int | None, typer.Option("--signal-ms", help="Intent time, epoch ms (default: now); the same value closes once.", show_default=False)] = None,
     journal: JournalOpt = None,
     as_json: JsonOpt = False,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """Close one USD-M position with a reduce-only MARKET order (exactly once); exit 1 when flat."""
     from cli.common import run
@@ -249,7 +241,7 @@ def position_close(
 
     if not yes:
         raise fail("closing a position sends a MARKET order: add --yes", 2)
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, _ = _market(settings, "usdm")
     sym = validate_symbol(symbol)
 
@@ -283,7 +275,7 @@ def place(
     margin_type: Annotated[str | None, typer.Option("--margin-type", help="usdm: ISOLATED or CROSSED, set first (idempotent).", show_default=False)] = None,
     journal: JournalOpt = None,
     as_json: JsonOpt = False,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """Place one order, exactly once (journal + deterministic client order id; never resent blindly).
     ``--market usdm`` places a USD-M futures order (LIMIT, MARKET, STOP, STOP_MARKET, TAKE_PROFIT, TAKE_PROFIT_MARKET)."""
@@ -298,7 +290,7 @@ def place(
         raise fail(f"--side must be BUY or SELL, got {side}", 2)
     if signal_ms is not None and not 0 <= signal_ms <= int(time.time() * 1000) + 86_400_000:
         raise fail(f"--signal-ms must be an epoch-ms time >= 0 and at most a day ahead, got {signal_ms}", 2)
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, m = _market(settings, market)
     if m == "usdm":
         _place_futures(settings, symbol, side_u, type_u, qty, price, stop_price, tif, strategy, signal_ms, leg, reduce_only,
@@ -368,7 +360,7 @@ def query(
     order_id: Annotated[int | None, typer.Option("--order-id", help="Exchange order id.", show_default=False)] = None,
     market: MarketOpt = None,
     as_json: JsonOpt = False,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """Look one order up (open or closed); exit 1 when the exchange has no such order."""
     from cli.common import run
@@ -377,7 +369,7 @@ def query(
 
     if client_id is None and order_id is None:
         raise fail("give --client-id or --order-id", 2)
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, _ = _market(settings, market)
     sym = validate_symbol(symbol)
 
@@ -399,7 +391,7 @@ def cancel(
     all_: Annotated[bool, typer.Option("--all", help="Cancel every open order of the symbol.")] = False,
     market: MarketOpt = None,
     as_json: JsonOpt = False,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """Cancel one order (or --all of a symbol); exit 1 when nothing was open."""
     from cli.common import run
@@ -408,7 +400,7 @@ def cancel(
 
     if not all_ and client_id is None and order_id is None:
         raise fail("give --client-id, --order-id or --all", 2)
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, _ = _market(settings, market)
     sym = validate_symbol(symbol)
 
@@ -430,13 +422,13 @@ def open_orders(
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="One symbol (default: all, weight 80).", show_default=False)] = None,
     market: MarketOpt = None,
     as_json: JsonOpt = False,
-    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None, ws_url: WsUrlOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None, profile: ProfileOpt = None, rest_url: RestUrlOpt = None,
 ) -> None:
     """List open orders."""
     from cli.common import run
     from trader.models import validate_symbol
 
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, profile, rest_url, None, None)
     settings, _ = _market(settings, market)
     sym = validate_symbol(symbol) if symbol else None
 

@@ -35,8 +35,6 @@ def run_portfolio(settings: Any, wanted: list[str], mode: str, steps: int | None
 async def _session(settings: Any, wanted: list[str], steps: int | None, ledger: Path | None, stop: Any) -> list[dict[str, Any]]:
     import hashlib
 
-    import platformdirs
-
     from trader.errors import ConfigError
     from trader.exchange.futures import FuturesClient
     from trader.exchange.journal import OrderJournal
@@ -59,7 +57,7 @@ async def _session(settings: Any, wanted: list[str], steps: int | None, ledger: 
     if not symbols:
         raise ConfigError(f"the store {store_path} holds no klines: run trader warm first")
     key_id = hashlib.sha256(creds.api_key.encode()).hexdigest()[:10]
-    base = ledger.parent if ledger else Path(platformdirs.user_data_dir("trader", appauthor=False))
+    base = ledger.parent if ledger else settings.data_dir()
     stem = ledger.stem if ledger else f"portfolio-{settings.profile}-{key_id}"
     async with BinanceClient(spot, settings.client) as rest, BinanceClient(usdm, settings.client) as frest:
         fc = FuturesClient(frest, creds, OrderJournal(base / f"{stem}.journal.sqlite"))

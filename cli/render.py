@@ -167,6 +167,6 @@ def print_notes(result: Any) -> None:
 
 
 def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
+    from trader.timeutil import iso
 
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(iso(ms, "%Y-%m-%d %H:%M UTC"))

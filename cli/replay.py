@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, fail, handle_errors, load
+from cli.common import ConfigOpt, fail, handle_errors, load
 
 
 @handle_errors
@@ -41,10 +41,6 @@ def replay(
     funding: Annotated[Path | None, typer.Option("--funding", help="USD-M: directory of <SYMBOL>.json funding files (Binance fundingRate format); default: the constant replay.futures.funding_rate.", show_default=False)] = None,
     brackets: Annotated[Path | None, typer.Option("--brackets", help="USD-M: a GET /fapi/v1/leverageBracket response to use instead of the shipped published tiers.", show_default=False)] = None,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
-    store: StoreOpt = None,
 ) -> None:
     """Serve recorded Binance klines over Binance's REST API and WebSocket streams on 127.0.0.1.
 
@@ -91,7 +87,7 @@ def replay(
     fut = {k: str(v) for k, v in {"funding_dir": funding, "brackets_file": brackets}.items() if v is not None}
     if fut:
         replay_over["futures"] = fut
-    settings = load(config, profile, rest_url, ws_url, store, {"replay": replay_over} if replay_over else None)
+    settings = load(config, None, None, None, None, {"replay": replay_over} if replay_over else None)
     from trader.replay.server import ReplayExchange
 
     exchange = ReplayExchange.from_config(settings.replay, background_load=not preload)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import ConfigOpt, ProfileOpt, RestUrlOpt, StoreOpt, WsUrlOpt, handle_errors, load
+from cli.common import ConfigOpt, StoreOpt, handle_errors, load
 
 store_app = typer.Typer(help="Inspect and repair the kline store.", no_args_is_help=True, add_completion=False)
 
@@ -25,9 +25,6 @@ def check(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Read every stored value and verify it: SQLite's page check, then per series the meta, every
@@ -39,7 +36,7 @@ def check(
     from trader.errors import StoreCorruptError, StoreError, StoreLostError
     from trader.store.klines import KlineStore, page_damage, salvage, writer_lock
 
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, None, None, None, store)
     path = settings.store_path()
     if not path.is_dir():
         raise StoreError(f"no kline store at {path}")

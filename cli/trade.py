@@ -8,7 +8,6 @@ confirmation unless ``--yes``. ``trader trade status|positions|history|flatten``
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -26,17 +25,11 @@ LedgerOpt = Annotated[Path | None, typer.Option("--ledger", help="Ledger file (d
 
 
 def _ledger_path(settings: Any, api_key: str | None, ledger: Path | None) -> Path:
-    if ledger is not None:
-        return ledger
-    import platformdirs
-
-    root = settings.trade.ledger_dir or Path(platformdirs.user_data_dir("trader", appauthor=False))
-    key_id = hashlib.sha256((api_key or "paper").encode()).hexdigest()[:10]
-    return Path(root) / f"ledger-{settings.profile}-{key_id}.sqlite"
+    return ledger if ledger is not None else Path(settings.ledger_path(api_key))
 
 
 def _date(text: str | None, flag: str) -> int | None:
-    from trader.ml.jobs import parse_date
+    from trader.timeutil import parse_date
 
     return parse_date(text, flag)
 

@@ -15,10 +15,7 @@ import typer
 
 from cli.common import (
     ConfigOpt,
-    ProfileOpt,
-    RestUrlOpt,
     StoreOpt,
-    WsUrlOpt,
     fail,
     handle_errors,
     load,
@@ -40,7 +37,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON 
 
 
 def _window(frm: str | None, to: str | None) -> tuple[int | None, int | None]:
-    from trader.ml.jobs import parse_date
+    from trader.timeutil import parse_date
 
     start, end = parse_date(frm, "--from"), parse_date(to, "--to")
     if start is not None and end is not None and end <= start:
@@ -188,9 +185,6 @@ def evaluate_cmd(
     as_json: JsonOpt = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: IC over time and excess by decile.", show_default=False)] = None,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Out-of-sample signal quality of scorers over the stored history, beside random, momentum and reversal.
@@ -200,7 +194,7 @@ def evaluate_cmd(
     """
     if plot is not None and not plot.parent.is_dir():
         raise fail(f"--plot: directory {plot.parent} does not exist", 2)
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, None, None, None, store)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     start, end = _window(frm, to)
     from trader.ml.jobs import evaluate_job
@@ -265,9 +259,6 @@ def train_cmd(
     ship: Annotated[bool, typer.Option("--ship", help="Also write the model into the package as its shipped model (make model); only if its checks pass.")] = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Walk-forward XGBoost training with purge and embargo, ONNX export with a parity check, registration.
@@ -276,7 +267,7 @@ def train_cmd(
     not active). Exit 5 on model errors (too few samples, export or parity failure).
     """
     over: dict[str, Any] = {k: v for k, v in {"horizon": horizon, "target": target}.items() if v is not None}
-    settings = load(config, profile, rest_url, ws_url, store, {"ml": over} if over else None)
+    settings = load(config, None, None, None, store, {"ml": over} if over else None)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     start, end = _window(frm, to)
     path = settings.store_path()
@@ -327,7 +318,7 @@ def _print_train(summary: dict[str, Any], settings: Any) -> None:
     table = Table(title="walk-forward folds (out of sample)", title_justify="left")
     for col in ("fold", "test from", "test to", "rows fit", "rows test", "rounds", "AUC", "log loss", "rank IC", "t", "top decile net"):
         table.add_column(col, justify="right")
-    from trader.ml.jobs import iso
+    from trader.timeutil import iso
 
     for f in summary["folds"]:
         table.add_row(str(f["fold"]), iso(f["test_from_ms"]), iso(f["test_to_ms"]), str(f["rows_fit"]), str(f["rows_test"]), str(f["best_rounds"]),
@@ -353,16 +344,13 @@ def _print_train(summary: dict[str, Any], settings: Any) -> None:
 def list_cmd(
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Registered models, the active one marked, with their out-of-sample figures."""
-    from trader.ml.jobs import iso
     from trader.ml.registry import Registry, shipped_model
+    from trader.timeutil import iso
 
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, None, None, None, store)
     reg = Registry(settings.store_path())
     shipped = shipped_model()
     models = ([shipped] if shipped is not None else []) + reg.models()
@@ -404,9 +392,6 @@ def use_cmd(
     model_id: Annotated[str | None, typer.Argument(help="Model id (or a unique prefix), 'default' (the shipped model) or 'none' (no model).", show_default=False)] = None,
     previous: Annotated[bool, typer.Option("--previous", help="Roll back to the model active before the last switch.")] = False,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Make a model active (atomic switch; the one it replaces stays for --previous): an id, 'default', or 'none'."""
@@ -414,7 +399,7 @@ def use_cmd(
 
     if (model_id is None) == (not previous):
         raise fail("give a model id or --previous (not both)", 2)
-    settings = load(config, profile, rest_url, ws_url, store)
+    settings = load(config, None, None, None, store)
     reg = Registry(settings.store_path())
     info = reg.rollback() if previous else reg.use(str(model_id))
     print(f"tune: active model {info.id}" + (" (shipped)" if info.meta.get("shipped") else "") if info is not None
@@ -439,9 +424,6 @@ def search_cmd(
     intervals: IntervalsOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
-    profile: ProfileOpt = None,
-    rest_url: RestUrlOpt = None,
-    ws_url: WsUrlOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Optuna TPE search of the score's weights and factor coefficients and the model's hyper-parameters.
@@ -457,7 +439,7 @@ def search_cmd(
     overlay: dict[str, Any] = {"tune": over} if over else {}
     if plan is not None:
         overlay["risk"] = {"plan": plan}
-    settings = load(config, profile, rest_url, ws_url, store, overlay or None)
+    settings = load(config, None, None, None, store, overlay or None)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     start, end = _window(frm, to)
     path = settings.store_path()

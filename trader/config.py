@@ -700,6 +700,28 @@ class Settings(_Model):
         """The active profile (``profiles[profile]``)."""
         return self.profiles[self.profile]
 
+    def data_dir(self) -> Path:
+        """The user data directory of ledgers, journals and portfolio state (platform default)."""
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("trader", appauthor=False))
+
+    def ledger_path(self, api_key: str | None) -> Path:
+        """The default trade ledger of this profile and key: ``<trade.ledger_dir or data dir>/ledger-<profile>-<key id>.sqlite``
+        (the key id is a hash: the key itself never appears in a path)."""
+        import hashlib
+
+        root = self.trade.ledger_dir or self.data_dir()
+        key_id = hashlib.sha256((api_key or "paper").encode()).hexdigest()[:10]
+        return Path(root) / f"ledger-{self.profile}-{key_id}.sqlite"
+
+    def journal_path(self, api_key: str, market: str = "spot") -> Path:
+        """The default order journal of this profile, key and market: ``<data dir>/orders-<profile>-<key id>[-usdm].sqlite``."""
+        import hashlib
+
+        key_id = hashlib.sha256(api_key.encode()).hexdigest()[:10]
+        return self.data_dir() / f"orders-{self.profile}-{key_id}{'-usdm' if market == 'usdm' else ''}.sqlite"
+
     def store_path(self) -> Path:
         """Directory of the kline store: ``store.path`` or the platform user cache dir + ``/store``."""
         if self.store.path is not None:

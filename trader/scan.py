@@ -47,7 +47,7 @@ __all__ = ["STRATEGIES", "ScanResult", "Scanner", "Signal", "score_arrays"]
 
 STRATEGIES = ("vectorized", "serial", "threads", "processes")
 _FEATURE_ROWS = [*OHLCVQ, TAKER_BUY_BASE_VOLUME]  # the kline-block rows the features (and a model) read
-_DAY_MS = 86_400_000
+from trader.timeutil import DAY_MS as _DAY_MS  # noqa: E402
 
 
 @dataclass(frozen=True)

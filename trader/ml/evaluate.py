@@ -238,9 +238,9 @@ def block_bootstrap_ci(values: np.ndarray, blocks: np.ndarray, resamples: int, r
 
 
 def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
+    from trader.timeutil import iso
 
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+    return str(iso(ms))
 
 
 def _r(x: float, nd: int = 5) -> float | None:

@@ -44,34 +44,15 @@ from trader.ml.evaluate import (
 )
 from trader.ml.registry import ModelInfo, Registry
 from trader.models import duration_ms
+from trader.timeutil import iso, parse_date
 
-__all__ = ["SCORERS", "due", "evaluate_job", "load_dataset", "model_predictions", "parse_date", "train_job"]
+__all__ = ["SCORERS", "due", "evaluate_job", "load_dataset", "model_predictions", "train_job"]
 
 #: Every scorer name ``--scorer`` accepts: ``signal`` is what ``trader scan`` prints with a model
 #: (:mod:`trader.ml.signal`, ``scan.blend`` applied), ``blend`` the model's signal mixed with the
 #: hand-made factors (``scan.blend``, or half and half when it is 0: the option measured), ``score``
 #: the hand-made factor score (what a scan prints without a model), ``ml`` the model's raw probability.
 SCORERS = ("signal", "blend", "score", *FACTORS, "ml", *BASELINES)
-
-
-def parse_date(text: str | None, flag: str) -> int | None:
-    """``"2024-06-01"`` or an ISO-8601 time (UTC unless it says otherwise) -> epoch ms.
-
-    Raises:
-        ConfigError: not a date.
-    """
-    if text is None:
-        return None
-    try:
-        d = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{flag}: {text!r} is not a date (YYYY-MM-DD or ISO-8601, UTC)") from None
-    return int((d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp() * 1000)
-
-
-def iso(ms: int | None) -> str | None:
-    """Epoch ms -> ``YYYY-MM-DDTHH:MMZ`` (None stays None)."""
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _store_symbols(store: Any, intervals: Sequence[str], wanted: Sequence[str]) -> list[str]:

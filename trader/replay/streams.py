@@ -82,7 +82,8 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamHub", "depth_event", "error_frame", "kline_event", "parse_stream", "partial_depth_event", "trade_event"]
 
-_DAY_MS = 86_400_000
+from trader.timeutil import DAY_MS as _DAY_MS
+
 _SIMPLE = {"ticker": "ticker", "miniticker": "miniTicker", "bookticker": "bookTicker", "trade": "trade", "aggtrade": "aggTrade"}
 _DEPTH_KINDS = {"depth": 0, "depth5": 5, "depth10": 10, "depth20": 20}  # kind -> levels (0: diff depth)
 
