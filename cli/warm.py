@@ -52,7 +52,8 @@ def warm(
     settings = load(config, profile, rest_url, ws_url, store, overrides)
     wanted, ivs = symbols_and_intervals(settings, symbols, intervals)
     if follow:
-        run(lambda stop: _follow(settings, wanted, top, ivs, as_json, stop))
+        reload = (lambda: load(config, profile, rest_url, ws_url, store, overrides), config)  # the same file and flags, read again
+        run(lambda stop: _follow(settings, wanted, top, ivs, as_json, stop, reload))
         return
     report = run(lambda stop: _run(settings, wanted, top, ivs, as_json))
     _render(report, as_json)
@@ -109,7 +110,8 @@ def _warn_lag(lagging: list[tuple[str, str, float]]) -> None:
     )
 
 
-async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: list[str], as_json: bool, stop: Any) -> None:
+async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: list[str], as_json: bool, stop: Any,
+                  reload: Any = None) -> None:
     """``--follow``: warm, then stream closed klines into the store until SIGINT/SIGTERM."""
     from trader.live import LiveFeed
     from trader.loop import follow
@@ -129,7 +131,33 @@ async def _follow(settings: Any, wanted: list[str], top: int | None, intervals: 
                 for err in feed.warm_report.errors:
                     print(f"trader: warning: {err.symbol} {err.interval}: {err.message}", file=sys.stderr)
                 print(f"follow: {len(feed.live)} streams live; SIGINT/SIGTERM stops", file=sys.stderr, flush=True)
-                await follow(feed, stop, lambda st: print(st.line(), file=sys.stderr, flush=True), every_s=settings.stream.status_every_s)
+                reloading = None
+                if reload is not None:  # hot reload: universe.symbols additions are followed (SIGHUP / --config change)
+                    import asyncio
+                    from pathlib import Path
+
+                    from trader.reload import ConfigReloader
+
+                    pending: set[asyncio.Task[Any]] = set()
+
+                    def apply(new: Any, diff: dict[str, Any]) -> None:
+                        added = [s for s in new.universe.symbols if s not in feed.symbols]
+                        if added:
+                            async def add() -> None:
+                                await feed.add_symbols(added)
+                                print(f"follow: now following {', '.join(added)} ({len(feed.live)} streams live)", file=sys.stderr, flush=True)
+
+                            task = asyncio.create_task(add())
+                            pending.add(task)
+                            task.add_done_callback(pending.discard)
+
+                    reloader = ConfigReloader(reload[0], settings, apply)
+                    reloading = asyncio.create_task(reloader.run(Path(reload[1]) if reload[1] else None, stop))
+                try:
+                    await follow(feed, stop, lambda st: print(st.line(), file=sys.stderr, flush=True), every_s=settings.stream.status_every_s)
+                finally:
+                    if reloading is not None:
+                        reloading.cancel()
     print(f"follow: stopped; persisted {feed.stats.persisted_klines} closed klines", file=sys.stderr, flush=True)
 
 

@@ -172,6 +172,27 @@ class LiveFeed:
             self._snap_task = asyncio.create_task(self._snapshot_loop())
         self._watch_task = asyncio.create_task(self._watchdog())
 
+    async def add_symbols(self, symbols: Sequence[str]) -> list[tuple[str, str]]:
+        """Follow more symbols while running (a config reload's universe additions): warm them over
+        REST, seed their cache, stream them, backfill what closed meanwhile. Returns the series added."""
+        new_syms = [s for s in symbols if s not in self.symbols]
+        if not new_syms or self.stream is None:
+            return []
+        report = await warm(self.client, self.store, new_syms, self.intervals, depth=self.depth, deadline_s=self.deadline_s)
+        failed = {(e.symbol, e.interval) for e in report.errors}
+        series = [(s, i) for s in new_syms for i in self.intervals if (s, i) not in failed]
+        self.symbols.extend(new_syms)
+        for key in series:
+            cols = self.store.load(*key, limit=self.cache.capacity)
+            self.cache.seed(*key, cols)
+            if cols.shape[1]:
+                self._persisted[key] = int(cols[OPEN_TIME, -1])
+            self._reset_state(key)
+        self.live.extend(series)
+        await self.stream.add(series)
+        await asyncio.gather(*(self.backfill(*key) for key in series))
+        return series
+
     async def stop(self) -> None:
         """Unsubscribe, finish backfills, persist what is left."""
         for task in (self._snap_task, self._watch_task):

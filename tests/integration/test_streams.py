@@ -372,3 +372,25 @@ async def test_ws_latency_delays_without_serialising(dataset: ReplayDataset) -> 
                 await recv_json(ws, timeout=10)
             elapsed = loop.time() - t0
     assert 0.2 <= elapsed < 2.0, elapsed  # serialised, it would take 40 x 0.2 s = 8 s
+
+
+async def test_a_running_feed_follows_added_symbols(dataset: ReplayDataset, tmp_path: Path) -> None:
+    """`warm --follow`'s reload path: symbols added while running are warmed, streamed and kept current."""
+    async with ReplayExchange(dataset, port=0, speed=0) as ex, BinanceClient(ProfileConfig(rest_url=ex.rest_url, ws_url=ex.ws_url)) as client:
+        with KlineStore(tmp_path / "s") as store:
+            feed = LiveFeed(client, store, ["BTCUSDT"], ["1h"], ex.ws_url, depth=200,
+                            stream_cfg=StreamConfig(backoff_base_s=0.01, backoff_max_s=0.05, snapshot_s=0))
+            await feed.start()
+            try:
+                added = await feed.add_symbols(["ETHUSDT", "BTCUSDT"])
+                assert added == [("ETHUSDT", "1h")] and ("ETHUSDT", "1h") in feed.live
+                assert store.load("ETHUSDT", "1h").shape[1] == 200  # warmed over REST
+                before = feed.cache.ring("ETHUSDT", "1h").last_open_ms
+                ex.clock.step(3_600_000)
+                for _ in range(400):  # until the new stream delivers the next close (deadline ~4 s)
+                    if (feed.cache.ring("ETHUSDT", "1h").last_open_ms or 0) > (before or 0):
+                        break
+                    await asyncio.sleep(0.01)
+                assert (feed.cache.ring("ETHUSDT", "1h").last_open_ms or 0) == (before or 0) + 3_600_000
+            finally:
+                await feed.stop()

@@ -142,6 +142,26 @@ class KlineStream:
         for chunk in self.chunks():
             self._tasks.append(asyncio.create_task(self._run_chunk(chunk)))
 
+    async def add(self, series: Sequence[tuple[str, str]]) -> None:
+        """Stream more series (a config reload's universe additions): new connections of at most
+        ``max_streams`` each, opened and subscribed as at start (waited for, up to the connect deadline);
+        series already streamed are skipped."""
+        new = [s for s in series if s not in set(self.series)]
+        if not new or self._stop.is_set():
+            return
+        self.series.extend(new)
+        n = self.cfg.max_streams
+        opened = []
+        for i in range(0, len(new), n):
+            ev = asyncio.Event()
+            opened.append(ev)
+            self._tasks.append(asyncio.create_task(self._run_chunk(new[i : i + n], ev)))
+        try:  # returns once the new connections are subscribed (their events are not missed)
+            async with asyncio.timeout(self.cfg.connect_deadline_s):
+                await asyncio.gather(*(ev.wait() for ev in opened))
+        except TimeoutError:
+            pass  # still connecting: they subscribe when they can, and the lag watchdog backfills
+
     async def stop(self) -> None:
         """Close every connection and wait for the tasks."""
         self._stop.set()
@@ -231,7 +251,7 @@ class KlineStream:
                 self._dispatch(raw)
         await _close(ws)
 
-    async def _run_chunk(self, chunk: list[tuple[str, str]]) -> None:
+    async def _run_chunk(self, chunk: list[tuple[str, str]], opened_event: asyncio.Event | None = None) -> None:
         attempt = 0
         first = True
         ws: websockets.ClientConnection | None = None
@@ -252,9 +272,12 @@ class KlineStream:
                         continue
                     if first:
                         first = False
-                        self._ready_chunks += 1
-                        if self._ready_chunks == len(self.chunks()):
-                            self.ready.set()
+                        if opened_event is not None:
+                            opened_event.set()
+                        else:
+                            self._ready_chunks += 1
+                            if self._ready_chunks == len(self.chunks()):
+                                self.ready.set()
                     else:
                         self.stats.reconnects += 1
                         if self.on_reconnect is not None:
