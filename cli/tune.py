@@ -446,10 +446,7 @@ def search_cmd(
     from trader.ml.jobs import load_dataset
     from trader.ml.search import overlay_yaml, run_search
 
-    url = settings.tune.storage
-    if url is None:
-        (path / "tune").mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{path / 'tune' / 'optuna.db'}"
+    url = settings.tune_storage_url()
     from trader.ml.storage import mask_url, open_storage
 
     storage_obj = open_storage(url, heartbeat_s=settings.tune.heartbeat_s)  # checked before any data loads: fails in seconds

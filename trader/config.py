@@ -722,6 +722,14 @@ class Settings(_Model):
         key_id = hashlib.sha256(api_key.encode()).hexdigest()[:10]
         return self.data_dir() / f"orders-{self.profile}-{key_id}{'-usdm' if market == 'usdm' else ''}.sqlite"
 
+    def tune_storage_url(self) -> str:
+        """``tune.storage``, or the SQLite file ``<store>/tune/optuna.db`` (its directory created)."""
+        if self.tune.storage is not None:
+            return self.tune.storage
+        path = self.store_path() / "tune"
+        path.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path / 'optuna.db'}"
+
     def store_path(self) -> Path:
         """Directory of the kline store: ``store.path`` or the platform user cache dir + ``/store``."""
         if self.store.path is not None:
