@@ -160,12 +160,18 @@ def test_two_workers_share_one_postgres_study_and_failures_are_one_line(replay_s
     assert max(d["trials"] for d in docs) == 6  # both workers' trials in one study
     import optuna
 
-    from trader.ml.storage import open_storage
+    from trader.ml.storage import close_storage, open_storage
 
-    study = optuna.load_study(study_name="pg", storage=open_storage(postgres))
-    numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(6)) and study.user_attrs["dataset"]["symbols"]  # no duplicate numbers; fingerprint kept
-    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    storage = open_storage(postgres)
+    try:
+        study = optuna.load_study(study_name="pg", storage=storage)
+        trials_pg = study.trials
+        attrs = study.user_attrs
+    finally:
+        close_storage(storage)  # no connection left for the garbage collector
+    numbers = [t.number for t in trials_pg]
+    assert sorted(numbers) == list(range(6)) and attrs["dataset"]["symbols"]  # no duplicate numbers; fingerprint kept
+    params = [tuple(sorted(t.params.items())) for t in trials_pg]
     assert len(set(params)) == len(params)  # the workers' seeds differ: no trial repeated
     export = tmp_path / "best.yaml"
     ex = trader("tune", "search", "--storage", postgres, "--study", "pg", "--store", str(store), "--export-best", str(export))
@@ -240,7 +246,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun(replay_store: 
 
     import optuna
 
-    from trader.ml.storage import open_storage
+    from trader.ml.storage import close_storage, open_storage
 
     _, _, store = replay_store
     env = {**os.environ, "TRADER_TUNE__HEARTBEAT_S": "1"}
@@ -274,7 +280,10 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun(replay_store: 
         if victim.poll() is None:
             victim.kill()
             victim.wait()
-    trials = optuna.load_study(study_name="hb", storage=storage).trials
+    try:
+        trials = optuna.load_study(study_name="hb", storage=storage).trials
+    finally:
+        close_storage(storage)  # no connection left for the garbage collector
     assert trials[running].state == optuna.trial.TrialState.FAIL
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == running]  # the copy the retry callback enqueued
     assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE

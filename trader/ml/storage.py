@@ -18,7 +18,7 @@ from typing import Any
 
 from trader.errors import ConfigError, NetworkError
 
-__all__ = ["check_fingerprint", "mask_url", "normalise_url", "open_storage"]
+__all__ = ["check_fingerprint", "close_storage", "mask_url", "normalise_url", "open_storage"]
 
 
 def mask_url(url: str) -> str:
@@ -101,6 +101,16 @@ def open_storage(url: str, *, heartbeat_s: int = 30, connect_timeout_s: int = 2)
     except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
         raise ConfigError(f"--storage {shown}: the study schema could not be created ({' '.join(str(exc).split())[:160]})") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def close_storage(storage: Any) -> None:
+    """Release a storage's database connections (its session and engine pool)."""
+    remove = getattr(storage, "remove_session", None)
+    if remove is not None:
+        remove()
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def check_fingerprint(study: Any, fingerprint: dict[str, Any]) -> None:
