@@ -219,14 +219,20 @@ class FOrder:
 
 
 class _OimCache(dict[str, tuple[int, Decimal]]):
-    """Per-symbol open-order margin cache whose ``version`` moves with every change (the account total's key)."""
+    """Per-symbol open-order margin cache whose ``version`` moves with every change (the account total's key).
+
+    Setting a symbol's value at the time of a valid total keeps the total exact (adjusted by the change)."""
 
     version = 0
     total: tuple[int, int, Decimal] | None = None  # (replay ms, version, sum over symbols)
 
     def __setitem__(self, key: str, value: tuple[int, Decimal]) -> None:
+        old = self.get(key)
+        tot = self.total
         self.version += 1
         super().__setitem__(key, value)
+        if tot is not None and tot[1] == self.version - 1 and tot[0] == value[0] and old is not None and old[0] == value[0]:
+            self.total = (tot[0], self.version, tot[2] + value[1] - old[1])
 
     def pop(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         self.version += 1
@@ -252,10 +258,13 @@ class FAccount:
         self.countdown: dict[str, tuple[int, int]] = {}  # symbol -> (countdown ms, deadline replay ms)
         self.oim = _OimCache()  # symbol -> (replay ms, open-order initial margin), with a version for the total
 
-    def add_open(self, order: FOrder) -> None:
+    def add_open(self, order: FOrder, counted: bool = False) -> None:
+        """``counted``: the order's margin is already in the per-symbol cache (and the total), as
+        :meth:`FuturesEngine.place` does; otherwise the total must be recomputed."""
         self.open[(order.symbol, order.order_id)] = order
         self.open_by_symbol.setdefault(order.symbol, {})[order.order_id] = order
-        self.oim.version += 1  # the account's open-order margin total must be recomputed
+        if not counted:
+            self.oim.version += 1
 
     def remove_open(self, order: FOrder) -> None:
         self.open.pop((order.symbol, order.order_id), None)
@@ -403,6 +412,8 @@ class FuturesEngine:
         iso = D0
         cross_upnl = cross_im = D0
         for s, p in acct.positions.items():
+            if p.amt == 0 and not p.isolated_wallet:
+                continue
             if s in acct.isolated:
                 iso += p.isolated_wallet
             elif p.amt != 0:
@@ -586,9 +597,10 @@ class FuturesEngine:
         acct.orders[(req.symbol, order.order_id)] = order
         acct.by_client[(req.symbol, cid)] = order
         hit = acct.oim.get(req.symbol)
-        if hit is not None and hit[0] == now_ms:  # the position is unchanged: the sum stays exact
+        counted = hit is not None and hit[0] == now_ms
+        if hit is not None and counted:  # the position is unchanged: the sums stay exact
             acct.oim[req.symbol] = (now_ms, hit[1] + self.order_im(acct, order, mark))
-        acct.add_open(order)
+        acct.add_open(order, counted=counted)
         self.events += 1
         self._report(order, "NEW", now_ms)
         if req.type == "TRAILING_STOP_MARKET" and req.activation_price is None:

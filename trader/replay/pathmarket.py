@@ -106,8 +106,13 @@ class SeriesMarket:
         ol = s.data.open_list
         i = max(bisect.bisect_right(ol, t0_ms) - 1, 0)
         j = max(s.visible(t1_ms), i + 1)
-        lo = float(np.min(s.values[LOW, i:j]))
-        hi = float(np.max(s.values[HIGH, i:j]))
+        v = s.values
+        if j - i <= 4:  # the usual span (a decision interval of one or a few klines): no numpy call overhead
+            lows, highs = v[LOW], v[HIGH]
+            lo = min(float(lows[k]) for k in range(i, j))
+            hi = max(float(highs[k]) for k in range(i, j))
+        else:
+            lo, hi = float(np.min(v[LOW, i:j])), float(np.max(v[HIGH, i:j]))
         p0 = self.price(symbol, t0_ms)
         return min(lo, p0), max(hi, p0)
 
