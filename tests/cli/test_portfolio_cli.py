@@ -257,23 +257,21 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun(replay_store: 
     try:
         deadline = time.monotonic() + 120
         running = None
-        while running is None and time.monotonic() < deadline:  # until a trial is RUNNING
+        while running is None and time.monotonic() < deadline:  # until a trial has run long enough to have a heartbeat
             with_study = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == "hb"]
             if with_study:
                 trials = optuna.load_study(study_name="hb", storage=storage).trials
-                running = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING), None)
+                running = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.params and t.datetime_start is not None
+                                and time.time() - t.datetime_start.timestamp() > 0.3), None)
             if running is None:
                 time.sleep(0.05)
         assert running is not None
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
-        # the heartbeat's grace is 3 x 1 s: the next worker finds the trial stale (waits for the condition)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            t = optuna.load_study(study_name="hb", storage=storage).trials[running]
-            if t.datetime_start is not None and (time.time() - t.datetime_start.timestamp()) > 4:
-                break
-            time.sleep(0.2)
+        killed = time.monotonic()
+        # staleness is the heartbeat's own clock: 3 x 1 s without one (wait for that time to pass, then 0.5 s more)
+        while time.monotonic() - killed < 3.5:
+            time.sleep(0.1)
         nxt = subprocess.run([*base, "--trials", "1", "--worker", "8"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
         assert nxt.returncode == 0, nxt.stderr[-2000:]
     finally:
