@@ -253,29 +253,36 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_rerun(replay_store: 
     base = [sys.executable, "-m", "cli.main", "tune", "search", "--objective", "backtest", "--plan", "portfolio", "--store", str(store),
             "--study", "hb", "--storage", postgres, "--json"]
     storage = open_storage(postgres)
-    victim = subprocess.Popen([*base, "--trials", "50", "--worker", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    victim: subprocess.Popen[bytes] | None = None
+    running = None
     try:
-        deadline = time.monotonic() + 120
-        running = None
-        while running is None and time.monotonic() < deadline:  # until a trial has run long enough to have a heartbeat
-            with_study = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == "hb"]
-            if with_study:
-                trials = optuna.load_study(study_name="hb", storage=storage).trials
-                running = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.params and t.datetime_start is not None
-                                and time.time() - t.datetime_start.timestamp() > 0.3), None)
-            if running is None:
-                time.sleep(0.05)
+        for attempt in range(5):  # a kill can land just after a trial ended: then try again
+            victim = subprocess.Popen([*base, "--trials", "50", "--worker", str(7 + 10 * attempt)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+            deadline = time.monotonic() + 120
+            seen = None
+            while seen is None and time.monotonic() < deadline:  # until a trial runs its objective (its heartbeat is recorded)
+                if any(s.study_name == "hb" for s in optuna.get_all_study_summaries(storage)):
+                    trials = optuna.load_study(study_name="hb", storage=storage).trials
+                    seen = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.params
+                                 and t.datetime_start is not None and time.time() - t.datetime_start.timestamp() > 0.3), None)
+                if seen is None:
+                    time.sleep(0.05)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+            trials = optuna.load_study(study_name="hb", storage=storage).trials
+            running = next((t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING), None)
+            if running is not None:  # the dead worker's trial, left RUNNING
+                break
         assert running is not None
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=30)
         killed = time.monotonic()
-        # staleness is the heartbeat's own clock: 3 x 1 s without one (wait for that time to pass, then 0.5 s more)
-        while time.monotonic() - killed < 3.5:
+        # staleness is the heartbeat's own clock: 3 x 1 s without one (wait for that time to pass, and more)
+        while time.monotonic() - killed < 4.5:
             time.sleep(0.1)
-        nxt = subprocess.run([*base, "--trials", "1", "--worker", "8"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+        nxt = subprocess.run([*base, "--trials", "2", "--worker", "8"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
         assert nxt.returncode == 0, nxt.stderr[-2000:]
     finally:
-        if victim.poll() is None:
+        if victim is not None and victim.poll() is None:
             victim.kill()
             victim.wait()
     try:
