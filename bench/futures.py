@@ -25,8 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,35 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KEY, SECRET = "benchKey" + "K" * 56, "benchSecret" + "S" * 53
+from bench._venue import KEY, SECRET, pct  # noqa: E402 - after the sys.path line
+from bench._venue import venue as _venue  # noqa: E402
 
 
 @contextlib.contextmanager
 def venue(tmp: Path) -> Iterator[str]:
-    cfg = tmp / "venue.yaml"
-    cfg.write_text(
-        "replay:\n  accounts:\n"
-        f"    - api_key: {KEY}\n      api_secret: {SECRET}\n      balances: {{USDT: 100000000}}\n"
-        "  futures:\n    order_limit_10s: 100000000\n    order_limit_1m: 100000000\n"
-    )
-    cmd = [sys.executable, "-m", "cli.main", "replay", "--port", "0", "--clock", "wall", "--weight-limit", "1000000000",
-           "--preload", "--config", str(cfg)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        proc.stdout.readline()
+    with _venue(tmp, "--clock", "wall", balances='{USDT: 100000000}') as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
-
-
-def pct(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    return {"p50_ms": round(statistics.median(xs) * 1000, 3), "p90_ms": round(xs[int(len(xs) * 0.9)] * 1000, 3),
-            "p99_ms": round(xs[int(len(xs) * 0.99)] * 1000, 3), "n": len(xs)}
 
 
 async def ours(url: str, n: int, tmp: Path) -> dict[str, object]:

@@ -19,7 +19,6 @@ blend and thresholds, ``universe.symbols`` additions (a removal is refused: posi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trader.config import Settings
+from trader.runtime import add_signal_handler, remove_signal_handler
 
 __all__ = ["LIVE_KEYS", "ConfigReloader", "flat_diff"]
 
@@ -105,8 +105,7 @@ class ConfigReloader:
         """Reload on SIGHUP and on changes of ``config_path`` until ``stop`` is set."""
         loop = asyncio.get_running_loop()
         hup = asyncio.Event()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, hup.set)
+        add_signal_handler(loop, signal.SIGHUP, hup.set)  # where it cannot, the file watcher still reloads
         tasks = []
 
         async def on_hup() -> None:
@@ -132,6 +131,5 @@ class ConfigReloader:
         finally:
             for t in tasks:
                 t.cancel()
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGHUP)
+            remove_signal_handler(loop, signal.SIGHUP)
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["tune_allocator"]
 
@@ -44,3 +46,22 @@ def tune_allocator(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 
     mallopt.restype = ctypes.c_int
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     return _tuned
+
+
+def add_signal_handler(loop: Any, sig: int, callback: Callable[[], None]) -> bool:
+    """Run ``callback`` on signal ``sig`` in ``loop``; False where asyncio cannot install one (a
+    platform without ``loop.add_signal_handler``, or a loop outside the main thread) — the caller then
+    relies on its other triggers (a reload still follows the config file; a child is still terminated)."""
+    try:
+        loop.add_signal_handler(sig, callback)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def remove_signal_handler(loop: Any, sig: int) -> None:
+    """Undo :func:`add_signal_handler` (nothing to undo where it could not install one)."""
+    try:
+        loop.remove_signal_handler(sig)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 
 from trader.config import FaultConfig, ReplayConfig
 from trader.replay.server import ReplayExchange
+from trader.runtime import add_signal_handler
 
 __all__ = ["main"]
 
@@ -29,8 +29,7 @@ async def _serve(cfg: ReplayConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+        add_signal_handler(loop, sig, stop.set)
     try:
         await stop.wait()
     finally:
