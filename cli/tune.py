@@ -455,11 +455,8 @@ def search_cmd(
         return
     url_shown = mask_url(url)
     n = trials or settings.tune.trials
-    if settings.tune.objective == "backtest" and settings.risk.plan == "portfolio":
-        _portfolio_search(settings, path, wanted, start, end, n, study, storage_obj, out, as_json, worker)
-        return
     if settings.tune.objective == "backtest":
-        _plan_search(settings, path, wanted, start, end, n, study, storage_obj, out, as_json, worker)
+        _backtest_search(settings, path, wanted, start, end, n, study, storage_obj, out, as_json, worker)
         return
     ds = load_dataset(settings, path, wanted, ivs, start_ms=start, end_ms=end)
 
@@ -513,48 +510,29 @@ def _export_best(storage: Any, study: str, target: Path, shown: str) -> None:
     print(f"overlay: {target} (study {study!r}, {len(s.trials)} trials, best #{s.best_trial.number if s.best_trials else '–'})")
 
 
-def _portfolio_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: Any,
-                      out: Path | None, as_json: bool, worker: int) -> None:
-    from trader.trade.portfolio_search import portfolio_overlay, run_portfolio_search
+def _backtest_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: Any,
+                     out: Path | None, as_json: bool, worker: int) -> None:
+    """``tune search --objective backtest``: the plan of ``risk.plan`` searched walk-forward, its overlay
+    written (and kept in the study for ``--export-best``), the held-out report printed."""
+    portfolio = settings.risk.plan == "portfolio"
 
     def progress(done: int, total: int, best: float | None) -> None:
         if not as_json:
             print(f"search: trial {done}/{total}, best inner mean net return {'–' if best is None else f'{best:+.2%}'}", file=sys.stderr, flush=True)
 
-    result = run_portfolio_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=study,
-                                  storage=url, worker=worker, progress=progress)
+    common = dict(symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=study, storage=url, worker=worker, progress=progress)
+    if portfolio:
+        from trader.trade.portfolio_search import portfolio_overlay, run_portfolio_search
+
+        result = run_portfolio_search(settings, path, **common)  # type: ignore[arg-type]
+        text = portfolio_overlay(result)
+    else:
+        from trader.trade.plan_search import plan_overlay, run_plan_search
+
+        result = run_plan_search(settings, path, **common)  # type: ignore[arg-type]
+        text = plan_overlay(result)
     target = out or (path / "tune" / f"{study}.yaml")
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = portfolio_overlay(result)
-    target.write_text(text)
-    _remember_overlay(url, study, text)
-    result["overlay"] = str(target)
-    if as_json:
-        _json(result)
-        return
-    h, r = result["held_out"], result["held_out"]["random_portfolio"]
-    print(f"search: {result['trials']} trials, {result['seconds']} s; best #{result['best']['number']} {result['best']['params']}: "
-          f"inner folds {result['best']['inner_mean_net_return']:+.2%}")
-    print(f"held out, {h['decisions']} decisions: tuned {h['tuned']['net_return']:+.2%}, default {h['default']['net_return']:+.2%}, "
-          f"random portfolios {r['mean']:+.2%} (min {min(r['net_returns']):+.2%}, max {max(r['net_returns']):+.2%}), "
-          f"equal weight {h['equal_weight_long']:+.2%}" + (f", BTC {h['btc_long']:+.2%}" if h["btc_long"] is not None else ""))
-    print("the tuned plan " + ("beats" if h["tuned_beats_random"] else "does NOT beat") + " every random portfolio on the held-out block")
-    print(f"overlay: {target} (use it with --config {target})")
-
-
-def _plan_search(settings: Any, path: Path, wanted: list[str], start: int | None, end: int | None, n: int, study: str, url: Any,
-                 out: Path | None, as_json: bool, worker: int = 0) -> None:
-    from trader.trade.plan_search import plan_overlay, run_plan_search
-
-    def progress(done: int, total: int, best: float | None) -> None:
-        if not as_json:
-            print(f"search: trial {done}/{total}, best inner mean net return {'–' if best is None else f'{best:+.2%}'}", file=sys.stderr, flush=True)
-
-    result = run_plan_search(settings, path, symbols=wanted or None, start_ms=start, end_ms=end, trials=n, study_name=study,
-                             storage=url, progress=progress, worker=worker)
-    target = out or (path / "tune" / f"{study}.yaml")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = plan_overlay(result)
     target.write_text(text)
     _remember_overlay(url, study, text)
     result["overlay"] = str(target)
@@ -562,11 +540,20 @@ def _plan_search(settings: Any, path: Path, wanted: list[str], start: int | None
         _json(result)
         return
     h = result["held_out"]
-    print(f"search: {result['trials']} trials, {result['seconds']} s; best #{result['best']['number']}: inner folds {result['best']['inner_mean_net_return']:+.2%} "
-          f"({', '.join(f'{r:+.2%}' for r in result['best']['fold_returns'] or [])})")
-    print(f"held out, {h['decisions']} decisions: tuned {h['tuned']['net_return']:+.2%} ({h['tuned']['trades']} trades), "
-          f"default plan {h['default_plan']['net_return']:+.2%}, random entries {h['random_baseline']['mean']:+.2%} "
-          f"(min {min(h['random_baseline']['net_returns']):+.2%}, max {max(h['random_baseline']['net_returns']):+.2%})")
-    if not h["tuned_beats_random"]:
-        print("the tuned plan does NOT beat random entries on the held-out block")
+    if portfolio:
+        r = h["random_portfolio"]
+        print(f"search: {result['trials']} trials, {result['seconds']} s; best #{result['best']['number']} {result['best']['params']}: "
+              f"inner folds {result['best']['inner_mean_net_return']:+.2%}")
+        print(f"held out, {h['decisions']} decisions: tuned {h['tuned']['net_return']:+.2%}, default {h['default']['net_return']:+.2%}, "
+              f"random portfolios {r['mean']:+.2%} (min {min(r['net_returns']):+.2%}, max {max(r['net_returns']):+.2%}), "
+              f"equal weight {h['equal_weight_long']:+.2%}" + (f", BTC {h['btc_long']:+.2%}" if h["btc_long"] is not None else ""))
+        print("the tuned plan " + ("beats" if h["tuned_beats_random"] else "does NOT beat") + " every random portfolio on the held-out block")
+    else:
+        print(f"search: {result['trials']} trials, {result['seconds']} s; best #{result['best']['number']}: inner folds "
+              f"{result['best']['inner_mean_net_return']:+.2%} ({', '.join(f'{r:+.2%}' for r in result['best']['fold_returns'] or [])})")
+        print(f"held out, {h['decisions']} decisions: tuned {h['tuned']['net_return']:+.2%} ({h['tuned']['trades']} trades), "
+              f"default plan {h['default_plan']['net_return']:+.2%}, random entries {h['random_baseline']['mean']:+.2%} "
+              f"(min {min(h['random_baseline']['net_returns']):+.2%}, max {max(h['random_baseline']['net_returns']):+.2%})")
+        if not h["tuned_beats_random"]:
+            print("the tuned plan does NOT beat random entries on the held-out block")
     print(f"overlay: {target} (use it with --config {target})")
